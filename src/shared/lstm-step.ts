@@ -57,14 +57,15 @@ export function makeStepParams(flat: Float32Array, dims: ModelDims): StepParams 
   const { vocabSize: V, hidden: H } = dims;
   const at = new Map(paramLayout(dims).map((p) => [p.name, p]));
   const view = (n: ParamName, len: number) => flat.subarray(at.get(n)!.offset, at.get(n)!.offset + len);
-  return tf.tidy(() => {
+  const t = tf.tidy(() => {
     const wcat = GATES.map((g) => tf.tensor2d(view(`W_x${g}` as ParamName, (V + H) * H), [V + H, H]));
     const bias = GATES.map((g) => tf.tensor1d(view(`b_${g}` as ParamName, H)));
     const whT = tf.concat(GATES.map((g) => tf.transpose(tf.tensor2d(view(`W_h${g}` as ParamName, H * H), [H, H]))), 0) as tf.Tensor2D;
     const whq = tf.tensor2d(view('W_hq', H * V), [H, V]);
     const bq = tf.tensor1d(view('b_q', V));
-    return { dims, wcat, bias, whT, whq, bq, whqT: tf.transpose(whq) as tf.Tensor2D };
+    return { wcat, bias, whT, whq, bq, whqT: tf.transpose(whq) as tf.Tensor2D };
   });
+  return { dims, ...t };
 }
 
 export function disposeStepParams(p: StepParams): void {
@@ -170,9 +171,9 @@ export function lstmStep(p: StepParams, batch: Batch, state: LstmState): StepRes
     for (let t = T - 1; t >= 0; t--) {
       const i = gi[t], f = gf[t], o = go[t], g = gc[t], tc = tcs[t];
       const dhOut = tf.matMul(dLogitsT[t], p.whqT);
-      const dh = dhNext ? tf.add(dhOut, dhNext) : dhOut;
+      const dh: tf.Tensor = dhNext ? tf.add(dhOut, dhNext) : dhOut;
       const dcFromH = tf.mul(tf.mul(dh, o), tf.sub(one, tf.square(tc)));
-      const dc = dcNext ? tf.add(dcFromH, dcNext) : dcFromH;
+      const dc: tf.Tensor = dcNext ? tf.add(dcFromH, dcNext) : dcFromH;
       const dzi = tf.mul(tf.mul(dc, g), tf.mul(i, tf.sub(one, i)));
       const dzf = tf.mul(tf.mul(dc, cPrev[t]), tf.mul(f, tf.sub(one, f)));
       const dzo = tf.mul(tf.mul(dh, tc), tf.mul(o, tf.sub(one, o)));

@@ -1,0 +1,134 @@
+/**
+ * The master copy of the parameters and the optimizer step:
+ * gradient SUM over all tokens of a round -> mean -> clip by global norm
+ * (d2l grad_clipping, once, on the averaged gradient) -> tfjs optimizer.
+ *
+ * The in-process reference loop and the coordinator both update through this
+ * class, so "N workers equal one process" compares only how the gradient sum
+ * was computed.
+ */
+import * as tf from '@tensorflow/tfjs';
+import { paramCount, paramLayout, type ModelDims, type ParamEntry } from './params.js';
+
+export interface OptimizerConfig {
+  optimizer: 'sgd' | 'adam';
+  lr: number;
+  clip: number;
+}
+
+export interface OptimizerSlot {
+  name: string;
+  values: Float32Array;
+  shape: number[];
+}
+
+export interface ApplyResult {
+  /** Global L2 norm of the mean gradient before clipping. */
+  gradNorm: number;
+  /** Factor the gradient was multiplied by (1 when not clipped). */
+  scale: number;
+}
+
+let instances = 0;
+
+export class ParameterServer {
+  readonly dims: ModelDims;
+  readonly count: number;
+  /** Number of optimizer steps applied. */
+  version = 0;
+  private readonly layout: ParamEntry[];
+  private readonly vars: tf.Variable[];
+  private readonly varNames: string[];
+  private readonly optimizer: tf.Optimizer;
+  private readonly cfg: OptimizerConfig;
+  private cache: Float32Array | null = null;
+  private readonly mean: Float32Array;
+
+  constructor(dims: ModelDims, init: Float32Array, cfg: OptimizerConfig) {
+    this.dims = dims;
+    this.count = paramCount(dims);
+    if (init.length !== this.count) throw new RangeError(`initial parameters hold ${init.length} values, the model has ${this.count}`);
+    this.cfg = cfg;
+    this.layout = paramLayout(dims);
+    // tfjs registers variables by name process-wide; tests and benchmarks hold several servers at once.
+    const id = instances++;
+    this.varNames = this.layout.map((p) => `dptrain${id}/${p.name}`);
+    this.vars = this.layout.map((p, k) => tf.variable(tf.tensor1d(init.subarray(p.offset, p.offset + p.size)), true, this.varNames[k]));
+    this.optimizer = cfg.optimizer === 'adam' ? tf.train.adam(cfg.lr) : tf.train.sgd(cfg.lr);
+    this.mean = new Float32Array(this.count);
+  }
+
+  get learningRate(): number {
+    return this.cfg.lr;
+  }
+
+  /** Current parameters, flat. The returned array is shared until the next apply: do not mutate it. */
+  params(): Float32Array {
+    if (this.cache === null) {
+      const flat = new Float32Array(this.count);
+      this.layout.forEach((p, k) => flat.set(this.vars[k].dataSync() as Float32Array, p.offset));
+      this.cache = flat;
+    }
+    return this.cache;
+  }
+
+  /** One optimizer step from a gradient sum over `tokens` tokens. */
+  apply(gradSum: Float64Array | Float32Array, tokens: number): ApplyResult {
+    if (gradSum.length !== this.count) throw new RangeError(`gradient holds ${gradSum.length} values, the model has ${this.count}`);
+    if (!(tokens > 0)) throw new RangeError(`token count must be positive, got ${tokens}`);
+    const mean = this.mean;
+    let sq = 0;
+    for (let i = 0; i < mean.length; i++) {
+      const g = gradSum[i] / tokens;
+      mean[i] = g;
+      sq += mean[i] * mean[i];
+    }
+    const gradNorm = Math.sqrt(sq);
+    if (!Number.isFinite(gradNorm)) throw new RangeError('gradient is not finite; refusing to apply it');
+    const scale = gradNorm > this.cfg.clip ? this.cfg.clip / gradNorm : 1;
+    if (scale !== 1) for (let i = 0; i < mean.length; i++) mean[i] *= scale;
+    const grads: Record<string, tf.Tensor> = {};
+    this.layout.forEach((p, k) => {
+      grads[this.varNames[k]] = tf.tensor1d(mean.subarray(p.offset, p.offset + p.size));
+    });
+    this.optimizer.applyGradients(grads);
+    tf.dispose(Object.values(grads));
+    this.version++;
+    this.cache = null;
+    return { gradNorm, scale };
+  }
+
+  /** Replace the parameters (resume). */
+  setParams(flat: Float32Array): void {
+    if (flat.length !== this.count) throw new RangeError(`parameters hold ${flat.length} values, the model has ${this.count}`);
+    this.layout.forEach((p, k) => this.vars[k].assign(tf.tensor1d(flat.subarray(p.offset, p.offset + p.size))));
+    this.cache = null;
+  }
+
+  /** Optimizer slots (iterations, Adam moments) in tfjs order, names without this instance's prefix. */
+  async optimizerState(): Promise<OptimizerSlot[]> {
+    const weights = await this.optimizer.getWeights();
+    return Promise.all(
+      weights.map(async (w) => ({
+        name: w.name.replace(/^dptrain\d+\//, ''),
+        values: new Float32Array(await w.tensor.data()),
+        shape: w.tensor.shape.slice(),
+      })),
+    );
+  }
+
+  async loadOptimizerState(slots: OptimizerSlot[]): Promise<void> {
+    const prefix = this.varNames[0].split('/')[0];
+    await this.optimizer.setWeights(
+      slots.map((s) => ({
+        name: s.name === 'iter' || s.name === 'iterations' ? s.name : `${prefix}/${s.name}`,
+        tensor: tf.tensor(s.values, s.shape),
+      })),
+    );
+  }
+
+  dispose(): void {
+    tf.dispose(this.vars);
+    this.optimizer.dispose();
+  }
+}
