@@ -131,7 +131,7 @@ export function resolveOptions<T>(table: OptionTable, explicit: Record<string, u
   for (const [flag, spec] of Object.entries(table)) if (spec.default !== undefined) out[camel(flag)] = spec.default;
 
   const layers: [Record<string, unknown>, string][] = [];
-  const cfgFile = (explicit.config ?? env[envVarFor('config')]) as string | undefined;
+  const cfgFile = (explicit.config ?? (env[envVarFor('config')] || undefined)) as string | undefined;
   if (cfgFile !== undefined && 'config' in table) layers.push([readConfigFile(cfgFile), `config file ${cfgFile}`]);
   const fromEnv: Record<string, unknown> = {};
   for (const flag of Object.keys(table)) {

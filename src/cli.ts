@@ -1,0 +1,138 @@
+#!/usr/bin/env node
+/**
+ * Command line: `coordinator start`, `worker join`, `generate`, `export`.
+ * `dptrain coordinator start` and `coordinator start` are the same command.
+ * Flags only parse and wire; every value is validated by config.ts.
+ * Exit codes: 0 done, 1 runtime failure, 2 bad flags, config or input.
+ */
+import yargs, { type Argv, type Options } from 'yargs';
+import { hideBin } from 'yargs/helpers';
+import { pathToFileURL } from 'node:url';
+import fs from 'node:fs';
+import { COORDINATOR_OPTIONS, WORKER_OPTIONS, GENERATE_OPTIONS, EXPORT_OPTIONS, envVarFor, type OptionTable } from './shared/options.js';
+import { resolveCoordinatorConfig, resolveWorkerConfig, resolveOptions } from './shared/config.js';
+import { DptrainError } from './shared/errors.js';
+
+/** Exit code 2 for mistakes in what the user gave us; 1 for failures while running. */
+const USAGE_CODES = new Set(['ERR_BAD_CONFIG', 'ERR_CORPUS_NOT_FOUND', 'ERR_CORPUS_DOWNLOAD', 'ERR_CORPUS_CHECKSUM', 'ERR_CORPUS_EMPTY', 'ERR_CORPUS_BINARY', 'ERR_CORPUS_TOO_SMALL', 'ERR_BACKEND_UNAVAILABLE', 'ERR_CHECKPOINT_NOT_FOUND', 'ERR_CHECKPOINT_CORRUPT', 'ERR_CHECKPOINT_MISMATCH']);
+
+function yargsOptions(table: OptionTable): Record<string, Options> {
+  const out: Record<string, Options> = {};
+  for (const [flag, spec] of Object.entries(table)) {
+    // No yargs defaults: config file and env must be able to override them (config.ts applies defaults).
+    const def = spec.default === undefined ? '' : ` [default: ${JSON.stringify(spec.default)}]`;
+    out[flag] = { type: spec.type, describe: `${spec.describe}${def} (env ${envVarFor(flag)})`, choices: spec.choices as string[] | undefined };
+  }
+  return out;
+}
+
+/** Flags the user actually typed, keyed by flag name. */
+function given(argv: Record<string, unknown>, table: OptionTable): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const flag of Object.keys(table)) if (argv[flag] !== undefined) out[flag] = argv[flag];
+  return out;
+}
+
+function fail(e: unknown): never {
+  if (e instanceof DptrainError) {
+    console.error(`error: ${e.message} (${e.code})`);
+    process.exit(USAGE_CODES.has(e.code) ? 2 : 1);
+  }
+  console.error(`error: ${(e as Error)?.stack ?? String(e)}`);
+  process.exit(1);
+}
+
+function coordinatorCommands(y: Argv): Argv {
+  return y
+    .command(
+      'start',
+      'start a coordinator: shard the corpus, average gradients, checkpoint, serve metrics',
+      (b) => b.options(yargsOptions(COORDINATOR_OPTIONS)),
+      async (argv) => {
+        try {
+          const cfg = resolveCoordinatorConfig(given(argv, COORDINATOR_OPTIONS));
+          const { startCoordinator } = await import('./coordinator/main.js');
+          const summary = await startCoordinator(cfg);
+          process.exit(summary.reason === 'done' || summary.reason === 'stopped' ? 0 : 1);
+        } catch (e) {
+          fail(e);
+        }
+      },
+    )
+    .demandCommand(1, 'say which: coordinator start');
+}
+
+function workerCommands(y: Argv): Argv {
+  return y
+    .command(
+      'join',
+      'join a coordinator and compute gradients on a shard of streams',
+      (b) => b.options(yargsOptions(WORKER_OPTIONS)),
+      async (argv) => {
+        try {
+          const cfg = resolveWorkerConfig(given(argv, WORKER_OPTIONS));
+          const { joinWorker } = await import('./worker/main.js');
+          const exit = await joinWorker(cfg);
+          process.exit(exit === 'done' || exit === 'shutdown' || exit === 'stopped' ? 0 : 1);
+        } catch (e) {
+          fail(e);
+        }
+      },
+    )
+    .demandCommand(1, 'say which: worker join');
+}
+
+export function buildCli(args: string[], scriptName = 'dptrain'): Argv {
+  return yargs(args)
+    .scriptName(scriptName)
+    .command('coordinator', 'coordinator commands', (y) => coordinatorCommands(y))
+    .command('worker', 'worker commands', (y) => workerCommands(y))
+    .command(
+      'generate',
+      'generate text from a checkpoint (d2l predict_ch8, or sampling with --temperature)',
+      (b) => b.options(yargsOptions(GENERATE_OPTIONS)),
+      async (argv) => {
+        try {
+          const o = resolveOptions<{ checkpoint: string; prefix: string; length: number; temperature: number; seed: number; backend: 'auto' | 'tensorflow' | 'wasm' | 'cpu' }>(GENERATE_OPTIONS, given(argv, GENERATE_OPTIONS));
+          const { generateFromCheckpoint } = await import('./shared/generate.js');
+          console.log(await generateFromCheckpoint(o));
+          process.exit(0);
+        } catch (e) {
+          fail(e);
+        }
+      },
+    )
+    .command(
+      'export',
+      "export a checkpoint's weights in TF.js's Layers format (tf.loadLayersModel)",
+      (b) => b.options(yargsOptions(EXPORT_OPTIONS)),
+      async (argv) => {
+        try {
+          const o = resolveOptions<{ checkpoint: string; out: string }>(EXPORT_OPTIONS, given(argv, EXPORT_OPTIONS));
+          if (!o.out) throw new DptrainError('ERR_BAD_CONFIG', '--out is required');
+          const { exportCheckpoint } = await import('./shared/generate.js');
+          console.log(await exportCheckpoint(o.checkpoint, o.out));
+          process.exit(0);
+        } catch (e) {
+          fail(e);
+        }
+      },
+    )
+    .demandCommand(1, 'say which command: coordinator start, worker join, generate or export')
+    .strict()
+    .recommendCommands()
+    .help()
+    .version(false)
+    .fail((msg, err, y) => {
+      if (err) fail(err);
+      console.error(`${y.help() && ''}error: ${msg} (ERR_BAD_CONFIG)\nrun with --help for the list of commands and flags`);
+      process.exit(2);
+    });
+}
+
+export async function main(argv = hideBin(process.argv), scriptName = 'dptrain'): Promise<void> {
+  await buildCli(argv, scriptName).parseAsync();
+}
+
+const invoked = process.argv[1] && fs.existsSync(process.argv[1]) ? pathToFileURL(fs.realpathSync(process.argv[1])).href : '';
+if (invoked === import.meta.url) void main();

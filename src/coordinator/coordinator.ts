@@ -1,0 +1,488 @@
+/**
+ * The coordinator: master copy of the model, synchronous gradient-averaging
+ * rounds over the current members, elastic membership, checkpoints, metrics.
+ *
+ * A round: encode the parameters once, send the same bytes to every worker,
+ * send each its stream range; sum the gradient sums that come back before the
+ * deadline; divide by the tokens that came back; clip; optimizer step.
+ */
+import crypto from 'node:crypto';
+import os from 'node:os';
+import { buildCorpus, type Corpus } from '../shared/corpus.js';
+import { defaultDataDir, loadCorpusText } from '../shared/corpus-source.js';
+import { TRAIN_KEYS, publicConfig, type CoordinatorConfig } from '../shared/config.js';
+import { COORDINATOR_OPTIONS } from '../shared/options.js';
+import { CloseCodes, DptrainError, ErrorCodes, type ErrorCode } from '../shared/errors.js';
+import { encode, maxPayloadFor, tokensToWire, PROTOCOL_VERSION, type GradsMsg, type HelloMsg, type WorkerMessage } from '../shared/protocol.js';
+import { decodeTensor, encodeTensor } from '../shared/wire-tensor.js';
+import { paramCount, type ModelDims } from '../shared/params.js';
+import { ParameterServer } from '../shared/param-server.js';
+import { initialParams } from '../shared/local-trainer.js';
+import { Schedule } from '../shared/schedule.js';
+import { perplexityOf, predict } from '../shared/evaluate.js';
+import { checkCompatible, readCheckpoint, writeCheckpoint, type CheckpointData } from '../shared/checkpoint.js';
+import type { BackendInfo } from '../shared/backend.js';
+import { Membership, type LeaveReason, type Member, type Peer } from './membership.js';
+import { Round, type RoundOutcome } from './round.js';
+import { WsServer, type HelloResult } from './ws-server.js';
+import { createCoordinatorMetrics, initSeries, VERSION, type CoordinatorMetrics } from './metrics.js';
+import { ConsoleReporter } from './console-report.js';
+
+export interface LogEntry {
+  step: number;
+  epoch: number;
+  trainPerplexity: number;
+  validationPerplexity?: number;
+  tokensPerSecond?: number;
+  time: number;
+}
+
+export interface CoordinatorDeps {
+  log?: (line: string) => void;
+  backend?: BackendInfo;
+  /** Where a TTY progress line goes (default: stderr when it is a TTY). */
+  progress?: NodeJS.WriteStream | null;
+}
+
+export interface RunSummary {
+  steps: number;
+  epochs: number;
+  reason: 'done' | 'stopped';
+  finalTrainPerplexity: number;
+  checkpoint?: string;
+}
+
+export class Coordinator {
+  readonly metrics: CoordinatorMetrics;
+  readonly membership: Membership;
+  readonly history: LogEntry[] = [];
+  corpus!: Corpus;
+  dims!: ModelDims;
+  server!: ParameterServer;
+  schedule!: Schedule;
+  ws!: WsServer;
+  port = 0;
+  token: string;
+  lastSample = '';
+  startedAt = Date.now();
+  private count = 0;
+  private corpusSha1 = '';
+  private roundId = 0;
+  private round: Round | null = null;
+  private stopping = false;
+  private wake: (() => void) | null = null;
+  private owner: (string | null)[] = [];
+  private streamState!: Float32Array;
+  private paused = false;
+  private readonly log: (line: string) => void;
+  private readonly report: ConsoleReporter;
+  private epochLoss = 0;
+  private epochTokens = 0;
+  private intervalTokens = 0;
+  private intervalStart = performance.now();
+  private lastCheckpointStep = -1;
+  private recentRoundMs: number[] = [];
+
+  constructor(
+    readonly cfg: CoordinatorConfig,
+    token: string | undefined,
+    private readonly deps: CoordinatorDeps = {},
+  ) {
+    this.log = deps.log ?? ((l) => console.log(l));
+    this.token = token ?? crypto.randomBytes(24).toString('base64url');
+    this.metrics = createCoordinatorMetrics();
+    initSeries(this.metrics);
+    this.membership = new Membership(cfg.maxWorkers);
+    this.report = new ConsoleReporter(this.log, deps.progress === undefined ? (process.stderr.isTTY ? process.stderr : null) : deps.progress);
+  }
+
+  get state(): { paused: boolean; stopping: boolean; step: number; epoch: number; round: number } {
+    return { paused: this.paused, stopping: this.stopping, step: this.server?.version ?? 0, epoch: this.schedule?.peek().epoch ?? 0, round: this.roundId };
+  }
+
+  /** Load the corpus, build or resume the model, open the WebSocket server. */
+  async start(): Promise<number> {
+    const cfg = this.cfg;
+    const text = await loadCorpusText(cfg.corpus, { dataDir: cfg.dataDir ?? defaultDataDir(), onWarning: (m) => this.log(`corpus: ${m}`) });
+    this.corpusSha1 = text.sha1;
+    this.corpus = buildCorpus(text.text, { maxTokens: cfg.maxTokens, valFraction: cfg.valFraction });
+    this.dims = { vocabSize: this.corpus.vocab.size, hidden: cfg.hidden };
+    this.count = paramCount(this.dims);
+    this.log(`corpus: ${text.source}: ${this.corpus.train.length} training + ${this.corpus.validation.length} validation tokens, vocabulary ${this.corpus.vocab.size}`);
+    this.server = new ParameterServer(this.dims, initialParams(cfg, this.dims), cfg);
+    this.schedule = new Schedule(this.corpus.train.length, cfg.batchSize, cfg.numSteps, cfg.partition, { seed: cfg.seed });
+    this.owner = new Array(cfg.batchSize).fill(null);
+    this.streamState = new Float32Array(cfg.batchSize * 2 * cfg.hidden);
+    if (cfg.resume) await this.resume();
+    this.metrics.learningRate.set(cfg.lr);
+    this.metrics.info.set({ backend: this.deps.backend?.name ?? 'unknown', device: this.deps.backend?.device ?? 'cpu', version: VERSION }, 1);
+    this.log(`model: LSTM hidden ${cfg.hidden}, vocabulary ${this.dims.vocabSize}, ${this.count} parameters; ${cfg.optimizer} lr ${cfg.lr}, clip ${cfg.clip}, batch ${cfg.batchSize} x ${cfg.numSteps}`);
+
+    const gradBytes = this.count * 4;
+    this.ws = new WsServer(
+      {
+        host: cfg.host,
+        port: cfg.port,
+        tls: cfg.tlsCert && cfg.tlsKey ? { certFile: cfg.tlsCert, keyFile: cfg.tlsKey } : undefined,
+        token: this.token,
+        maxPayload: maxPayloadFor(this.count + cfg.batchSize * 2 * cfg.hidden, 0, 'float32'),
+        maxConnections: cfg.maxWorkers + 16,
+        helloTimeoutMs: cfg.helloTimeout * 1000,
+        heartbeatMs: cfg.heartbeatInterval * 1000,
+        maxBufferedBytes: 8 * gradBytes + (this.corpus.train.length * 2),
+        limits: { paramCount: this.count, maxTokenCount: cfg.batchSize * cfg.numSteps, stateCount: cfg.batchSize * 2 * cfg.hidden },
+        log: this.log,
+      },
+      {
+        onHello: (msg, peer, remote) => this.onHello(msg, peer, remote),
+        onMessage: (id, msg, bytes) => this.onMessage(id, msg, bytes),
+        onClose: (id, reason) => this.onClose(id, reason),
+        onReject: (code, remote) => this.onReject(code, remote),
+      },
+    );
+    this.port = await this.ws.listen();
+    this.log(`listening on ${this.ws.scheme}://${cfg.host}:${this.port} (min workers ${cfg.minWorkers}, max ${cfg.maxWorkers})`);
+    return this.port;
+  }
+
+  private async resume(): Promise<void> {
+    const dir = this.cfg.checkpointDir!;
+    let ck: CheckpointData;
+    try {
+      ck = await readCheckpoint(dir, { log: this.log });
+    } catch (e) {
+      if (e instanceof DptrainError && e.code === 'ERR_CHECKPOINT_NOT_FOUND') {
+        this.log(`resume: no checkpoint in ${dir} yet; starting fresh`);
+        return;
+      }
+      throw e;
+    }
+    checkCompatible(
+      ck,
+      { vocab: [...this.corpus.vocab.idxToToken], corpusSha1: this.corpusSha1, config: publicConfig(this.cfg, COORDINATOR_OPTIONS), paramCount: this.count },
+      TRAIN_KEYS,
+    );
+    this.server.setParams(ck.params);
+    await this.server.loadOptimizerState(ck.optimizer.state);
+    this.server.version = ck.step;
+    this.schedule = new Schedule(this.corpus.train.length, this.cfg.batchSize, this.cfg.numSteps, this.cfg.partition, {
+      epoch: ck.epoch,
+      batchIndex: ck.batchIndex,
+      epochRngState: ck.epochRngState,
+    });
+    if (ck.streamState && ck.streamState.length === this.streamState.length) this.streamState.set(ck.streamState);
+    for (const h of ck.history ?? []) this.history.push({ ...h, time: 0 });
+    this.lastCheckpointStep = ck.step;
+    this.metrics.steps.inc(ck.step);
+    this.log(`resume: step ${ck.step}, epoch ${ck.epoch}, batch ${ck.batchIndex} from ${dir}`);
+  }
+
+  private onReject(code: ErrorCode, remote: string): void {
+    this.metrics.rejected.inc({ code });
+    this.log(`refused ${remote}: ${code}`);
+  }
+
+  private onHello(msg: HelloMsg, peer: Peer, remote: string): HelloResult {
+    if (this.stopping) return { ok: false, code: ErrorCodes.ERR_SHUTTING_DOWN, message: 'coordinator is shutting down' };
+    if (this.membership.full) return { ok: false, code: ErrorCodes.ERR_TOO_MANY_CONNECTIONS, message: `--max-workers ${this.cfg.maxWorkers} reached` };
+    const id = crypto.randomUUID();
+    const m = this.membership.add(id, msg.info, peer, Date.now());
+    const { tokens, tokenWidth } = tokensToWire(this.corpus.train, this.dims.vocabSize);
+    peer.send(
+      encode({
+        type: 'welcome',
+        version: PROTOCOL_VERSION,
+        workerId: id,
+        model: { vocabSize: this.dims.vocabSize, hidden: this.dims.hidden, numSteps: this.cfg.numSteps, paramCount: this.count },
+        vocab: [...this.corpus.vocab.idxToToken],
+        tokens,
+        tokenWidth,
+        wireDtype: this.cfg.wireDtype,
+        heartbeatMs: this.cfg.heartbeatInterval * 1000,
+      }),
+    );
+    this.metrics.joins.inc();
+    this.metrics.workersConnected.set(this.membership.size);
+    this.metrics.membershipEpoch.set(this.membership.epoch);
+    this.log(`worker ${m.slot} joined from ${remote} (${msg.info.name ?? `${msg.info.host}:${msg.info.pid}`}, ${msg.info.backend}/${msg.info.device}); ${this.membership.size} connected`);
+    if (this.paused && this.membership.size < this.cfg.minWorkers) this.sendPause(m);
+    return { ok: true, id };
+  }
+
+  private onMessage(id: string, msg: WorkerMessage, bytes: number): void {
+    const m = this.membership.get(id);
+    if (!m) return;
+    m.lastSeen = Date.now();
+    if (msg.type === 'grads') this.onGrads(m, msg, bytes);
+  }
+
+  private onGrads(m: Member, msg: GradsMsg, bytes: number): void {
+    this.metrics.gradBytes.inc(bytes);
+    const round = this.round;
+    const early = round ? round.check(m.id, msg.round) : msg.round < this.roundId ? ErrorCodes.ERR_STALE_ROUND : ErrorCodes.ERR_FUTURE_ROUND;
+    if (early || !round) {
+      // Late replies are expected after a deadline: count them, apply nothing.
+      this.metrics.rejected.inc({ code: early ?? ErrorCodes.ERR_STALE_ROUND });
+      return;
+    }
+    const grad = decodeTensor(msg.grads);
+    const state = msg.state ? decodeTensor(msg.state) : undefined;
+    const bad = round.accept({ workerId: m.id, round: msg.round, tokenCount: msg.tokenCount, lossSum: msg.lossSum, computeMs: msg.computeMs, grad, state });
+    if (bad) this.metrics.rejected.inc({ code: bad });
+  }
+
+  private onClose(id: string, reason: LeaveReason): void {
+    const m = this.membership.remove(id);
+    if (!m) return;
+    this.round?.drop(id);
+    for (let s = 0; s < this.owner.length; s++) if (this.owner[s] === id) this.owner[s] = null;
+    if (reason === 'leave' || reason === 'shutdown') this.metrics.leaves.inc();
+    else this.metrics.failures.inc({ reason: reason === 'protocol' ? 'protocol' : reason === 'timeout' ? 'timeout' : 'disconnect' });
+    this.metrics.workersConnected.set(this.membership.size);
+    this.metrics.membershipEpoch.set(this.membership.epoch);
+    this.log(`worker ${m.slot} left (${reason}); ${this.membership.size} connected`);
+  }
+
+  private sendPause(m: Member): void {
+    m.peer.send(encode({ type: 'pause', reason: `waiting for workers: ${this.membership.size} of ${this.cfg.minWorkers}`, workers: this.membership.size, minWorkers: this.cfg.minWorkers }));
+  }
+
+  private roundDeadlineMs(): number {
+    if (this.cfg.roundTimeout > 0) return this.cfg.roundTimeout * 1000;
+    if (this.recentRoundMs.length < 3) return 120_000;
+    const sorted = [...this.recentRoundMs].sort((a, b) => a - b);
+    return Math.min(120_000, Math.max(5_000, 10 * sorted[Math.floor(sorted.length / 2)]));
+  }
+
+  /** Wait until membership changes or stop() is called; no busy loop, no timeout needed. */
+  private waitForChange(): Promise<void> {
+    return new Promise((resolve) => {
+      const off = this.membership.onChange(() => {
+        off();
+        this.wake = null;
+        resolve();
+      });
+      this.wake = () => {
+        off();
+        this.wake = null;
+        resolve();
+      };
+    });
+  }
+
+  /** Train until the last epoch or stop(); returns after the final checkpoint. */
+  async run(): Promise<RunSummary> {
+    const cfg = this.cfg;
+    this.intervalStart = performance.now();
+    while (!this.stopping && this.schedule.peek().epoch < cfg.epochs) {
+      const assignment = this.membership.assign(cfg.batchSize);
+      if (assignment.length < cfg.minWorkers) {
+        if (!this.paused) {
+          this.paused = true;
+          this.metrics.paused.set(1);
+          this.report.clear();
+          this.log(`paused: ${assignment.length} of ${cfg.minWorkers} workers connected; waiting`);
+          for (const m of this.membership.list()) this.sendPause(m);
+        }
+        await this.waitForChange();
+        continue;
+      }
+      if (this.paused) {
+        this.paused = false;
+        this.metrics.paused.set(0);
+        this.log(`resumed with ${assignment.length} workers`);
+      }
+      const outcome = await this.runRound(assignment);
+      this.finishRound(outcome);
+      if (cfg.checkpointDir && cfg.checkpointEvery > 0 && this.server.version % cfg.checkpointEvery === 0 && this.server.version !== this.lastCheckpointStep) {
+        await this.checkpoint();
+      }
+    }
+    const done = this.schedule.peek().epoch >= cfg.epochs;
+    this.report.clear();
+    let checkpoint: string | undefined;
+    if (cfg.checkpointDir && this.server.version !== this.lastCheckpointStep) checkpoint = await this.checkpoint();
+    else if (cfg.checkpointDir) checkpoint = cfg.checkpointDir;
+    const last = this.history.at(-1);
+    this.log(done ? `done: ${this.server.version} steps, ${cfg.epochs} epochs` : `stopped at step ${this.server.version}`);
+    await this.ws.close(done ? CloseCodes.TRAINING_DONE : CloseCodes.SHUTTING_DOWN, done ? 'training done' : 'coordinator shutting down');
+    return { steps: this.server.version, epochs: this.schedule.peek().epoch, reason: done ? 'done' : 'stopped', finalTrainPerplexity: last?.trainPerplexity ?? NaN, checkpoint };
+  }
+
+  private async runRound(assignment: { member: Member; lo: number; hi: number }[]): Promise<RoundOutcome> {
+    const cfg = this.cfg;
+    const H = cfg.hidden;
+    const { plan, epoch } = this.schedule.peek();
+    const roundId = ++this.roundId;
+    const paramsBytes = encode({ type: 'params', version: this.server.version, params: encodeTensor(this.server.params(), cfg.wireDtype) });
+    const expected = new Map<string, { lo: number; hi: number; tokenCount: number }>();
+    let sent = 0;
+    for (const { member, lo, hi } of assignment) {
+      const rows = hi - lo;
+      const fresh = new Uint8Array(rows);
+      let needState = false;
+      for (let s = lo; s < hi; s++) {
+        if (plan.resetState) fresh[s - lo] = 1;
+        else if (this.owner[s] !== member.id) needState = true;
+      }
+      let state: Float32Array | undefined;
+      if (needState) {
+        state = this.streamState.slice(lo * 2 * H, hi * 2 * H);
+        for (let r = 0; r < rows; r++) if (fresh[r]) state.fill(0, r * 2 * H, (r + 1) * 2 * H);
+      }
+      const stepBytes = encode({
+        type: 'step',
+        round: roundId,
+        paramsVersion: this.server.version,
+        epoch,
+        lo,
+        hi,
+        starts: plan.starts.slice(lo, hi),
+        fresh,
+        ...(state ? { state: encodeTensor(state, 'float32') } : {}),
+      });
+      member.peer.send(paramsBytes);
+      member.peer.send(stepBytes);
+      sent += paramsBytes.byteLength + stepBytes.byteLength;
+      for (let s = lo; s < hi; s++) this.owner[s] = member.id;
+      expected.set(member.id, { lo, hi, tokenCount: rows * cfg.numSteps });
+    }
+    this.metrics.paramBytes.inc(sent);
+    // A member may have gone between assign() and here; the round must not wait for it.
+    this.round = new Round(roundId, expected, this.count, this.roundDeadlineMs());
+    for (const id of expected.keys()) if (!this.membership.get(id)) this.round.drop(id);
+    const outcome = await this.round.done;
+    this.round = null;
+    return outcome;
+  }
+
+  private finishRound(o: RoundOutcome): void {
+    const cfg = this.cfg;
+    const H = cfg.hidden;
+    for (const id of o.late) {
+      const m = this.membership.get(id);
+      if (!m) continue;
+      this.log(`worker ${m.slot} missed the round deadline (${Math.round(o.durationMs)} ms); dropping it`);
+      for (let s = 0; s < this.owner.length; s++) if (this.owner[s] === id) this.owner[s] = null;
+      m.peer.close(CloseCodes.HEARTBEAT_TIMEOUT, ErrorCodes.ERR_ROUND_TIMEOUT);
+    }
+    for (const id of o.gone) for (let s = 0; s < this.owner.length; s++) if (this.owner[s] === id) this.owner[s] = null;
+    for (const [id, { lo, state }] of o.states) {
+      if (state.length % (2 * H) === 0 && lo * 2 * H + state.length <= this.streamState.length) this.streamState.set(state, lo * 2 * H);
+      const m = this.membership.get(id);
+      if (m) {
+        m.rounds++;
+        m.lastStepMs = o.computeMs.get(id);
+        m.lastWaitMs = o.waitMs.get(id);
+      }
+    }
+    for (const [id, ms] of o.computeMs) {
+      const m = this.membership.get(id);
+      if (!m) continue;
+      const tokens = (o.states.get(id)?.state.length ?? 0) / (2 * H) * cfg.numSteps;
+      m.tokens += tokens;
+      this.metrics.workerCompute.observe({ worker: m.slot }, ms / 1000);
+      this.metrics.workerWait.observe({ worker: m.slot }, (o.waitMs.get(id) ?? 0) / 1000);
+      this.metrics.workerTokens.inc({ worker: m.slot }, tokens);
+    }
+    if (o.tokens === 0) {
+      // Nobody answered: the same batch is tried again with whoever is left.
+      return;
+    }
+    const { gradNorm } = this.server.apply(o.gradSum, o.tokens);
+    this.recentRoundMs.push(o.durationMs);
+    if (this.recentRoundMs.length > 20) this.recentRoundMs.shift();
+    const meanLoss = o.lossSum / o.tokens;
+    this.epochLoss += o.lossSum;
+    this.epochTokens += o.tokens;
+    this.intervalTokens += o.tokens;
+    const m = this.metrics;
+    m.tokens.inc(o.tokens);
+    m.steps.inc();
+    m.step.set(this.server.version);
+    m.trainLoss.set(meanLoss);
+    m.trainPerplexity.set(Math.exp(this.epochLoss / this.epochTokens));
+    m.gradNorm.set(gradNorm);
+    m.roundDuration.observe(o.durationMs / 1000);
+    m.lastStep.set(Date.now() / 1000);
+    const { epoch, batchIndex, batchesInEpoch } = this.schedule.peek();
+    m.epoch.set(epoch);
+    const elapsed = (performance.now() - this.intervalStart) / 1000;
+    const tps = this.intervalTokens / Math.max(elapsed, 1e-9);
+    this.report.progress(epoch, cfg.epochs, batchIndex + 1, batchesInEpoch, Math.exp(this.epochLoss / this.epochTokens), tps, this.membership.size);
+    if (this.schedule.advance()) this.endEpoch(epoch);
+  }
+
+  private endEpoch(epoch: number): void {
+    const cfg = this.cfg;
+    const trainPerplexity = Math.exp(this.epochLoss / this.epochTokens);
+    this.epochLoss = 0;
+    this.epochTokens = 0;
+    const last = epoch + 1 === cfg.epochs;
+    if ((epoch + 1) % cfg.logEvery === 0 || last || epoch === 0) {
+      const elapsed = (performance.now() - this.intervalStart) / 1000;
+      const tokensPerSecond = this.intervalTokens / Math.max(elapsed, 1e-9);
+      const validationPerplexity = this.corpus.validation.length > cfg.numSteps + 1 ? perplexityOf(this.server.params(), this.dims, this.corpus.validation, cfg.numSteps, cfg.batchSize) : undefined;
+      this.metrics.tokensPerSecond.set(tokensPerSecond);
+      if (validationPerplexity !== undefined) this.metrics.validationPerplexity.set(validationPerplexity);
+      const entry: LogEntry = { step: this.server.version, epoch: epoch + 1, trainPerplexity, validationPerplexity, tokensPerSecond, time: Date.now() };
+      this.history.push(entry);
+      this.report.line(entry, cfg.epochs, this.membership.size);
+      this.intervalTokens = 0;
+      this.intervalStart = performance.now();
+    }
+    if (cfg.sampleEvery > 0 && ((epoch + 1) % cfg.sampleEvery === 0 || last)) {
+      this.lastSample = predict(this.server.params(), this.dims, this.corpus.vocab, cfg.samplePrefix, 50);
+      this.report.sample(this.lastSample);
+    }
+  }
+
+  async checkpoint(): Promise<string | undefined> {
+    const dir = this.cfg.checkpointDir;
+    if (!dir) return undefined;
+    const pos = this.schedule.position();
+    try {
+      const path = await writeCheckpoint(dir, {
+        format: 1,
+        createdAt: new Date().toISOString(),
+        step: this.server.version,
+        epoch: pos.epoch,
+        batchIndex: pos.batchIndex,
+        epochRngState: pos.epochRngState,
+        rngState: pos.epochRngState,
+        params: this.server.params(),
+        optimizer: { name: this.cfg.optimizer, state: await this.server.optimizerState() },
+        vocab: [...this.corpus.vocab.idxToToken],
+        corpusSha1: this.corpusSha1,
+        config: publicConfig(this.cfg, COORDINATOR_OPTIONS),
+        streamState: this.streamState,
+        history: this.history.map(({ time: _t, ...h }) => h),
+      });
+      this.lastCheckpointStep = this.server.version;
+      return path;
+    } catch (e) {
+      // Training state in memory is intact; the previous checkpoint on disk is intact. Say so and go on.
+      this.log(`checkpoint failed: ${(e as Error).message}`);
+      return undefined;
+    }
+  }
+
+  /** Finish the round in flight, checkpoint, tell workers to leave. Idempotent; a second call aborts the round. */
+  stop(reason: string): void {
+    if (this.stopping) {
+      this.round?.abort();
+      return;
+    }
+    this.stopping = true;
+    this.log(`stopping: ${reason}`);
+    this.wake?.();
+  }
+
+  dispose(): void {
+    this.server?.dispose();
+  }
+}
+
+export function hostName(): string {
+  return os.hostname();
+}

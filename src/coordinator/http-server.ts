@@ -1,0 +1,70 @@
+/**
+ * The coordinator's HTTP side: /metrics (Prometheus), /healthz (process up),
+ * /readyz (accepting workers and not stopping), /status.json and the status page at /.
+ */
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type { Coordinator } from './coordinator.js';
+import { statusPage, statusJson } from './status.js';
+
+export class HttpServer {
+  private server: http.Server;
+
+  constructor(private readonly c: Coordinator) {
+    this.server = http.createServer((req, res) => {
+      this.handle(req, res).catch((e) => {
+        if (!res.headersSent) res.writeHead(500, { 'content-type': 'text/plain' });
+        res.end(`internal error: ${(e as Error).message}\n`);
+      });
+    });
+  }
+
+  private async handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
+    const url = new URL(req.url ?? '/', 'http://localhost');
+    if (req.method !== 'GET' && req.method !== 'HEAD') {
+      res.writeHead(405, { allow: 'GET, HEAD' }).end();
+      return;
+    }
+    switch (url.pathname) {
+      case '/metrics':
+        res.writeHead(200, { 'content-type': this.c.metrics.registry.contentType }).end(await this.c.metrics.registry.metrics());
+        return;
+      case '/healthz':
+        res.writeHead(200, { 'content-type': 'text/plain' }).end('ok\n');
+        return;
+      case '/readyz': {
+        const ready = this.c.port > 0 && !this.c.state.stopping;
+        res.writeHead(ready ? 200 : 503, { 'content-type': 'text/plain' }).end(ready ? 'ready\n' : 'not ready\n');
+        return;
+      }
+      case '/status.json':
+        res.writeHead(200, { 'content-type': 'application/json', 'cache-control': 'no-store' }).end(JSON.stringify(statusJson(this.c)));
+        return;
+      case '/':
+        res.writeHead(200, { 'content-type': 'text/html; charset=utf-8' }).end(statusPage());
+        return;
+      default:
+        if (url.pathname.startsWith('/assets/')) {
+          const { serveAsset } = await import('./status.js');
+          if (serveAsset(url.pathname, res)) return;
+        }
+        res.writeHead(404, { 'content-type': 'text/plain' }).end('not found\n');
+    }
+  }
+
+  async listen(host: string, port: number): Promise<number> {
+    await new Promise<void>((resolve, reject) => {
+      this.server.once('error', reject);
+      this.server.listen(port, host, () => {
+        this.server.off('error', reject);
+        resolve();
+      });
+    });
+    return (this.server.address() as AddressInfo).port;
+  }
+
+  close(): Promise<void> {
+    this.server.closeAllConnections?.();
+    return new Promise((r) => this.server.close(() => r()));
+  }
+}

@@ -1,0 +1,101 @@
+/**
+ * Who is training: a registry of workers with a membership epoch that is
+ * bumped on every join and leave (Horovod's rendezvous counter), bounded
+ * metric slots ("w0".."wN-1"), and the assignment of streams to workers.
+ */
+import type { WorkerInfo } from '../shared/protocol.js';
+import { splitStreams } from '../shared/batches.js';
+
+/** What membership needs of a connection; the WebSocket server provides it. */
+export interface Peer {
+  send(bytes: Uint8Array): void;
+  close(code: number, reason: string): void;
+  /** Bytes queued but not yet written to the socket. */
+  bufferedAmount(): number;
+}
+
+export interface Member {
+  id: string;
+  /** Bounded metric label, reused after the worker leaves. */
+  slot: string;
+  /** Join order; streams are assigned in this order. */
+  seq: number;
+  info: WorkerInfo;
+  peer: Peer;
+  joinedAt: number;
+  lastStepMs?: number;
+  lastWaitMs?: number;
+  lastSeen: number;
+  rounds: number;
+  tokens: number;
+}
+
+export type LeaveReason = 'leave' | 'disconnect' | 'timeout' | 'protocol' | 'shutdown';
+
+export class Membership {
+  epoch = 0;
+  private members = new Map<string, Member>();
+  private seq = 0;
+  private readonly slots: boolean[];
+  private listeners: (() => void)[] = [];
+
+  constructor(readonly maxWorkers: number) {
+    this.slots = new Array(maxWorkers).fill(false);
+  }
+
+  get size(): number {
+    return this.members.size;
+  }
+
+  get full(): boolean {
+    return this.members.size >= this.maxWorkers;
+  }
+
+  add(id: string, info: WorkerInfo, peer: Peer, now: number): Member {
+    const k = this.slots.indexOf(false);
+    if (k < 0) throw new Error('membership is full');
+    this.slots[k] = true;
+    const m: Member = { id, slot: `w${k}`, seq: this.seq++, info, peer, joinedAt: now, lastSeen: now, rounds: 0, tokens: 0 };
+    this.members.set(id, m);
+    this.changed();
+    return m;
+  }
+
+  remove(id: string): Member | undefined {
+    const m = this.members.get(id);
+    if (!m) return undefined;
+    this.members.delete(id);
+    this.slots[Number(m.slot.slice(1))] = false;
+    this.changed();
+    return m;
+  }
+
+  get(id: string): Member | undefined {
+    return this.members.get(id);
+  }
+
+  /** Members in join order. */
+  list(): Member[] {
+    return [...this.members.values()].sort((a, b) => a.seq - b.seq);
+  }
+
+  /** Contiguous stream ranges for the current members, in join order; at most batchSize workers get streams. */
+  assign(batchSize: number): { member: Member; lo: number; hi: number }[] {
+    const ms = this.list().slice(0, batchSize);
+    if (ms.length === 0) return [];
+    return splitStreams(batchSize, ms.length).map(([lo, hi], k) => ({ member: ms[k], lo, hi }));
+  }
+
+  /** Resolves on the next join or leave. */
+  onChange(fn: () => void): () => void {
+    this.listeners.push(fn);
+    return () => {
+      this.listeners = this.listeners.filter((l) => l !== fn);
+    };
+  }
+
+  private changed(): void {
+    this.epoch++;
+    for (const l of [...this.listeners]) l();
+  }
+}

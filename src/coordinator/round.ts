@@ -1,0 +1,152 @@
+/**
+ * One synchronous round: a table of pending replies with a deadline and a
+ * settled guard (the shape of prom-client's cluster aggregation). It resolves
+ * when every expected worker replied or left, or when the deadline passes;
+ * never later. Replies are summed into a float64 gradient as they arrive.
+ */
+import { ErrorCodes, type ErrorCode } from '../shared/errors.js';
+
+export interface Reply {
+  workerId: string;
+  round: number;
+  tokenCount: number;
+  lossSum: number;
+  computeMs: number;
+  grad: Float32Array;
+  state?: Float32Array;
+}
+
+export interface Expected {
+  lo: number;
+  hi: number;
+  tokenCount: number;
+}
+
+export interface RoundOutcome {
+  round: number;
+  /** Workers whose gradients were summed. */
+  replied: string[];
+  /** Workers that missed the deadline. */
+  late: string[];
+  /** Workers that left during the round. */
+  gone: string[];
+  gradSum: Float64Array;
+  tokens: number;
+  lossSum: number;
+  /** Per worker: compute time it reported, and how long its reply waited for the round's last one. */
+  computeMs: Map<string, number>;
+  waitMs: Map<string, number>;
+  /** Final stream states reported, by worker. */
+  states: Map<string, { lo: number; state: Float32Array }>;
+  durationMs: number;
+  timedOut: boolean;
+}
+
+export class Round {
+  readonly done: Promise<RoundOutcome>;
+  private resolve!: (o: RoundOutcome) => void;
+  private settled = false;
+  private readonly pending: Map<string, Expected>;
+  private readonly arrivedAt = new Map<string, number>();
+  private readonly replied: string[] = [];
+  private readonly gone: string[] = [];
+  private readonly computeMs = new Map<string, number>();
+  private readonly states = new Map<string, { lo: number; state: Float32Array }>();
+  private readonly gradSum: Float64Array;
+  private tokens = 0;
+  private lossSum = 0;
+  private readonly timer: NodeJS.Timeout;
+  private readonly t0: number;
+  private readonly expectedIds: Set<string>;
+
+  constructor(
+    readonly id: number,
+    expected: Map<string, Expected>,
+    paramCount: number,
+    deadlineMs: number,
+    private readonly now: () => number = () => performance.now(),
+  ) {
+    this.pending = new Map(expected);
+    this.expectedIds = new Set(expected.keys());
+    this.gradSum = new Float64Array(paramCount);
+    this.t0 = now();
+    this.done = new Promise((r) => (this.resolve = r));
+    this.timer = setTimeout(() => this.finish(true), deadlineMs);
+    if (this.pending.size === 0) this.finish(false);
+  }
+
+  get isSettled(): boolean {
+    return this.settled;
+  }
+
+  /** Classify a reply's round number against this round, before decoding its payload. */
+  check(workerId: string, round: number): ErrorCode | null {
+    if (round < this.id) return ErrorCodes.ERR_STALE_ROUND;
+    if (round > this.id) return ErrorCodes.ERR_FUTURE_ROUND;
+    if (this.settled) return ErrorCodes.ERR_STALE_ROUND;
+    if (this.replied.includes(workerId)) return ErrorCodes.ERR_DUPLICATE_REPLY;
+    if (!this.pending.has(workerId)) return ErrorCodes.ERR_STALE_ROUND;
+    return null;
+  }
+
+  /** Sum a reply in. Returns an error code instead when it does not belong to this round. */
+  accept(r: Reply): ErrorCode | null {
+    const bad = this.check(r.workerId, r.round);
+    if (bad) return bad;
+    const exp = this.pending.get(r.workerId)!;
+    if (r.tokenCount !== exp.tokenCount) return ErrorCodes.ERR_BAD_MESSAGE;
+    if (r.grad.length !== this.gradSum.length) return ErrorCodes.ERR_BAD_TENSOR;
+    const g = this.gradSum;
+    const x = r.grad;
+    for (let i = 0; i < g.length; i++) g[i] += x[i];
+    this.tokens += r.tokenCount;
+    this.lossSum += r.lossSum;
+    this.computeMs.set(r.workerId, r.computeMs);
+    if (r.state) this.states.set(r.workerId, { lo: exp.lo, state: r.state });
+    this.arrivedAt.set(r.workerId, this.now());
+    this.pending.delete(r.workerId);
+    this.replied.push(r.workerId);
+    if (this.pending.size === 0) this.finish(false);
+    return null;
+  }
+
+  /** The worker left: stop waiting for it. */
+  drop(workerId: string): void {
+    if (this.settled || !this.pending.delete(workerId)) return;
+    this.gone.push(workerId);
+    if (this.pending.size === 0) this.finish(false);
+  }
+
+  expects(workerId: string): boolean {
+    return this.expectedIds.has(workerId);
+  }
+
+  /** Abandon the round now (shutdown); whatever arrived is returned. */
+  abort(): void {
+    this.finish(true);
+  }
+
+  private finish(timedOut: boolean): void {
+    if (this.settled) return;
+    this.settled = true;
+    clearTimeout(this.timer);
+    const end = this.now();
+    const last = Math.max(0, ...this.arrivedAt.values());
+    const waitMs = new Map<string, number>();
+    for (const [id, t] of this.arrivedAt) waitMs.set(id, Math.max(0, last - t));
+    this.resolve({
+      round: this.id,
+      replied: this.replied,
+      late: [...this.pending.keys()],
+      gone: this.gone,
+      gradSum: this.gradSum,
+      tokens: this.tokens,
+      lossSum: this.lossSum,
+      computeMs: this.computeMs,
+      waitMs,
+      states: this.states,
+      durationMs: end - this.t0,
+      timedOut: timedOut && this.pending.size > 0,
+    });
+  }
+}

@@ -1,0 +1,287 @@
+/**
+ * The coordinator's WebSocket endpoint: handshake, authentication, heartbeats
+ * and limits. It turns frames into validated messages and hands them on; it
+ * knows nothing of tensors or training. Nothing here throws inside a socket
+ * handler: a bad frame gets an error code and, where it must, a close code.
+ */
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import http from 'node:http';
+import https from 'node:https';
+import type { AddressInfo } from 'node:net';
+import { WebSocketServer, type WebSocket, type RawData } from 'ws';
+import { CloseCodes, ErrorCodes, type ErrorCode } from '../shared/errors.js';
+import {
+  closeCodeFor,
+  decodeWorkerMessage,
+  encode,
+  type HelloMsg,
+  type WorkerMessage,
+  type WorkerMessageLimits,
+} from '../shared/protocol.js';
+import type { LeaveReason, Peer } from './membership.js';
+
+export interface WsServerOptions {
+  host: string;
+  port: number;
+  tls?: { certFile: string; keyFile: string };
+  token: string;
+  maxPayload: number;
+  /** All sockets, authenticated or not. */
+  maxConnections: number;
+  helloTimeoutMs: number;
+  heartbeatMs: number;
+  /** A peer whose unsent bytes exceed this is cut off (it stopped reading). */
+  maxBufferedBytes: number;
+  limits: WorkerMessageLimits;
+  log: (line: string) => void;
+}
+
+export type HelloResult = { ok: true; id: string } | { ok: false; code: ErrorCode; message: string };
+
+export interface WsHandlers {
+  /** Authenticated hello: register the worker and send its welcome. */
+  onHello(msg: HelloMsg, peer: Peer, remote: string): HelloResult;
+  onMessage(id: string, msg: WorkerMessage, bytes: number): void;
+  onClose(id: string, reason: LeaveReason): void;
+  onReject(code: ErrorCode, remote: string): void;
+}
+
+interface Conn {
+  ws: WebSocket;
+  remote: string;
+  id: string | null;
+  lastSeen: number;
+  helloTimer: NodeJS.Timeout | null;
+  /** Why we closed it, when we did. */
+  reason: LeaveReason | null;
+}
+
+function sha256(s: string): Buffer {
+  return crypto.createHash('sha256').update(s, 'utf8').digest();
+}
+
+/** Constant-time: digests have equal length whatever the inputs. */
+export function tokensEqual(given: string, expected: string): boolean {
+  return crypto.timingSafeEqual(sha256(given), sha256(expected));
+}
+
+export class WsServer {
+  private http: http.Server | https.Server;
+  private wss: WebSocketServer;
+  private conns = new Set<Conn>();
+  private heartbeat: NodeJS.Timeout | null = null;
+  private lastBeat = performance.now();
+  private closing = false;
+
+  constructor(
+    private readonly opts: WsServerOptions,
+    private readonly handlers: WsHandlers,
+  ) {
+    this.http = opts.tls
+      ? https.createServer({ cert: fs.readFileSync(opts.tls.certFile), key: fs.readFileSync(opts.tls.keyFile) })
+      : http.createServer();
+    this.http.on('request', (_req, res) => {
+      res.writeHead(426, { 'content-type': 'text/plain' }).end('dptrain coordinator: connect with a WebSocket (worker join)\n');
+    });
+    this.wss = new WebSocketServer({ server: this.http, maxPayload: opts.maxPayload, perMessageDeflate: false });
+    this.wss.on('connection', (ws, req) => this.onConnection(ws, `${req.socket.remoteAddress}:${req.socket.remotePort}`));
+    this.wss.on('error', (e) => opts.log(`ws server error: ${e.message}`));
+  }
+
+  get scheme(): 'ws' | 'wss' {
+    return this.opts.tls ? 'wss' : 'ws';
+  }
+
+  async listen(): Promise<number> {
+    await new Promise<void>((resolve, reject) => {
+      this.http.once('error', reject);
+      this.http.listen(this.opts.port, this.opts.host, () => {
+        this.http.off('error', reject);
+        resolve();
+      });
+    });
+    this.lastBeat = performance.now();
+    this.heartbeat = setInterval(() => this.beat(), this.opts.heartbeatMs);
+    return (this.http.address() as AddressInfo).port;
+  }
+
+  get connectionCount(): number {
+    return this.conns.size;
+  }
+
+  private onConnection(ws: WebSocket, remote: string): void {
+    const conn: Conn = { ws, remote, id: null, lastSeen: performance.now(), helloTimer: null, reason: null };
+    if (this.closing) {
+      ws.close(CloseCodes.SHUTTING_DOWN, ErrorCodes.ERR_SHUTTING_DOWN);
+      return;
+    }
+    if (this.conns.size >= this.opts.maxConnections) {
+      this.reject(conn, ErrorCodes.ERR_TOO_MANY_CONNECTIONS, `connection limit (${this.opts.maxConnections}) reached`);
+      return;
+    }
+    this.conns.add(conn);
+    conn.helloTimer = setTimeout(() => {
+      this.reject(conn, ErrorCodes.ERR_HELLO_TIMEOUT, `no hello within ${this.opts.helloTimeoutMs} ms`);
+    }, this.opts.helloTimeoutMs);
+    ws.on('message', (data, isBinary) => this.onFrame(conn, data, isBinary));
+    ws.on('pong', () => {
+      conn.lastSeen = performance.now();
+    });
+    ws.on('error', (e) => {
+      // ws closes the socket itself after an error (e.g. 1009 over maxPayload); note why.
+      if ((e as { code?: string }).code === 'WS_ERR_UNSUPPORTED_MESSAGE_LENGTH') {
+        conn.reason ??= 'protocol';
+        this.handlers.onReject(ErrorCodes.ERR_PAYLOAD_TOO_LARGE, remote);
+      }
+    });
+    ws.on('close', () => this.onSocketClose(conn));
+  }
+
+  private onFrame(conn: Conn, data: RawData, isBinary: boolean): void {
+    try {
+      conn.lastSeen = performance.now();
+      if (conn.reason !== null) return; // closing: ignore whatever is still in flight
+      if (!isBinary) {
+        this.reject(conn, ErrorCodes.ERR_MALFORMED, 'text frames are not part of the protocol');
+        return;
+      }
+      const bytes = Array.isArray(data) ? Buffer.concat(data) : Buffer.isBuffer(data) ? data : Buffer.from(data);
+      const v = decodeWorkerMessage(bytes, this.opts.limits);
+      if (!v.ok) {
+        if (conn.id === null) this.reject(conn, v.code, v.message);
+        else this.protocolError(conn, v.code, v.message);
+        return;
+      }
+      const msg = v.msg;
+      if (conn.id === null) {
+        if (msg.type !== 'hello') {
+          this.reject(conn, ErrorCodes.ERR_NOT_AUTHENTICATED, `'${msg.type}' before hello`);
+          return;
+        }
+        if (!tokensEqual(msg.token, this.opts.token)) {
+          this.reject(conn, ErrorCodes.ERR_BAD_TOKEN, 'wrong token');
+          return;
+        }
+        clearTimeout(conn.helloTimer!);
+        conn.helloTimer = null;
+        const peer = this.peerOf(conn);
+        const r = this.handlers.onHello(msg, peer, conn.remote);
+        if (!r.ok) {
+          this.reject(conn, r.code, r.message);
+          return;
+        }
+        conn.id = r.id;
+        return;
+      }
+      if (msg.type === 'hello') {
+        this.protocolError(conn, ErrorCodes.ERR_BAD_MESSAGE, 'second hello on one connection');
+        return;
+      }
+      if (msg.type === 'leave') conn.reason = 'leave';
+      this.handlers.onMessage(conn.id, msg, bytes.byteLength);
+    } catch (e) {
+      this.opts.log(`internal error handling a frame from ${conn.remote}: ${(e as Error).stack ?? e}`);
+      this.protocolError(conn, ErrorCodes.ERR_BAD_MESSAGE, 'message could not be handled');
+    }
+  }
+
+  private peerOf(conn: Conn): Peer {
+    return {
+      send: (bytes) => {
+        if (conn.ws.readyState !== conn.ws.OPEN) return;
+        if (conn.ws.bufferedAmount > this.opts.maxBufferedBytes) {
+          this.protocolError(conn, ErrorCodes.ERR_SLOW_CONSUMER, `peer is not reading (${conn.ws.bufferedAmount} bytes queued)`, 'timeout');
+          return;
+        }
+        conn.ws.send(bytes);
+      },
+      close: (code, reason) => {
+        conn.reason ??= code === CloseCodes.SHUTTING_DOWN || code === CloseCodes.TRAINING_DONE ? 'shutdown' : 'timeout';
+        this.closeConn(conn, code, reason);
+      },
+      bufferedAmount: () => conn.ws.bufferedAmount,
+    };
+  }
+
+  /** Refuse a socket: error message, then close with the code's close code. */
+  private reject(conn: Conn, code: ErrorCode, message: string): void {
+    this.handlers.onReject(code, conn.remote);
+    conn.reason ??= 'protocol';
+    this.sendError(conn, code, message);
+    this.closeConn(conn, closeCodeFor(code), code);
+  }
+
+  /** An authenticated worker broke the protocol. Stale or duplicate replies are only answered. */
+  protocolError(conn: Conn, code: ErrorCode, message: string, reason: LeaveReason = 'protocol'): void {
+    this.handlers.onReject(code, conn.remote);
+    this.sendError(conn, code, message);
+    conn.reason ??= reason;
+    this.closeConn(conn, closeCodeFor(code), code);
+  }
+
+  private sendError(conn: Conn, code: ErrorCode, message: string): void {
+    if (conn.ws.readyState === conn.ws.OPEN) conn.ws.send(encode({ type: 'error', code, message: message.slice(0, 1000) }));
+  }
+
+  private closeConn(conn: Conn, code: number, reason: string): void {
+    if (conn.helloTimer) clearTimeout(conn.helloTimer);
+    conn.helloTimer = null;
+    try {
+      conn.ws.close(code, reason.slice(0, 120));
+    } catch {
+      conn.ws.terminate();
+    }
+    // A peer that never answers the close handshake is cut off.
+    setTimeout(() => conn.ws.terminate(), 2000).unref();
+  }
+
+  private onSocketClose(conn: Conn): void {
+    if (conn.helloTimer) clearTimeout(conn.helloTimer);
+    this.conns.delete(conn);
+    if (conn.id !== null) {
+      try {
+        this.handlers.onClose(conn.id, conn.reason ?? 'disconnect');
+      } catch (e) {
+        this.opts.log(`internal error on close of ${conn.id}: ${(e as Error).stack ?? e}`);
+      }
+    }
+  }
+
+  /** ws's heartbeat recipe, with a guard: a timer that fired late (the event loop was busy) judges nobody. */
+  private beat(): void {
+    const now = performance.now();
+    const late = now - this.lastBeat > 1.5 * this.opts.heartbeatMs;
+    this.lastBeat = now;
+    for (const conn of this.conns) {
+      if (conn.id === null) continue;
+      if (late) conn.lastSeen = Math.max(conn.lastSeen, now - this.opts.heartbeatMs);
+      if (now - conn.lastSeen > 2 * this.opts.heartbeatMs) {
+        conn.reason ??= 'timeout';
+        this.handlers.onReject(ErrorCodes.ERR_HEARTBEAT_TIMEOUT, conn.remote);
+        conn.ws.terminate();
+        continue;
+      }
+      try {
+        conn.ws.ping();
+      } catch {
+        // The close handler deals with a dead socket.
+      }
+    }
+  }
+
+  /** Tell every connection to go, then stop listening. */
+  async close(code: number = CloseCodes.SHUTTING_DOWN, reason = 'shutting down'): Promise<void> {
+    this.closing = true;
+    if (this.heartbeat) clearInterval(this.heartbeat);
+    for (const conn of this.conns) {
+      conn.reason ??= 'shutdown';
+      this.closeConn(conn, code, reason);
+    }
+    const deadline = Date.now() + 3000;
+    while (this.conns.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    for (const conn of this.conns) conn.ws.terminate();
+    await new Promise<void>((r) => this.wss.close(() => r()));
+    await new Promise<void>((r) => this.http.close(() => r()));
+  }
+}

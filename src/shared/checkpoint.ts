@@ -1,0 +1,463 @@
+/**
+ * Coordinator-owned checkpoints: everything needed to resume a run exactly
+ * (parameters, optimizer slots, data RNG position, the config it ran with).
+ *
+ * File layout, all integers little-endian:
+ *   'DPTC' | format u32 | payload length u32 | payload (msgpack) | SHA-256 of everything before it
+ * The checksum covers the header too, so a flipped bit anywhere, a truncation
+ * or trailing bytes are all caught before msgpack sees the payload.
+ * Float arrays travel as `bin` holding little-endian float32 bytes.
+ *
+ * Writes are atomic (temp file, fsync, rename, fsync of the directory) and the
+ * previous checkpoint is kept as checkpoint.prev.dpt, so a crash at any point
+ * leaves at least one whole checkpoint on disk.
+ */
+import { createHash } from 'node:crypto';
+import { promises as fs } from 'node:fs';
+import * as path from 'node:path';
+import { isDeepStrictEqual } from 'node:util';
+import { Packr } from 'msgpackr';
+import { DptrainError, ErrorCodes } from './errors.js';
+import { paramCount } from './params.js';
+
+export const CHECKPOINT_FORMAT = 1;
+export const CHECKPOINT_FILE = 'checkpoint.dpt';
+export const CHECKPOINT_PREV_FILE = 'checkpoint.prev.dpt';
+
+export type RngState4 = [number, number, number, number];
+
+export interface OptimizerSlot {
+  name: string;
+  values: Float32Array;
+  shape: number[];
+}
+
+export interface HistoryEntry {
+  step: number;
+  epoch: number;
+  trainPerplexity: number;
+  validationPerplexity?: number;
+  tokensPerSecond?: number;
+}
+
+export interface CheckpointData {
+  format: number;
+  /** ISO time. */
+  createdAt: string;
+  /** Optimizer steps applied. */
+  step: number;
+  /** Epoch index in progress. */
+  epoch: number;
+  /** Next batch within that epoch. */
+  batchIndex: number;
+  /** Data RNG state at the start of `epoch`; the epoch plan is regenerated from it. */
+  epochRngState: RngState4;
+  /** Data RNG state now. */
+  rngState: RngState4;
+  params: Float32Array;
+  optimizer: { name: string; state: OptimizerSlot[] };
+  vocab: string[];
+  corpusSha1: string;
+  /** The effective training config (JSON-safe values). */
+  config: Record<string, unknown>;
+  history?: HistoryEntry[];
+  /** Carried LSTM state of every stream (batchSize x 2H, h then c), so a resumed sequential run continues exactly. */
+  streamState?: Float32Array;
+}
+
+const MAGIC = Uint8Array.from([0x44, 0x50, 0x54, 0x43]); // 'DPTC'
+const HEADER_BYTES = 12;
+const DIGEST_BYTES = 32;
+const HOST_LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
+
+// Same plain-msgpack settings as the wire protocol: typed arrays as `bin`, no
+// records or extensions, so another language can read a checkpoint too.
+const packr = new Packr({
+  useRecords: false,
+  mapsAsObjects: true,
+  moreTypes: false,
+  encodeUndefinedAsNil: true,
+  int64AsType: 'number',
+});
+
+// ---------------------------------------------------------------------------
+// Encoding
+
+function f32ToBytes(a: Float32Array): Uint8Array {
+  if (HOST_LITTLE_ENDIAN) return new Uint8Array(a.buffer.slice(a.byteOffset, a.byteOffset + a.byteLength));
+  const out = new Uint8Array(a.length * 4);
+  const dv = new DataView(out.buffer);
+  for (let i = 0; i < a.length; i++) dv.setFloat32(i * 4, a[i], true);
+  return out;
+}
+
+/** Copies into a fresh, aligned Float32Array: msgpackr hands out unaligned slices of the file buffer. */
+function bytesToF32(b: Uint8Array): Float32Array {
+  const out = new Float32Array(b.byteLength / 4);
+  if (HOST_LITTLE_ENDIAN) {
+    new Uint8Array(out.buffer).set(b);
+  } else {
+    const dv = new DataView(b.buffer, b.byteOffset, b.byteLength);
+    for (let i = 0; i < out.length; i++) out[i] = dv.getFloat32(i * 4, true);
+  }
+  return out;
+}
+
+function encodeFile(data: CheckpointData): Uint8Array {
+  const payload: Record<string, unknown> = {
+    format: data.format,
+    createdAt: data.createdAt,
+    step: data.step,
+    epoch: data.epoch,
+    batchIndex: data.batchIndex,
+    epochRngState: [...data.epochRngState],
+    rngState: [...data.rngState],
+    params: f32ToBytes(data.params),
+    optimizer: {
+      name: data.optimizer.name,
+      state: data.optimizer.state.map((s) => ({ name: s.name, values: f32ToBytes(s.values), shape: [...s.shape] })),
+    },
+    vocab: data.vocab,
+    corpusSha1: data.corpusSha1,
+    config: data.config,
+  };
+  if (data.history !== undefined) payload.history = data.history.map(cleanHistoryEntry);
+  if (data.streamState !== undefined) payload.streamState = f32ToBytes(data.streamState);
+  const body: Uint8Array = packr.pack(payload);
+  if (body.byteLength > 0xffffffff) {
+    throw new RangeError(`checkpoint payload of ${body.byteLength} bytes exceeds the format's 4 GiB limit`);
+  }
+  const out = new Uint8Array(HEADER_BYTES + body.byteLength + DIGEST_BYTES);
+  out.set(MAGIC, 0);
+  const dv = new DataView(out.buffer);
+  dv.setUint32(4, CHECKPOINT_FORMAT, true);
+  dv.setUint32(8, body.byteLength, true);
+  out.set(body, HEADER_BYTES);
+  const digest = createHash('sha256').update(out.subarray(0, HEADER_BYTES + body.byteLength)).digest();
+  out.set(digest, HEADER_BYTES + body.byteLength);
+  return out;
+}
+
+function cleanHistoryEntry(h: HistoryEntry): HistoryEntry {
+  const out: HistoryEntry = { step: h.step, epoch: h.epoch, trainPerplexity: h.trainPerplexity };
+  if (h.validationPerplexity != null) out.validationPerplexity = h.validationPerplexity;
+  if (h.tokensPerSecond != null) out.tokensPerSecond = h.tokensPerSecond;
+  return out;
+}
+
+// ---------------------------------------------------------------------------
+// Decoding and validation
+
+/** Thrown inside the decoder; the caller turns it into ERR_CHECKPOINT_CORRUPT naming the file. */
+class Invalid extends Error {}
+
+function decodeFile(buf: Uint8Array): CheckpointData {
+  if (buf.byteLength < HEADER_BYTES + DIGEST_BYTES) throw new Invalid(`it is only ${buf.byteLength} bytes long (truncated)`);
+  for (let i = 0; i < MAGIC.length; i++) {
+    if (buf[i] !== MAGIC[i]) throw new Invalid('it does not start with the DPTC magic bytes (not a dptrain checkpoint)');
+  }
+  const dv = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
+  const version = dv.getUint32(4, true);
+  const bodyLen = dv.getUint32(8, true);
+  const expected = HEADER_BYTES + bodyLen + DIGEST_BYTES;
+  if (buf.byteLength !== expected) {
+    throw new Invalid(
+      buf.byteLength < expected
+        ? `it is ${buf.byteLength} bytes long but its header announces ${expected} (truncated)`
+        : `it has ${buf.byteLength - expected} unexpected trailing bytes`,
+    );
+  }
+  const digest = createHash('sha256').update(buf.subarray(0, HEADER_BYTES + bodyLen)).digest();
+  if (!digest.equals(buf.subarray(HEADER_BYTES + bodyLen))) throw new Invalid('its SHA-256 checksum does not match its contents');
+  if (version !== CHECKPOINT_FORMAT) {
+    throw new Invalid(`it is format version ${version}, and this dptrain reads version ${CHECKPOINT_FORMAT} only`);
+  }
+  let raw: unknown;
+  try {
+    raw = packr.unpack(buf.subarray(HEADER_BYTES, HEADER_BYTES + bodyLen));
+  } catch (e) {
+    throw new Invalid(`its payload is not valid msgpack (${(e as Error).message})`);
+  }
+  return validate(raw);
+}
+
+function isObject(x: unknown): x is Record<string, unknown> {
+  return typeof x === 'object' && x !== null && !Array.isArray(x) && !(x instanceof Uint8Array);
+}
+
+function need(cond: boolean, what: string): asserts cond {
+  if (!cond) throw new Invalid(what);
+}
+
+function isCount(x: unknown): x is number {
+  return typeof x === 'number' && Number.isSafeInteger(x) && x >= 0;
+}
+
+function isRngState(x: unknown): x is RngState4 {
+  return Array.isArray(x) && x.length === 4 && x.every((w) => typeof w === 'number' && Number.isInteger(w) && w >= 0 && w <= 0xffffffff);
+}
+
+function floatArrayField(x: unknown, what: string): Float32Array {
+  need(x instanceof Uint8Array && x.byteLength % 4 === 0, `${what} is not a float32 byte array`);
+  return bytesToF32(x);
+}
+
+function firstNonFinite(a: Float32Array): number {
+  for (let i = 0; i < a.length; i++) if (!Number.isFinite(a[i])) return i;
+  return -1;
+}
+
+/**
+ * Checks a decoded payload field by field and rebuilds it with known fields
+ * only, so a reader never trusts the shape of what it found on disk.
+ */
+function validate(raw: unknown): CheckpointData {
+  need(isObject(raw), 'its payload is not a map');
+  need(raw.format === CHECKPOINT_FORMAT, `its format field is ${JSON.stringify(raw.format)}, expected ${CHECKPOINT_FORMAT}`);
+  need(typeof raw.createdAt === 'string', 'createdAt is not a string');
+  need(isCount(raw.step), 'step is not a non-negative integer');
+  need(isCount(raw.epoch), 'epoch is not a non-negative integer');
+  need(isCount(raw.batchIndex), 'batchIndex is not a non-negative integer');
+  need(isRngState(raw.epochRngState), 'epochRngState is not four unsigned 32-bit integers');
+  need(isRngState(raw.rngState), 'rngState is not four unsigned 32-bit integers');
+  need(Array.isArray(raw.vocab) && raw.vocab.length > 0 && raw.vocab.every((s) => typeof s === 'string'), 'vocab is not a non-empty list of strings');
+  need(new Set(raw.vocab).size === raw.vocab.length, 'vocab holds duplicate entries');
+  need(typeof raw.corpusSha1 === 'string', 'corpusSha1 is not a string');
+  need(isObject(raw.config), 'config is not a map');
+  const hidden = raw.config.hidden;
+  need(typeof hidden === 'number' && Number.isSafeInteger(hidden) && hidden > 0, 'config.hidden is not a positive integer');
+
+  const params = floatArrayField(raw.params, 'params');
+  const expectCount = paramCount({ vocabSize: raw.vocab.length, hidden });
+  need(
+    params.length === expectCount,
+    `params holds ${params.length} values but vocab size ${raw.vocab.length} and hidden ${hidden} need ${expectCount}`,
+  );
+  const bad = firstNonFinite(params);
+  need(bad < 0, `params[${bad}] is ${params[bad]}`);
+
+  need(isObject(raw.optimizer), 'optimizer is not a map');
+  need(typeof raw.optimizer.name === 'string', 'optimizer.name is not a string');
+  need(Array.isArray(raw.optimizer.state), 'optimizer.state is not a list');
+  const state: OptimizerSlot[] = raw.optimizer.state.map((s: unknown, k: number) => {
+    const where = `optimizer.state[${k}]`;
+    need(isObject(s) && typeof s.name === 'string', `${where} has no name`);
+    need(Array.isArray(s.shape) && s.shape.every(isCount), `${where}.shape is not a list of non-negative integers`);
+    const values = floatArrayField(s.values, `${where}.values`);
+    const size = (s.shape as number[]).reduce((a, b) => a * b, 1);
+    need(values.length === size, `${where} (${s.name}) holds ${values.length} values but its shape [${s.shape}] needs ${size}`);
+    const badSlot = firstNonFinite(values);
+    need(badSlot < 0, `${where} (${s.name}) value ${badSlot} is ${values[badSlot]}`);
+    return { name: s.name, values, shape: [...(s.shape as number[])] };
+  });
+
+  const out: CheckpointData = {
+    format: raw.format,
+    createdAt: raw.createdAt,
+    step: raw.step,
+    epoch: raw.epoch,
+    batchIndex: raw.batchIndex,
+    epochRngState: [...raw.epochRngState] as RngState4,
+    rngState: [...raw.rngState] as RngState4,
+    params,
+    optimizer: { name: raw.optimizer.name, state },
+    vocab: [...raw.vocab],
+    corpusSha1: raw.corpusSha1,
+    config: raw.config,
+  };
+  if (raw.streamState != null) {
+    const st = floatArrayField(raw.streamState, 'streamState');
+    need(firstNonFinite(st) < 0, 'streamState holds a non-finite value');
+    out.streamState = st;
+  }
+  if (raw.history != null) {
+    need(Array.isArray(raw.history), 'history is not a list');
+    const num = (x: unknown) => typeof x === 'number';
+    const opt = (x: unknown) => x == null || typeof x === 'number';
+    out.history = raw.history.map((h: unknown, k: number) => {
+      need(
+        isObject(h) && num(h.step) && num(h.epoch) && num(h.trainPerplexity) && opt(h.validationPerplexity) && opt(h.tokensPerSecond),
+        `history[${k}] is not a {step, epoch, trainPerplexity} record`,
+      );
+      return cleanHistoryEntry(h as unknown as HistoryEntry);
+    });
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------
+// Files
+
+function osReason(e: unknown): string {
+  const err = e as NodeJS.ErrnoException;
+  if (typeof err?.code === 'string') {
+    // Node's messages read "ENOSPC: no space left on device, write"; keep the human part.
+    const m = /^[A-Z0-9_]+: ([^,]+)/.exec(err.message ?? '');
+    return m ? `${m[1]} (${err.code})` : err.code;
+  }
+  return e instanceof Error ? e.message : String(e);
+}
+
+/**
+ * Writes atomically and keeps the previous checkpoint as checkpoint.prev.dpt.
+ * Returns the path written. On failure the temp file is removed and whatever
+ * checkpoint was on disk before stays readable.
+ */
+export async function writeCheckpoint(dir: string, data: CheckpointData): Promise<string> {
+  let bytes: Uint8Array;
+  try {
+    // Round-trip through the reader's own checks so that nothing unreadable
+    // (NaN parameters, a params length that does not fit the config) can
+    // replace a good checkpoint.
+    if (data.format !== CHECKPOINT_FORMAT) throw new Invalid(`its format field is ${data.format}, expected ${CHECKPOINT_FORMAT}`);
+    bytes = encodeFile(data);
+    decodeFile(bytes);
+  } catch (e) {
+    if (!(e instanceof Invalid) && !(e instanceof RangeError)) throw e;
+    throw new DptrainError(ErrorCodes.ERR_CHECKPOINT_WRITE, `Refusing to write an invalid checkpoint to ${dir}: ${e.message}.`, { cause: e });
+  }
+
+  const target = path.join(dir, CHECKPOINT_FILE);
+  const prev = path.join(dir, CHECKPOINT_PREV_FILE);
+  const tmp = path.join(dir, `.${CHECKPOINT_FILE}.tmp-${process.pid}`);
+  let tmpCreated = false;
+  let movedToPrev = false;
+  try {
+    await fs.mkdir(dir, { recursive: true });
+    tmpCreated = true; // from here on a partial temp file may exist
+    const fh = await fs.open(tmp, 'w');
+    try {
+      await fh.writeFile(bytes);
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+    try {
+      await fs.rename(target, prev);
+      movedToPrev = true;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+    }
+    await fs.rename(tmp, target);
+    tmpCreated = false;
+    await syncDir(dir);
+    return target;
+  } catch (e) {
+    if (tmpCreated) await fs.rm(tmp, { force: true }).catch(() => {});
+    // A failed final rename leaves only the .prev file, which readCheckpoint
+    // falls back to anyway; putting it back just keeps the layout familiar.
+    if (movedToPrev && tmpCreated) await fs.rename(prev, target).catch(() => {});
+    throw new DptrainError(ErrorCodes.ERR_CHECKPOINT_WRITE, `Could not write a checkpoint to ${dir}: ${osReason(e)}.`, { cause: e });
+  }
+}
+
+async function syncDir(dir: string): Promise<void> {
+  let fh: fs.FileHandle | undefined;
+  try {
+    fh = await fs.open(dir, 'r');
+    await fh.sync();
+  } catch (e) {
+    // Some platforms and filesystems cannot open or fsync a directory; the
+    // renames are still atomic there, only their durability is up to the OS.
+    const code = (e as NodeJS.ErrnoException).code;
+    if (!['EISDIR', 'EINVAL', 'EPERM', 'EACCES', 'EBADF', 'ENOTSUP'].includes(code ?? '')) throw e;
+  } finally {
+    await fh?.close();
+  }
+}
+
+async function exists(p: string): Promise<boolean> {
+  try {
+    await fs.stat(p);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+async function readFileOrNull(file: string): Promise<Uint8Array | null> {
+  try {
+    return await fs.readFile(file);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT' || code === 'ENOTDIR') return null;
+    throw new DptrainError(ErrorCodes.ERR_CHECKPOINT_NOT_FOUND, `Could not read the checkpoint ${file}: ${osReason(e)}.`, { cause: e });
+  }
+}
+
+/**
+ * Reads checkpoint.dpt from `dir`, or checkpoint.prev.dpt when the main file
+ * is missing (a crash between the two renames of a write). A corrupt main file
+ * is refused, never silently replaced by the older one: resuming from an older
+ * step should be the user's decision.
+ */
+export async function readCheckpoint(dir: string, options: { log?: (msg: string) => void } = {}): Promise<CheckpointData> {
+  const main = path.join(dir, CHECKPOINT_FILE);
+  const prev = path.join(dir, CHECKPOINT_PREV_FILE);
+  let file = main;
+  let buf = await readFileOrNull(main);
+  if (buf === null) {
+    buf = await readFileOrNull(prev);
+    if (buf === null) {
+      const why = (await exists(dir)) ? `there is no ${CHECKPOINT_FILE} in ${dir}` : `the checkpoint directory ${dir} does not exist`;
+      throw new DptrainError(ErrorCodes.ERR_CHECKPOINT_NOT_FOUND, `No checkpoint to resume from: ${why}.`);
+    }
+    file = prev;
+    options.log?.(`${main} is missing; resuming from the previous checkpoint ${prev}`);
+  }
+  try {
+    return decodeFile(buf);
+  } catch (e) {
+    if (!(e instanceof Invalid)) throw e;
+    let hint = '';
+    if (file === main) {
+      hint = (await exists(prev))
+        ? ` The previous checkpoint ${prev} is still there: move it to ${main} to resume from it.`
+        : ` There is no ${CHECKPOINT_PREV_FILE} to fall back to.`;
+    }
+    throw new DptrainError(ErrorCodes.ERR_CHECKPOINT_CORRUPT, `The checkpoint ${file} is corrupt: ${e.message}.${hint}`, { cause: e });
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Compatibility with the run about to resume
+
+function show(v: unknown): string {
+  return v === undefined ? 'unset' : JSON.stringify(v);
+}
+
+/**
+ * Throws ERR_CHECKPOINT_MISMATCH listing every difference between the
+ * checkpoint and the run that wants to resume from it.
+ */
+export function checkCompatible(
+  ck: CheckpointData,
+  expect: { vocab: string[]; corpusSha1: string; config: Record<string, unknown>; paramCount: number },
+  keys: string[],
+): void {
+  const diffs: string[] = [];
+  if (!isDeepStrictEqual(ck.vocab, expect.vocab)) {
+    if (ck.vocab.length !== expect.vocab.length) {
+      diffs.push(`vocab has ${ck.vocab.length} characters in the checkpoint but ${expect.vocab.length} now`);
+    } else {
+      const k = ck.vocab.findIndex((s, i) => s !== expect.vocab[i]);
+      diffs.push(`vocab differs at index ${k}: ${JSON.stringify(ck.vocab[k])} in the checkpoint but ${JSON.stringify(expect.vocab[k])} now`);
+    }
+  }
+  if (ck.corpusSha1 !== expect.corpusSha1) {
+    diffs.push(`corpus SHA-1 is ${ck.corpusSha1} in the checkpoint but ${expect.corpusSha1} now`);
+  }
+  for (const key of keys) {
+    const a = ck.config[key];
+    const b = expect.config[key];
+    if (!isDeepStrictEqual(a, b)) diffs.push(`${key} is ${show(a)} in the checkpoint but ${show(b)} now`);
+  }
+  // The parameter count follows from vocab and hidden; report it only when
+  // nothing above already explains the difference.
+  if (diffs.length === 0 && ck.params.length !== expect.paramCount) {
+    diffs.push(`the parameter count is ${ck.params.length} in the checkpoint but ${expect.paramCount} now`);
+  }
+  if (diffs.length > 0) {
+    throw new DptrainError(ErrorCodes.ERR_CHECKPOINT_MISMATCH, `The checkpoint does not match this run: ${diffs.join('; ')}.`);
+  }
+}

@@ -1,0 +1,47 @@
+/** A worker's own /metrics (optional, --metrics-port). */
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import client from 'prom-client';
+import { VERSION } from '../coordinator/metrics.js';
+
+export class WorkerMetrics {
+  readonly registry = new client.Registry();
+  private readonly stepDuration: client.Histogram;
+  private readonly steps: client.Counter;
+  private readonly tokens: client.Counter;
+  private server: http.Server | null = null;
+
+  constructor(backend: string, device: string) {
+    const r = [this.registry];
+    client.collectDefaultMetrics({ register: this.registry });
+    this.stepDuration = new client.Histogram({ name: 'dptrain_worker_step_duration_seconds', help: 'Time to compute one shard gradient.', buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10], registers: r });
+    this.steps = new client.Counter({ name: 'dptrain_worker_steps_total', help: 'Shard gradients computed.', registers: r });
+    this.tokens = new client.Counter({ name: 'dptrain_worker_processed_tokens_total', help: 'Tokens this worker computed gradients on.', registers: r });
+    new client.Gauge({ name: 'dptrain_info', help: 'Build and backend of this worker (value 1).', labelNames: ['backend', 'device', 'version'], registers: r }).set({ backend, device, version: VERSION }, 1);
+  }
+
+  observeStep(seconds: number, tokens: number): void {
+    this.stepDuration.observe(seconds);
+    this.steps.inc();
+    this.tokens.inc(tokens);
+  }
+
+  async listen(host: string, port: number): Promise<number> {
+    this.server = http.createServer(async (req, res) => {
+      if (req.url === '/metrics') {
+        res.writeHead(200, { 'content-type': this.registry.contentType }).end(await this.registry.metrics());
+      } else if (req.url === '/healthz') {
+        res.writeHead(200, { 'content-type': 'text/plain' }).end('ok\n');
+      } else res.writeHead(404).end();
+    });
+    await new Promise<void>((resolve, reject) => {
+      this.server!.once('error', reject);
+      this.server!.listen(port, host, resolve);
+    });
+    return (this.server.address() as AddressInfo).port;
+  }
+
+  close(): void {
+    this.server?.close();
+  }
+}
