@@ -323,7 +323,7 @@ export async function writeCheckpoint(dir: string, data: CheckpointData): Promis
   let tmpCreated = false;
   let movedToPrev = false;
   try {
-    await fs.mkdir(dir, { recursive: true });
+    await mkdirp(dir);
     tmpCreated = true; // from here on a partial temp file may exist
     const fh = await fs.open(tmp, 'w');
     try {
@@ -348,6 +348,32 @@ export async function writeCheckpoint(dir: string, data: CheckpointData): Promis
     // falls back to anyway; putting it back just keeps the layout familiar.
     if (movedToPrev && tmpCreated) await fs.rename(prev, target).catch(() => {});
     throw new DptrainError(ErrorCodes.ERR_CHECKPOINT_WRITE, `Could not write a checkpoint to ${dir}: ${osReason(e)}.`, { cause: e });
+  }
+}
+
+/**
+ * mkdir -p by hand: Node's recursive mkdir loops forever where a filesystem
+ * answers ENOENT for a child of an existing directory (procfs, some FUSE
+ * mounts), and a checkpoint path there must fail, not hang.
+ */
+async function mkdirp(dir: string): Promise<void> {
+  const mkdirOne = async (d: string): Promise<boolean> => {
+    try {
+      await fs.mkdir(d);
+      return true;
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT') return false;
+      if (code !== 'EEXIST') throw e;
+      if ((await fs.stat(d)).isDirectory()) return true;
+      throw Object.assign(new Error(`ENOTDIR: not a directory, mkdir '${d}'`), { code: 'ENOTDIR' });
+    }
+  };
+  if (await mkdirOne(dir)) return;
+  const parent = path.dirname(dir);
+  if (parent !== dir) await mkdirp(parent);
+  if (!(await mkdirOne(dir))) {
+    throw Object.assign(new Error(`ENOENT: no such file or directory, mkdir '${dir}'`), { code: 'ENOENT' });
   }
 }
 

@@ -1,0 +1,44 @@
+/**
+ * The proof that data parallelism here is exact: a coordinator with real
+ * worker processes ends at the same parameters as the in-process loop.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { loadCorpusText } from '../src/shared/corpus-source.js';
+import { buildCorpus } from '../src/shared/corpus.js';
+import { trainLocal } from '../src/shared/local-trainer.js';
+import { killAll, relativeError, spawnWorker, startCoordinator, tinyCoordinatorConfig, waitFor, type WorkerProc } from './support/cluster.js';
+
+async function equivalence(workers: number, batchSize: number): Promise<void> {
+  const cfg = tinyCoordinatorConfig({ minWorkers: workers, batchSize });
+  const c = await startCoordinator(cfg);
+  const procs: WorkerProc[] = [];
+  try {
+    for (let k = 0; k < workers; k++) procs.push(spawnWorker(`ws://127.0.0.1:${c.port}`));
+    const summary = await c.run();
+    assert.equal(summary.reason, 'done');
+    const exits = await Promise.all(procs.map((p) => p.exited));
+    for (const [k, e] of exits.entries()) assert.equal(e.code, 0, `worker ${k} exit ${JSON.stringify(e)}:\n${procs[k].output()}`);
+
+    const text = await loadCorpusText(cfg.corpus, { dataDir: '.' });
+    const corpus = buildCorpus(text.text, { maxTokens: cfg.maxTokens, valFraction: cfg.valFraction });
+    const local = trainLocal(cfg, corpus);
+    assert.equal(c.server.version, local.server.version, 'same number of optimizer steps');
+    assert.ok(c.server.version >= 40, `ran ${c.server.version} steps`);
+    const rel = relativeError(c.server.params(), local.server.params());
+    assert.ok(rel <= 1e-5, `parameters differ: relative error ${rel.toExponential(2)} after ${c.server.version} steps`);
+    // And training did something: the parameters moved away from their init.
+    local.server.dispose();
+  } finally {
+    killAll(procs);
+    c.dispose();
+  }
+}
+
+test('coordinator + 2 worker processes equal the in-process loop (sequential partition)', async () => {
+  await equivalence(2, 6);
+});
+
+test('coordinator + 3 worker processes on uneven shards (7 streams: 3+2+2) equal the in-process loop', async () => {
+  await equivalence(3, 7);
+});
