@@ -1,4 +1,4 @@
-import { test } from 'node:test';
+import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, promises as fs } from 'node:fs';
 import * as os from 'node:os';
@@ -50,8 +50,13 @@ function sample(step = 7, seed = 1): CheckpointData {
   };
 }
 
+const made: string[] = [];
+after(() => Promise.all(made.map((d) => fs.rm(d, { recursive: true, force: true }))));
+
 async function tempDir(): Promise<string> {
-  return fs.mkdtemp(path.join(os.tmpdir(), 'dptrain-ck-'));
+  const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'dptrain-ck-'));
+  made.push(dir);
+  return dir;
 }
 
 async function rejectsWith(p: Promise<unknown>, code: ErrorCode, pattern?: RegExp): Promise<Error> {
@@ -158,6 +163,11 @@ test('write errors are ERR_CHECKPOINT_WRITE and keep the previous checkpoint who
   const blocker = path.join(root, 'blocker');
   await fs.writeFile(blocker, 'x');
   await rejectsWith(writeCheckpoint(path.join(blocker, 'ck'), sample()), 'ERR_CHECKPOINT_WRITE', new RegExp(`${path.join(blocker, 'ck')}.*(ENOTDIR|EEXIST)`));
+
+  // procfs refuses new directories with ENOENT, which must fail rather than hang.
+  if (existsSync('/proc/self')) {
+    await rejectsWith(writeCheckpoint('/proc/self/dptrain-ck', sample()), 'ERR_CHECKPOINT_WRITE', /\/proc\/self\/dptrain-ck/);
+  }
 
   const dir = path.join(root, 'ck');
   await writeCheckpoint(dir, sample(1));
