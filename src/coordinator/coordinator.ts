@@ -37,7 +37,29 @@ export interface LogEntry {
   time: number;
 }
 
+/** Where one round's wall time went, for the overhead benchmark. */
+export interface RoundBreakdown {
+  round: number;
+  workers: number;
+  /** Reading the parameters and encoding the params and step messages. */
+  encodeMs: number;
+  /** Handing the frames to the sockets. */
+  sendMs: number;
+  /** From the last send until the last reply (or the deadline). */
+  waitMs: number;
+  /** Decoding and validating gradient tensors, and summing them (inside waitMs). */
+  decodeMs: number;
+  sumMs: number;
+  clipMs: number;
+  optimizerMs: number;
+  /** The slowest worker's reported compute time. */
+  slowestComputeMs: number;
+  totalMs: number;
+}
+
 export interface CoordinatorDeps {
+  /** Called after every applied round. */
+  onRound?: (b: RoundBreakdown) => void;
   log?: (line: string) => void;
   backend?: BackendInfo;
   /** Where a TTY progress line goes (default: stderr when it is a TTY). */
@@ -82,6 +104,7 @@ export class Coordinator {
   private intervalStart = performance.now();
   private lastCheckpointStep = -1;
   private recentRoundMs: number[] = [];
+  private breakdown: RoundBreakdown | null = null;
 
   constructor(
     readonly cfg: CoordinatorConfig,
@@ -225,9 +248,15 @@ export class Coordinator {
       this.metrics.rejected.inc({ code: early ?? ErrorCodes.ERR_STALE_ROUND });
       return;
     }
+    const t0 = performance.now();
     const grad = decodeTensor(msg.grads);
     const state = msg.state ? decodeTensor(msg.state) : undefined;
+    const t1 = performance.now();
     const bad = round.accept({ workerId: m.id, round: msg.round, tokenCount: msg.tokenCount, lossSum: msg.lossSum, computeMs: msg.computeMs, grad, state });
+    if (this.breakdown) {
+      this.breakdown.decodeMs += t1 - t0;
+      this.breakdown.sumMs += performance.now() - t1;
+    }
     if (bad) this.metrics.rejected.inc({ code: bad });
   }
 
@@ -314,6 +343,9 @@ export class Coordinator {
     const H = cfg.hidden;
     const { plan, epoch } = this.schedule.peek();
     const roundId = ++this.roundId;
+    const t0 = performance.now();
+    const b: RoundBreakdown = { round: roundId, workers: assignment.length, encodeMs: 0, sendMs: 0, waitMs: 0, decodeMs: 0, sumMs: 0, clipMs: 0, optimizerMs: 0, slowestComputeMs: 0, totalMs: 0 };
+    this.breakdown = b;
     const paramsBytes = encode({ type: 'params', version: this.server.version, params: encodeTensor(this.server.params(), cfg.wireDtype) });
     const expected = new Map<string, { lo: number; hi: number; tokenCount: number }>();
     let sent = 0;
@@ -341,18 +373,23 @@ export class Coordinator {
         fresh,
         ...(state ? { state: encodeTensor(state, 'float32') } : {}),
       });
+      const ts = performance.now();
       member.peer.send(paramsBytes);
       member.peer.send(stepBytes);
+      b.sendMs += performance.now() - ts;
       sent += paramsBytes.byteLength + stepBytes.byteLength;
       for (let s = lo; s < hi; s++) this.owner[s] = member.id;
       expected.set(member.id, { lo, hi, tokenCount: rows * cfg.numSteps });
     }
     this.metrics.paramBytes.inc(sent);
     // A member may have gone between assign() and here; the round must not wait for it.
+    b.encodeMs = performance.now() - t0 - b.sendMs;
+    const tw = performance.now();
     this.round = new Round(roundId, expected, this.count, this.roundDeadlineMs());
     for (const id of expected.keys()) if (!this.membership.get(id)) this.round.drop(id);
     const outcome = await this.round.done;
     this.round = null;
+    b.waitMs = performance.now() - tw;
     return outcome;
   }
 
@@ -389,7 +426,16 @@ export class Coordinator {
       // Nobody answered: the same batch is tried again with whoever is left.
       return;
     }
-    const { gradNorm } = this.server.apply(o.gradSum, o.tokens);
+    const applied = this.server.apply(o.gradSum, o.tokens);
+    const gradNorm = applied.gradNorm;
+    const b = this.breakdown;
+    if (b) {
+      b.clipMs = applied.clipMs;
+      b.optimizerMs = applied.optimizerMs;
+      b.slowestComputeMs = Math.max(0, ...o.computeMs.values());
+      b.totalMs = b.encodeMs + b.sendMs + b.waitMs + b.clipMs + b.optimizerMs;
+      this.deps.onRound?.(b);
+    }
     this.recentRoundMs.push(o.durationMs);
     if (this.recentRoundMs.length > 20) this.recentRoundMs.shift();
     const meanLoss = o.lossSum / o.tokens;

@@ -19,6 +19,7 @@ export async function startCoordinator(cfg: CoordinatorConfig, log: (l: string) 
   const c = new Coordinator(cfg, token, { log, backend });
   const http = new HttpServer(c);
   let children: ChildProcess[] = [];
+  let allLocalWorkersDied = false;
   const onSignal = (sig: NodeJS.Signals) => c.stop(`received ${sig}`);
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
@@ -32,8 +33,18 @@ export async function startCoordinator(cfg: CoordinatorConfig, log: (l: string) 
       const host = cfg.host === '0.0.0.0' || cfg.host === '::' ? '127.0.0.1' : cfg.host;
       children = spawnWorkers({ count: cfg.spawn, url: `${cfg.tlsCert ? 'wss' : 'ws'}://${host}:${c.port}`, token, backend: cfg.workerBackend, log, ca: cfg.tlsCert });
       log(`spawned ${cfg.spawn} local workers`);
+      // Local mode with every local worker gone and nobody else connected would wait forever.
+      for (const ch of children) {
+        ch.once('exit', () => {
+          if (children.every((k) => k.exitCode !== null || k.signalCode !== null) && c.membership.size === 0) {
+            allLocalWorkersDied = true;
+            c.stop('all local workers exited');
+          }
+        });
+      }
     }
     const summary = await c.run();
+    if (allLocalWorkersDied && summary.reason !== 'done') throw new Error('all local workers exited before training finished (see their output above)');
     await Promise.all(children.map((ch) => new Promise<void>((r) => {
       if (ch.exitCode !== null || ch.signalCode !== null) return r();
       const t = setTimeout(() => { ch.kill('SIGTERM'); r(); }, 5000);

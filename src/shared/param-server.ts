@@ -27,6 +27,9 @@ export interface ApplyResult {
   gradNorm: number;
   /** Factor the gradient was multiplied by (1 when not clipped). */
   scale: number;
+  /** Time spent on mean + norm + clip, and in the tfjs optimizer. */
+  clipMs: number;
+  optimizerMs: number;
 }
 
 let instances = 0;
@@ -76,6 +79,7 @@ export class ParameterServer {
   apply(gradSum: Float64Array | Float32Array, tokens: number): ApplyResult {
     if (gradSum.length !== this.count) throw new RangeError(`gradient holds ${gradSum.length} values, the model has ${this.count}`);
     if (!(tokens > 0)) throw new RangeError(`token count must be positive, got ${tokens}`);
+    const t0 = performance.now();
     const mean = this.mean;
     let sq = 0;
     for (let i = 0; i < mean.length; i++) {
@@ -87,6 +91,7 @@ export class ParameterServer {
     if (!Number.isFinite(gradNorm)) throw new RangeError('gradient is not finite; refusing to apply it');
     const scale = gradNorm > this.cfg.clip ? this.cfg.clip / gradNorm : 1;
     if (scale !== 1) for (let i = 0; i < mean.length; i++) mean[i] *= scale;
+    const t1 = performance.now();
     const grads: Record<string, tf.Tensor> = {};
     this.layout.forEach((p, k) => {
       grads[this.varNames[k]] = tf.tensor1d(mean.subarray(p.offset, p.offset + p.size));
@@ -95,7 +100,7 @@ export class ParameterServer {
     tf.dispose(Object.values(grads));
     this.version++;
     this.cache = null;
-    return { gradNorm, scale };
+    return { gradNorm, scale, clipMs: t1 - t0, optimizerMs: performance.now() - t1 };
   }
 
   /** Replace the parameters (resume). */
