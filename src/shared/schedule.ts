@@ -52,6 +52,11 @@ export class Schedule {
     return { epoch: this.epoch, batchIndex: this.batchIndex, epochRngState: this.epochRngState };
   }
 
+  /** The data RNG's state now (after drawing the current epoch's plan). */
+  rngState(): RngState {
+    return this.rng.getState();
+  }
+
   /** The batch at the current position (does not advance). */
   peek(): ScheduledBatch {
     return { epoch: this.epoch, batchIndex: this.batchIndex, batchesInEpoch: this.plan.batches.length, plan: this.plan.batches[this.batchIndex] };
