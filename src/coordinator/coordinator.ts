@@ -7,26 +7,28 @@
  * deadline; divide by the tokens that came back; clip; optimizer step.
  */
 import crypto from 'node:crypto';
-import os from 'node:os';
+import { promises as fsp } from 'node:fs';
+import { join } from 'node:path';
 import { buildCorpus, type Corpus } from '../shared/corpus.js';
 import { defaultDataDir, loadCorpusText } from '../shared/corpus-source.js';
 import { TRAIN_KEYS, publicConfig, type CoordinatorConfig } from '../shared/config.js';
 import { COORDINATOR_OPTIONS } from '../shared/options.js';
 import { CloseCodes, DptrainError, ErrorCodes, type ErrorCode } from '../shared/errors.js';
-import { encode, maxPayloadFor, tokensToWire, PROTOCOL_VERSION, type GradsMsg, type HelloMsg, type WorkerMessage } from '../shared/protocol.js';
+import { closeCodeFor, encode, maxPayloadFor, tokensToWire, PROTOCOL_VERSION, type GradsMsg, type HelloMsg, type WorkerMessage } from '../shared/protocol.js';
 import { decodeTensor, encodeTensor } from '../shared/wire-tensor.js';
 import { paramCount, type ModelDims } from '../shared/params.js';
 import { ParameterServer } from '../shared/param-server.js';
 import { initialParams } from '../shared/local-trainer.js';
 import { Schedule } from '../shared/schedule.js';
 import { perplexityOf, predict } from '../shared/evaluate.js';
-import { checkCompatible, readCheckpoint, writeCheckpoint, type CheckpointData } from '../shared/checkpoint.js';
+import { CHECKPOINT_FILE, checkCompatible, readCheckpoint, writeCheckpoint, type CheckpointData } from '../shared/checkpoint.js';
 import type { BackendInfo } from '../shared/backend.js';
 import { Membership, type LeaveReason, type Member, type Peer } from './membership.js';
 import { Round, type RoundOutcome } from './round.js';
 import { WsServer, type HelloResult } from './ws-server.js';
 import { createCoordinatorMetrics, initSeries, VERSION, type CoordinatorMetrics } from './metrics.js';
 import { ConsoleReporter } from './console-report.js';
+import { RoundSeries } from './round-series.js';
 
 export interface LogEntry {
   step: number;
@@ -78,6 +80,8 @@ export class Coordinator {
   readonly metrics: CoordinatorMetrics;
   readonly membership: Membership;
   readonly history: LogEntry[] = [];
+  /** One point per round (thinned when long) for the status page's charts. */
+  readonly series = new RoundSeries();
   corpus!: Corpus;
   dims!: ModelDims;
   server!: ParameterServer;
@@ -105,6 +109,8 @@ export class Coordinator {
   private lastCheckpointStep = -1;
   private recentRoundMs: number[] = [];
   private breakdown: RoundBreakdown | null = null;
+  /** Each reply's gradient is decoded here and summed at once, not kept: no 1.2 MB of garbage per reply. */
+  private gradScratch = new Float32Array(0);
 
   constructor(
     readonly cfg: CoordinatorConfig,
@@ -136,6 +142,7 @@ export class Coordinator {
     this.schedule = new Schedule(this.corpus.train.length, cfg.batchSize, cfg.numSteps, cfg.partition, { seed: cfg.seed });
     this.owner = new Array(cfg.batchSize).fill(null);
     this.streamState = new Float32Array(cfg.batchSize * 2 * cfg.hidden);
+    if (cfg.checkpointDir) await this.removeDeadTempFiles(cfg.checkpointDir);
     if (cfg.resume) await this.resume();
     this.metrics.learningRate.set(cfg.lr);
     this.metrics.info.set({ backend: this.deps.backend?.name ?? 'unknown', device: this.deps.backend?.device ?? 'cpu', version: VERSION }, 1);
@@ -166,6 +173,28 @@ export class Coordinator {
     this.port = await this.ws.listen();
     this.log(`listening on ${this.ws.scheme}://${cfg.host}:${this.port} (min workers ${cfg.minWorkers}, max ${cfg.maxWorkers})`);
     return this.port;
+  }
+
+  /**
+   * A coordinator killed while writing a checkpoint leaves its temp file behind
+   * (the checkpoint itself stays whole). Each is as large as a checkpoint, and a
+   * restarted process has another pid, so nothing else would ever remove them.
+   */
+  private async removeDeadTempFiles(dir: string): Promise<void> {
+    let names: string[];
+    try {
+      names = await fsp.readdir(dir);
+    } catch {
+      return;
+    }
+    const prefix = `.${CHECKPOINT_FILE}.tmp-`;
+    for (const name of names) {
+      if (!name.startsWith(prefix)) continue;
+      const pid = Number(name.slice(prefix.length));
+      if (!Number.isSafeInteger(pid) || pid <= 0 || pid === process.pid || processAlive(pid)) continue;
+      await fsp.rm(join(dir, name), { force: true }).catch(() => {});
+      this.log(`checkpoint: removed ${name}, a partial write of a process that died`);
+    }
   }
 
   private async resume(): Promise<void> {
@@ -227,7 +256,8 @@ export class Coordinator {
     this.metrics.joins.inc();
     this.metrics.workersConnected.set(this.membership.size);
     this.metrics.membershipEpoch.set(this.membership.epoch);
-    this.log(`worker ${m.slot} joined from ${remote} (${msg.info.name ?? `${msg.info.host}:${msg.info.pid}`}, ${msg.info.backend}/${msg.info.device}); ${this.membership.size} connected`);
+    const i = msg.info;
+    this.log(`worker ${m.slot} joined from ${remote} (${printable(i.name ?? `${i.host}:${i.pid}`)}, ${printable(i.backend)}/${printable(i.device)}); ${this.membership.size} connected`);
     if (this.paused && this.membership.size < this.cfg.minWorkers) this.sendPause(m);
     return { ok: true, id };
   }
@@ -249,7 +279,8 @@ export class Coordinator {
       return;
     }
     const t0 = performance.now();
-    const grad = decodeTensor(msg.grads);
+    if (this.gradScratch.length !== msg.grads.length) this.gradScratch = new Float32Array(msg.grads.length);
+    const grad = decodeTensor(msg.grads, this.gradScratch);
     const state = msg.state ? decodeTensor(msg.state) : undefined;
     const t1 = performance.now();
     const bad = round.accept({ workerId: m.id, round: msg.round, tokenCount: msg.tokenCount, lossSum: msg.lossSum, computeMs: msg.computeMs, grad, state });
@@ -257,7 +288,15 @@ export class Coordinator {
       this.breakdown.decodeMs += t1 - t0;
       this.breakdown.sumMs += performance.now() - t1;
     }
-    if (bad) this.metrics.rejected.inc({ code: bad });
+    if (bad) {
+      this.metrics.rejected.inc({ code: bad });
+      // A reply for this round that does not fit it (token count, tensor size) is a
+      // protocol error like any other: the round must not wait for it until the deadline.
+      if (bad === ErrorCodes.ERR_BAD_MESSAGE || bad === ErrorCodes.ERR_BAD_TENSOR) {
+        m.peer.send(encode({ type: 'error', code: bad, message: `reply for round ${msg.round} does not match the streams it was given` }));
+        m.peer.close(closeCodeFor(bad), bad);
+      }
+    }
   }
 
   private onClose(id: string, reason: LeaveReason): void {
@@ -398,7 +437,9 @@ export class Coordinator {
     const H = cfg.hidden;
     for (const id of o.late) {
       const m = this.membership.get(id);
-      if (!m) continue;
+      // A round aborted by a second stop signal: its workers were not late, and
+      // they must hear 'shutting down' (and exit), not 'round timeout' (and reconnect).
+      if (!m || this.stopping) continue;
       this.log(`worker ${m.slot} missed the round deadline (${Math.round(o.durationMs)} ms); dropping it`);
       for (let s = 0; s < this.owner.length; s++) if (this.owner[s] === id) this.owner[s] = null;
       m.peer.close(CloseCodes.HEARTBEAT_TIMEOUT, ErrorCodes.ERR_ROUND_TIMEOUT);
@@ -453,6 +494,7 @@ export class Coordinator {
     m.lastStep.set(Date.now() / 1000);
     const { epoch, batchIndex, batchesInEpoch } = this.schedule.peek();
     m.epoch.set(epoch);
+    this.series.add({ step: this.server.version, epoch, loss: meanLoss, tokens: o.tokens, durationMs: o.durationMs });
     const elapsed = (performance.now() - this.intervalStart) / 1000;
     const tps = this.intervalTokens / Math.max(elapsed, 1e-9);
     this.report.progress(epoch, cfg.epochs, batchIndex + 1, batchesInEpoch, Math.exp(this.epochLoss / this.epochTokens), tps, this.membership.size);
@@ -495,7 +537,7 @@ export class Coordinator {
         epoch: pos.epoch,
         batchIndex: pos.batchIndex,
         epochRngState: pos.epochRngState,
-        rngState: pos.epochRngState,
+        rngState: this.schedule.rngState(),
         params: this.server.params(),
         optimizer: { name: this.cfg.optimizer, state: await this.server.optimizerState() },
         vocab: [...this.corpus.vocab.idxToToken],
@@ -508,7 +550,7 @@ export class Coordinator {
       return path;
     } catch (e) {
       // Training state in memory is intact; the previous checkpoint on disk is intact. Say so and go on.
-      this.log(`checkpoint failed: ${(e as Error).message}`);
+      this.log(`checkpoint failed: ${(e as Error).message}${e instanceof DptrainError ? ` (${e.code})` : ''}`);
       return undefined;
     }
   }
@@ -529,6 +571,16 @@ export class Coordinator {
   }
 }
 
-export function hostName(): string {
-  return os.hostname();
+/** A peer's own words, made safe for a log line: a newline in a worker name must not forge the next line. */
+function printable(s: string): string {
+  return s.replace(/[\u0000-\u001f\u007f-\u009f\u2028\u2029]/g, '?');
+}
+
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
 }

@@ -5,7 +5,7 @@
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Coordinator } from './coordinator.js';
-import { statusPage, statusJson } from './status.js';
+import { parseStatusQuery, serveAsset, statusJson, statusPage, STATUS_PAGE_HEADERS } from './status.js';
 
 export class HttpServer {
   private server: http.Server;
@@ -38,16 +38,13 @@ export class HttpServer {
         return;
       }
       case '/status.json':
-        res.writeHead(200, { 'content-type': 'application/json', 'cache-control': 'no-store' }).end(JSON.stringify(statusJson(this.c)));
+        res.writeHead(200, { 'content-type': 'application/json', 'cache-control': 'no-store' }).end(JSON.stringify(statusJson(this.c, parseStatusQuery(url.searchParams))));
         return;
       case '/':
-        res.writeHead(200, { 'content-type': 'text/html; charset=utf-8' }).end(statusPage());
+        res.writeHead(200, { 'content-type': 'text/html; charset=utf-8', 'cache-control': 'no-cache', ...STATUS_PAGE_HEADERS }).end(statusPage());
         return;
       default:
-        if (url.pathname.startsWith('/assets/')) {
-          const { serveAsset } = await import('./status.js');
-          if (serveAsset(url.pathname, res)) return;
-        }
+        if (serveAsset(url.pathname, req, res)) return;
         res.writeHead(404, { 'content-type': 'text/plain' }).end('not found\n');
     }
   }

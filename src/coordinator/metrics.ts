@@ -6,9 +6,23 @@ import client from 'prom-client';
 
 export const VERSION = '0.1.0';
 
+/**
+ * prom-client's gauges nodejs_active_{handles,requests,resources}_total carry
+ * the suffix reserved for counters: promtool check metrics rejects them and
+ * OpenMetrics consumers would read them as counters. The per-type gauges
+ * without the suffix stay; their sum is the same number.
+ */
+const MISNAMED_DEFAULT_METRICS = ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total'];
+
+/** prom-client's default process metrics, less the misnamed ones. Shared with the worker's registry. */
+export function collectProcessMetrics(registry: client.Registry): void {
+  client.collectDefaultMetrics({ register: registry });
+  for (const name of MISNAMED_DEFAULT_METRICS) registry.removeSingleMetric(name);
+}
+
 export function createCoordinatorMetrics() {
   const registry = new client.Registry();
-  client.collectDefaultMetrics({ register: registry });
+  collectProcessMetrics(registry);
   const r = [registry];
   const workerBuckets = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30];
   return {

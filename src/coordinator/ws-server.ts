@@ -8,7 +8,7 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import http from 'node:http';
 import https from 'node:https';
-import type { AddressInfo } from 'node:net';
+import type { AddressInfo, Socket } from 'node:net';
 import { WebSocketServer, type WebSocket, type RawData } from 'ws';
 import { CloseCodes, ErrorCodes, type ErrorCode } from '../shared/errors.js';
 import {
@@ -55,6 +55,10 @@ interface Conn {
   helloTimer: NodeJS.Timeout | null;
   /** Why we closed it, when we did. */
   reason: LeaveReason | null;
+  /** handlers.onClose has run for it. */
+  gone: boolean;
+  /** Cuts off a peer that does not answer our close frame. */
+  killTimer: NodeJS.Timeout | null;
 }
 
 function sha256(s: string): Buffer {
@@ -79,10 +83,17 @@ export class WsServer {
     private readonly handlers: WsHandlers,
   ) {
     this.http = opts.tls
-      ? https.createServer({ cert: fs.readFileSync(opts.tls.certFile), key: fs.readFileSync(opts.tls.keyFile) })
+      ? https.createServer({ cert: fs.readFileSync(opts.tls.certFile), key: fs.readFileSync(opts.tls.keyFile), handshakeTimeout: opts.helloTimeoutMs })
       : http.createServer();
+    // Until the WebSocket upgrade (which resets the socket's timeout) a connection gets
+    // the hello timeout too: Node's HTTP server would hold a socket that never sends a
+    // byte open for good, outside the connection limit, which counts WebSockets only.
+    this.http.on(opts.tls ? 'secureConnection' : 'connection', (socket: Socket) => {
+      socket.setTimeout(opts.helloTimeoutMs, () => socket.destroy());
+    });
     this.http.on('request', (_req, res) => {
-      res.writeHead(426, { 'content-type': 'text/plain' }).end('dptrain coordinator: connect with a WebSocket (worker join)\n');
+      // No keep-alive: plain HTTP has nothing more to say here, and an idle kept-alive socket would outlive the hello timeout.
+      res.writeHead(426, { 'content-type': 'text/plain', connection: 'close' }).end('dptrain coordinator: connect with a WebSocket (worker join)\n');
     });
     this.wss = new WebSocketServer({ server: this.http, maxPayload: opts.maxPayload, perMessageDeflate: false });
     this.wss.on('connection', (ws, req) => this.onConnection(ws, `${req.socket.remoteAddress}:${req.socket.remotePort}`));
@@ -111,7 +122,7 @@ export class WsServer {
   }
 
   private onConnection(ws: WebSocket, remote: string): void {
-    const conn: Conn = { ws, remote, id: null, lastSeen: performance.now(), helloTimer: null, reason: null };
+    const conn: Conn = { ws, remote, id: null, lastSeen: performance.now(), helloTimer: null, reason: null, gone: false, killTimer: null };
     if (this.closing) {
       ws.close(CloseCodes.SHUTTING_DOWN, ErrorCodes.ERR_SHUTTING_DOWN);
       return;
@@ -141,7 +152,16 @@ export class WsServer {
   private onFrame(conn: Conn, data: RawData, isBinary: boolean): void {
     try {
       conn.lastSeen = performance.now();
-      if (conn.reason !== null) return; // closing: ignore whatever is still in flight
+      if (conn.reason !== null) {
+        // Closing: nothing more is applied. A gradient from a worker dropped at a
+        // round deadline is the late reply the README promises to count.
+        if (conn.reason === 'timeout' && conn.id !== null && isBinary) {
+          const bytes = Array.isArray(data) ? Buffer.concat(data) : Buffer.isBuffer(data) ? data : Buffer.from(data);
+          const v = decodeWorkerMessage(bytes, this.opts.limits);
+          if (v.ok && v.msg.type === 'grads') this.handlers.onReject(ErrorCodes.ERR_STALE_ROUND, conn.remote);
+        }
+        return;
+      }
       if (!isBinary) {
         this.reject(conn, ErrorCodes.ERR_MALFORMED, 'text frames are not part of the protocol');
         return;
@@ -178,7 +198,14 @@ export class WsServer {
         this.protocolError(conn, ErrorCodes.ERR_BAD_MESSAGE, 'second hello on one connection');
         return;
       }
-      if (msg.type === 'leave') conn.reason = 'leave';
+      if (msg.type === 'leave') {
+        // Gone now: a worker that says it is leaving must not be given streams
+        // while it gets round to closing its socket.
+        conn.reason = 'leave';
+        this.handlers.onMessage(conn.id, msg, bytes.byteLength);
+        this.closeConn(conn, CloseCodes.NORMAL, 'leaving');
+        return;
+      }
       this.handlers.onMessage(conn.id, msg, bytes.byteLength);
     } catch (e) {
       this.opts.log(`internal error handling a frame from ${conn.remote}: ${(e as Error).stack ?? e}`);
@@ -197,7 +224,8 @@ export class WsServer {
         conn.ws.send(bytes);
       },
       close: (code, reason) => {
-        conn.reason ??= code === CloseCodes.SHUTTING_DOWN || code === CloseCodes.TRAINING_DONE ? 'shutdown' : 'timeout';
+        conn.reason ??=
+          code === CloseCodes.SHUTTING_DOWN || code === CloseCodes.TRAINING_DONE ? 'shutdown' : code === CloseCodes.HEARTBEAT_TIMEOUT ? 'timeout' : 'protocol';
         this.closeConn(conn, code, reason);
       },
       bufferedAmount: () => conn.ws.bufferedAmount,
@@ -227,24 +255,34 @@ export class WsServer {
   private closeConn(conn: Conn, code: number, reason: string): void {
     if (conn.helloTimer) clearTimeout(conn.helloTimer);
     conn.helloTimer = null;
+    // The worker leaves membership (and the round in flight) now, not when the
+    // close handshake ends: a frozen or non-reading peer never answers it, and
+    // until the 2 s terminate below it would be handed streams it cannot train.
+    this.notifyGone(conn);
     try {
       conn.ws.close(code, reason.slice(0, 120));
     } catch {
       conn.ws.terminate();
     }
-    // A peer that never answers the close handshake is cut off.
-    setTimeout(() => conn.ws.terminate(), 2000).unref();
+    // A peer that never answers the close handshake is cut off. Cleared on close,
+    // so a burst of short-lived hostile connections is not kept alive for 2 s each.
+    conn.killTimer ??= setTimeout(() => conn.ws.terminate(), 2000).unref();
   }
 
   private onSocketClose(conn: Conn): void {
     if (conn.helloTimer) clearTimeout(conn.helloTimer);
+    if (conn.killTimer) clearTimeout(conn.killTimer);
     this.conns.delete(conn);
-    if (conn.id !== null) {
-      try {
-        this.handlers.onClose(conn.id, conn.reason ?? 'disconnect');
-      } catch (e) {
-        this.opts.log(`internal error on close of ${conn.id}: ${(e as Error).stack ?? e}`);
-      }
+    this.notifyGone(conn);
+  }
+
+  private notifyGone(conn: Conn): void {
+    if (conn.id === null || conn.gone) return;
+    conn.gone = true;
+    try {
+      this.handlers.onClose(conn.id, conn.reason ?? 'disconnect');
+    } catch (e) {
+      this.opts.log(`internal error on close of ${conn.id}: ${(e as Error).stack ?? e}`);
     }
   }
 
@@ -257,8 +295,9 @@ export class WsServer {
       if (conn.id === null) continue;
       if (late) conn.lastSeen = Math.max(conn.lastSeen, now - this.opts.heartbeatMs);
       if (now - conn.lastSeen > 2 * this.opts.heartbeatMs) {
+        // One that is already being closed was counted under the reason it was closed for.
+        if (conn.reason === null) this.handlers.onReject(ErrorCodes.ERR_HEARTBEAT_TIMEOUT, conn.remote);
         conn.reason ??= 'timeout';
-        this.handlers.onReject(ErrorCodes.ERR_HEARTBEAT_TIMEOUT, conn.remote);
         conn.ws.terminate();
         continue;
       }

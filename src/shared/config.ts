@@ -5,6 +5,7 @@
  * exit code 2). The effective config is printed and saved in checkpoints.
  */
 import fs from 'node:fs';
+import tls from 'node:tls';
 import YAML from 'yaml';
 import type { Partition } from './batches.js';
 import type { BackendChoice } from './backend.js';
@@ -161,6 +162,16 @@ export function resolveCoordinatorConfig(explicit: Record<string, unknown>, env:
   const c = resolveOptions<CoordinatorConfig>(COORDINATOR_OPTIONS, explicit, env);
   checkTrainConfig(c);
   if ((c.tlsCert === undefined) !== (c.tlsKey === undefined)) bad('--tls-cert and --tls-key go together');
+  if (c.tlsCert !== undefined && c.tlsKey !== undefined) {
+    // Loaded here so a wrong path or a bad PEM stops at start-up with exit code 2, not as a stack trace after the corpus loads.
+    const cert = readFileOrBad('--tls-cert', c.tlsCert);
+    const key = readFileOrBad('--tls-key', c.tlsKey);
+    try {
+      tls.createSecureContext({ cert, key });
+    } catch (e) {
+      bad(`--tls-cert ${c.tlsCert} and --tls-key ${c.tlsKey} do not load as a PEM certificate and its private key: ${(e as Error).message}`);
+    }
+  }
   if (c.resume && !c.checkpointDir) bad('--resume needs --checkpoint-dir');
   if (c.spawn > 0 && c.minWorkers > c.spawn) bad(`--min-workers ${c.minWorkers} can never be reached with --spawn ${c.spawn} and no other workers; lower it or spawn more`);
   if (c.minWorkers > c.maxWorkers) bad(`--min-workers ${c.minWorkers} exceeds --max-workers ${c.maxWorkers}`);
@@ -172,7 +183,16 @@ export function resolveWorkerConfig(explicit: Record<string, unknown>, env: Node
   const c = resolveOptions<WorkerConfig>(WORKER_OPTIONS, explicit, env);
   if (!/^wss?:\/\/[^/\s]+/.test(c.coordinator)) bad(`--coordinator must look like ws://HOST:PORT or wss://HOST:PORT, got '${c.coordinator}'`);
   if (c.gpu !== undefined && (c.backend === 'wasm' || c.backend === 'cpu')) bad(`--gpu needs --backend auto or tensorflow, not ${c.backend}`);
+  if (c.ca !== undefined) readFileOrBad('--ca', c.ca);
   return c;
+}
+
+function readFileOrBad(flag: string, file: string): Buffer {
+  try {
+    return fs.readFileSync(file);
+  } catch (e) {
+    return bad(`cannot read ${flag} ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+  }
 }
 
 /** The token from --token, DPTRAIN_TOKEN or --token-file (first line), or undefined. */

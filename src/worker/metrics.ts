@@ -2,7 +2,8 @@
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import client from 'prom-client';
-import { VERSION } from '../coordinator/metrics.js';
+import * as tf from '@tensorflow/tfjs';
+import { collectProcessMetrics, VERSION } from '../coordinator/metrics.js';
 
 export class WorkerMetrics {
   readonly registry = new client.Registry();
@@ -13,10 +14,18 @@ export class WorkerMetrics {
 
   constructor(backend: string, device: string) {
     const r = [this.registry];
-    client.collectDefaultMetrics({ register: this.registry });
+    collectProcessMetrics(this.registry);
     this.stepDuration = new client.Histogram({ name: 'dptrain_worker_step_duration_seconds', help: 'Time to compute one shard gradient.', buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10], registers: r });
     this.steps = new client.Counter({ name: 'dptrain_worker_steps_total', help: 'Shard gradients computed.', registers: r });
     this.tokens = new client.Counter({ name: 'dptrain_worker_processed_tokens_total', help: 'Tokens this worker computed gradients on.', registers: r });
+    new client.Gauge({
+      name: 'dptrain_worker_tensors',
+      help: 'Live tfjs tensors in this worker (tf.memory().numTensors); flat in the steady state.',
+      registers: r,
+      collect() {
+        this.set(tf.memory().numTensors);
+      },
+    });
     new client.Gauge({ name: 'dptrain_info', help: 'Build and backend of this worker (value 1).', labelNames: ['backend', 'device', 'version'], registers: r }).set({ backend, device, version: VERSION }, 1);
   }
 

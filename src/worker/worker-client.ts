@@ -27,6 +27,10 @@ export interface WorkerClientOptions {
 
 export type WorkerExit = 'done' | 'shutdown' | 'rejected' | 'gave-up' | 'stopped';
 
+const zeroMask = (mask: Buffer): void => {
+  mask.fill(0);
+};
+
 /** Close codes after which reconnecting cannot help. */
 const FATAL = new Set<number>([CloseCodes.BAD_TOKEN, CloseCodes.VERSION_MISMATCH]);
 
@@ -88,6 +92,12 @@ export class WorkerClient {
         maxPayload: this.opts.maxPayload ?? 1 << 30,
         perMessageDeflate: false,
         handshakeTimeout: 10_000,
+        // A zero masking key: ws then skips masking here and unmasking on the
+        // coordinator, a byte-by-byte JavaScript loop over every 1.2 MB gradient
+        // on each side without the optional bufferutil (BENCHMARKS.md, part
+        // scaling). Masking guards proxies against script-chosen payloads in
+        // browsers; a worker's frames carry its own gradients.
+        generateMask: zeroMask,
         ...(this.opts.ca ? { ca: fs.readFileSync(this.opts.ca) } : {}),
       });
       this.ws = ws;
