@@ -48,3 +48,27 @@ test('--help works on every command', () => {
     assert.match(r.out, /--/);
   }
 });
+
+test('unreadable TLS, CA and token files exit 2 with one sentence, before anything starts', () => {
+  const dir = tmpDir();
+  const garbage = path.join(dir, 'garbage.pem');
+  fs.writeFileSync(garbage, 'not a certificate\n');
+  const emptyToken = path.join(dir, 'empty-token');
+  fs.writeFileSync(emptyToken, '\n');
+  const missing = path.join(dir, 'missing.pem');
+  const cases: [string[], RegExp][] = [
+    [['coordinator', 'start', '--tls-cert', missing, '--tls-key', missing, '--token', 't'], /cannot read --tls-cert .*missing\.pem: ENOENT \(ERR_BAD_CONFIG\)/],
+    [['coordinator', 'start', '--tls-cert', garbage, '--tls-key', garbage, '--token', 't'], /do not load as a PEM certificate and its private key.*\(ERR_BAD_CONFIG\)/],
+    [['coordinator', 'start', '--tls-cert', garbage, '--token', 't'], /--tls-cert and --tls-key go together/],
+    [['worker', 'join', '--coordinator', 'wss://127.0.0.1:1', '--ca', missing, '--token', 't'], /cannot read --ca .*missing\.pem: ENOENT \(ERR_BAD_CONFIG\)/],
+    [['worker', 'join', '--token-file', missing], /cannot read --token-file .*: ENOENT \(ERR_BAD_CONFIG\)/],
+    [['worker', 'join', '--token-file', emptyToken], /--token-file .* is empty \(ERR_BAD_CONFIG\)/],
+  ];
+  for (const [args, want] of cases) {
+    const r = spawnSync(process.execPath, ['--import', 'tsx', cliPath, ...args], { encoding: 'utf8', env: { ...process.env, DPTRAIN_TOKEN: '' }, timeout: 60_000 });
+    const out = `${r.stdout}${r.stderr}`;
+    assert.equal(r.status, 2, `${args.join(' ')} exited ${r.status}:\n${out}`);
+    assert.match(out, want, args.join(' '));
+    assert.doesNotMatch(out, /\n\s+at .+:\d+:\d+/, `stack trace for ${args.join(' ')}`);
+  }
+});
