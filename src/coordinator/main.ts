@@ -36,7 +36,7 @@ export async function startCoordinator(cfg: CoordinatorConfig, log: (l: string) 
       // Local mode with every local worker gone and nobody else connected would wait forever.
       for (const ch of children) {
         ch.once('exit', () => {
-          if (children.every((k) => k.exitCode !== null || k.signalCode !== null) && c.membership.size === 0) {
+          if (children.every((k) => k.exitCode !== null || k.signalCode !== null) && c.membership.size === 0 && c.state.epoch < cfg.epochs) {
             allLocalWorkersDied = true;
             c.stop('all local workers exited');
           }
