@@ -9,8 +9,20 @@
  * kernels, and on the wasm backend matMul with a transpose flag is ~40x slower
  * than an explicit transpose + matMul, while slice/split/gather copy their whole
  * input. Here no tensor is ever sliced by columns: each gate is its own matMul
- * of A_t = [onehot(x_t), h_{t-1}] (B, V+H) with [W_xg; W_hg] (V+H, H), and each
- * gate's weight gradient is one matMul over all time steps, A^T dZ_g.
+ * of A_t = [onehot(x_t), h_{t-1}, 1] (B, V+H+1) with [W_xg; W_hg; b_g]
+ * (V+H+1, H), which is one contiguous block of the flat parameter vector, so
+ * the bias needs no add in the forward pass and no sum in the backward pass:
+ * each gate's whole gradient block is one matMul over all time steps, A^T dZ_g.
+ *
+ * Elementwise work is what is left to save once the matMuls are as few and as
+ * large as the recurrence allows (see BENCHMARKS.md, part `step`):
+ *  - tanh is 2·sigmoid(2x) − 1: on wasm a Tanh kernel costs several Sigmoids.
+ *    The candidate gate's weights are doubled once per parameter version, so
+ *    its activation is a plain sigmoid of the matMul;
+ *  - the output layer's contribution to dh_t rides along in the recurrence
+ *    matMul: [dZ_{t+1}, dLogits_t] x [W_h^T; W_hq^T];
+ *  - the gates' derivative factors are computed in the forward pass from the
+ *    values at hand, so the backward pass is a few multiplies per gate.
  *
  * Shapes: B = rows (streams in this shard), T = numSteps, H = hidden, V = vocab.
  * Tensors built over all steps are time-major: row t*B + r is stream r at time t.
@@ -35,10 +47,12 @@ export interface LstmState {
 /** Tensors the step needs, made once per parameter version. */
 export interface StepParams {
   dims: ModelDims;
-  /** Per gate i, f, o, c: [W_xg; W_hg] (V+H, H) and b_g (H). */
+  /**
+   * Per gate i, f, o, c: [W_xg; W_hg; b_g] (V+H+1, H), straight from the flat
+   * vector; the candidate gate's block is doubled (tanh(z) = 2·sigmoid(2z) − 1).
+   */
   wcat: tf.Tensor2D[];
-  bias: tf.Tensor1D[];
-  /** [W_hi^T; W_hf^T; W_ho^T; W_hc^T] (4H, H): dh_{t-1} = dZ_t (B,4H) x this. */
+  /** [W_hi^T; W_hf^T; W_ho^T; W_hc^T; W_hq^T] (4H+V, H): dh_{t-1} = [dZ_t, dLogits_{t-1}] x this. */
   whT: tf.Tensor2D;
   whq: tf.Tensor2D; // (H, V)
   bq: tf.Tensor1D; // (V)
@@ -58,18 +72,20 @@ export function makeStepParams(flat: Float32Array, dims: ModelDims): StepParams 
   const at = new Map(paramLayout(dims).map((p) => [p.name, p]));
   const view = (n: ParamName, len: number) => flat.subarray(at.get(n)!.offset, at.get(n)!.offset + len);
   const t = tf.tidy(() => {
-    const wcat = GATES.map((g) => tf.tensor2d(view(`W_x${g}` as ParamName, (V + H) * H), [V + H, H]));
-    const bias = GATES.map((g) => tf.tensor1d(view(`b_${g}` as ParamName, H)));
-    const whT = tf.concat(GATES.map((g) => tf.transpose(tf.tensor2d(view(`W_h${g}` as ParamName, H * H), [H, H]))), 0) as tf.Tensor2D;
+    // W_xg, W_hg and b_g are contiguous in the layout: one (V+H+1, H) block per gate.
+    const block = (g: string) => tf.tensor2d(view(`W_x${g}` as ParamName, (V + H + 1) * H), [V + H + 1, H]);
+    const wcat = GATES.map((g) => (g === 'c' ? tf.mul(block(g), tf.scalar(2)) : block(g))) as tf.Tensor2D[];
     const whq = tf.tensor2d(view('W_hq', H * V), [H, V]);
+    const whqT = tf.transpose(whq) as tf.Tensor2D;
+    const whT = tf.concat([...GATES.map((g) => tf.transpose(tf.tensor2d(view(`W_h${g}` as ParamName, H * H), [H, H]))), whqT], 0) as tf.Tensor2D;
     const bq = tf.tensor1d(view('b_q', V));
-    return { wcat, bias, whT, whq, bq, whqT: tf.transpose(whq) as tf.Tensor2D };
+    return { wcat, whT, whq, bq, whqT };
   });
   return { dims, ...t };
 }
 
 export function disposeStepParams(p: StepParams): void {
-  tf.dispose([...p.wcat, ...p.bias, p.whT, p.whq, p.bq, p.whqT]);
+  tf.dispose([...p.wcat, p.whT, p.whq, p.bq, p.whqT]);
 }
 
 export function zeroState(rows: number, hidden: number): LstmState {
@@ -123,33 +139,38 @@ export function lstmStep(p: StepParams, batch: Batch, state: LstmState): StepRes
   const V = dims.vocabSize;
 
   const out = tf.tidy(() => {
+    const one = tf.scalar(1);
+    const ones = tf.ones([B, 1]);
     let h: tf.Tensor = state.h;
     let c: tf.Tensor = state.c;
-    const As: tf.Tensor[] = []; // [onehot(x_t), h_{t-1}]  (B, V+H)
-    const cPrev: tf.Tensor[] = [];
-    const gi: tf.Tensor[] = [];
-    const gf: tf.Tensor[] = [];
-    const go: tf.Tensor[] = [];
-    const gc: tf.Tensor[] = [];
-    const tcs: tf.Tensor[] = [];
+    const As: tf.Tensor[] = []; // [onehot(x_t), h_{t-1}, 1]  (B, V+H+1)
     const hs: tf.Tensor[] = [];
+    // Per step, what the backward pass multiplies by (all (B, H)):
+    const kc: tf.Tensor[] = []; // o ⊙ (1 − tanh(c)²): dh -> dc
+    const ki: tf.Tensor[] = []; // g ⊙ i(1−i): dc -> dz_i
+    const kf: tf.Tensor[] = []; // c_{t-1} ⊙ f(1−f): dc -> dz_f
+    const ko: tf.Tensor[] = []; // tanh(c) ⊙ o(1−o): dh -> dz_o
+    const kg: tf.Tensor[] = []; // i ⊙ (1−g²): dc -> dz_c
+    const fs: tf.Tensor[] = []; // f: dc_t -> dc_{t-1}
     for (let t = 0; t < T; t++) {
-      const A = tf.concat([tf.tensor2d(oneHotAt(batch, t, V), [B, V]), h], 1);
-      const z = (k: number) => tf.add(tf.matMul(A, p.wcat[k]), p.bias[k]);
-      const i = tf.sigmoid(z(0));
-      const f = tf.sigmoid(z(1));
-      const o = tf.sigmoid(z(2));
-      const g = tf.tanh(z(3));
-      As.push(A);
-      cPrev.push(c);
+      const A = tf.concat([tf.tensor2d(oneHotAt(batch, t, V), [B, V]), h, ones], 1);
+      const i = tf.sigmoid(tf.matMul(A, p.wcat[0]));
+      const f = tf.sigmoid(tf.matMul(A, p.wcat[1]));
+      const o = tf.sigmoid(tf.matMul(A, p.wcat[2]));
+      const sc = tf.sigmoid(tf.matMul(A, p.wcat[3]));
+      const g = tf.sub(tf.add(sc, sc), one); // tanh(z_c)
+      // x(1−x) as x − x², and y(1−x²) as y − y·x²: same-shape kernels, cheaper than a broadcast scalar.
+      ki.push(tf.mul(g, tf.sub(i, tf.square(i))));
+      kf.push(tf.mul(c, tf.sub(f, tf.square(f))));
+      kg.push(tf.sub(i, tf.mul(i, tf.square(g))));
       c = tf.add(tf.mul(f, c), tf.mul(i, g));
-      const tc = tf.tanh(c);
+      const s2 = tf.sigmoid(tf.add(c, c));
+      const tc = tf.sub(tf.add(s2, s2), one); // tanh(c)
+      kc.push(tf.sub(o, tf.mul(o, tf.square(tc))));
+      ko.push(tf.mul(tc, tf.sub(o, tf.square(o))));
       h = tf.mul(o, tc);
-      gi.push(i);
-      gf.push(f);
-      go.push(o);
-      gc.push(g);
-      tcs.push(tc);
+      As.push(A);
+      fs.push(f);
       hs.push(h);
     }
 
@@ -164,40 +185,38 @@ export function lstmStep(p: StepParams, batch: Batch, state: LstmState): StepRes
     const dbq = tf.sum(dLogits, 0);
     const dLogitsT = tf.split(dLogits, T, 0); // small (B, V) pieces: cheap to split
 
-    const one = tf.scalar(1);
     const dz: tf.Tensor[][] = [[], [], [], []];
-    let dhNext: tf.Tensor | null = null;
+    let dh: tf.Tensor = tf.matMul(dLogitsT[T - 1], p.whqT);
     let dcNext: tf.Tensor | null = null;
     for (let t = T - 1; t >= 0; t--) {
-      const i = gi[t], f = gf[t], o = go[t], g = gc[t], tc = tcs[t];
-      const dhOut = tf.matMul(dLogitsT[t], p.whqT);
-      const dh: tf.Tensor = dhNext ? tf.add(dhOut, dhNext) : dhOut;
-      const dcFromH = tf.mul(tf.mul(dh, o), tf.sub(one, tf.square(tc)));
+      const dcFromH = tf.mul(dh, kc[t]);
       const dc: tf.Tensor = dcNext ? tf.add(dcFromH, dcNext) : dcFromH;
-      const dzi = tf.mul(tf.mul(dc, g), tf.mul(i, tf.sub(one, i)));
-      const dzf = tf.mul(tf.mul(dc, cPrev[t]), tf.mul(f, tf.sub(one, f)));
-      const dzo = tf.mul(tf.mul(dh, tc), tf.mul(o, tf.sub(one, o)));
-      const dzc = tf.mul(tf.mul(dc, i), tf.sub(one, tf.square(g)));
+      const dzi = tf.mul(dc, ki[t]);
+      const dzf = tf.mul(dc, kf[t]);
+      const dzo = tf.mul(dh, ko[t]);
+      const dzc = tf.mul(dc, kg[t]);
       dz[0][t] = dzi;
       dz[1][t] = dzf;
       dz[2][t] = dzo;
       dz[3][t] = dzc;
-      dcNext = tf.mul(dc, f);
-      if (t > 0) dhNext = tf.matMul(tf.concat([dzi, dzf, dzo, dzc], 1), p.whT);
+      if (t > 0) {
+        dcNext = tf.mul(dc, fs[t]);
+        dh = tf.matMul(tf.concat([dzi, dzf, dzo, dzc, dLogitsT[t - 1]], 1), p.whT);
+      }
     }
 
-    const AT = tf.transpose(tf.concat(As, 0)); // (V+H, T*B)
+    const AT = tf.transpose(tf.concat(As, 0)); // (V+H+1, T*B)
     const parts: tf.Tensor[] = [];
-    for (let k = 0; k < 4; k++) {
-      const dZ = tf.concat(dz[k], 0); // (T*B, H)
-      parts.push(tf.reshape(tf.matMul(AT, dZ), [-1]), tf.sum(dZ, 0)); // [dW_xg; dW_hg], db_g
-    }
+    // [dW_xg; dW_hg; db_g] for each gate, in the flat layout's order.
+    for (let k = 0; k < 4; k++) parts.push(tf.reshape(tf.matMul(AT, tf.concat(dz[k], 0)), [-1]));
     parts.push(tf.reshape(dWhq, [-1]), dbq);
     return { grad: tf.concat(parts, 0), lossSum, h: h as tf.Tensor2D, c: c as tf.Tensor2D };
   });
 
+  // dataSync hands back an array the tensor no longer needs once disposed (a
+  // copy on wasm and tensorflow, the cpu backend's own buffer, which it drops).
   const grad = out.grad.dataSync() as Float32Array;
   const lossSum = out.lossSum.dataSync()[0];
   tf.dispose([out.grad, out.lossSum]);
-  return { grad: new Float32Array(grad), lossSum, tokenCount: B * T, state: { h: out.h, c: out.c } };
+  return { grad, lossSum, tokenCount: B * T, state: { h: out.h, c: out.c } };
 }

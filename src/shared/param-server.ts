@@ -56,7 +56,13 @@ export class ParameterServer {
     // tfjs registers variables by name process-wide; tests and benchmarks hold several servers at once.
     const id = instances++;
     this.varNames = this.layout.map((p) => `dptrain${id}/${p.name}`);
-    this.vars = this.layout.map((p, k) => tf.variable(tf.tensor1d(init.subarray(p.offset, p.offset + p.size)), true, this.varNames[k]));
+    // A variable shares its initial tensor's data; that tensor itself must still be disposed.
+    this.vars = this.layout.map((p, k) => {
+      const t = tf.tensor1d(init.subarray(p.offset, p.offset + p.size));
+      const v = tf.variable(t, true, this.varNames[k]);
+      t.dispose();
+      return v;
+    });
     this.optimizer = cfg.optimizer === 'adam' ? tf.train.adam(cfg.lr) : tf.train.sgd(cfg.lr);
     this.mean = new Float32Array(this.count);
   }
@@ -106,7 +112,11 @@ export class ParameterServer {
   /** Replace the parameters (resume). */
   setParams(flat: Float32Array): void {
     if (flat.length !== this.count) throw new RangeError(`parameters hold ${flat.length} values, the model has ${this.count}`);
-    this.layout.forEach((p, k) => this.vars[k].assign(tf.tensor1d(flat.subarray(p.offset, p.offset + p.size))));
+    this.layout.forEach((p, k) => {
+      const t = tf.tensor1d(flat.subarray(p.offset, p.offset + p.size));
+      this.vars[k].assign(t);
+      t.dispose();
+    });
     this.cache = null;
   }
 
