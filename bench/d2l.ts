@@ -7,8 +7,6 @@
  * Unlike d2l, the last 10% of those tokens are held out for validation, so
  * the model trains on the first 9,000.
  */
-import fs from 'node:fs';
-import path from 'node:path';
 import { resolveOptions, type TrainConfig } from '../src/shared/config.js';
 import { buildCorpus } from '../src/shared/corpus.js';
 import { loadCorpusText } from '../src/shared/corpus-source.js';
@@ -16,30 +14,13 @@ import { perplexityOf, predict } from '../src/shared/evaluate.js';
 import { modelDims, trainLocal, type EpochReport } from '../src/shared/local-trainer.js';
 import { COORDINATOR_OPTIONS } from '../src/shared/options.js';
 import type { ParameterServer } from '../src/shared/param-server.js';
+import { ensureTimeMachine } from './lib/cluster.js';
 import { downsample, fmt, sig, sparkline, table } from './lib/stats.js';
 import type { BenchContext, BenchPart, Section } from './lib/types.js';
 
 const TARGET_PERPLEXITY = 1.3;
 const D2L_PERPLEXITY = 1.1;
 const SAMPLE_PREFIX = 'time traveller';
-
-/**
- * The Time Machine in the data dir. Where it is missing but a shared copy sits
- * next to the repository (../shared/data), that copy is put where a download
- * would land; otherwise loadCorpusText downloads it.
- */
-function ensureTimeMachine(ctx: BenchContext): string {
-  const target = path.join(ctx.dataDir, 'timemachine.txt');
-  if (fs.existsSync(target)) return 'the Time Machine file from the data dir';
-  const shared = path.resolve(ctx.repoRoot, '..', 'shared', 'data', 'timemachine.txt');
-  if (fs.existsSync(shared)) {
-    fs.mkdirSync(ctx.dataDir, { recursive: true });
-    fs.copyFileSync(shared, target);
-    fs.chmodSync(target, 0o644); // the shared copy may be read-only; a cache file is replaceable
-    return 'the Time Machine file from the data dir (copied there from ../shared/data)';
-  }
-  return 'the Time Machine file, downloaded into the data dir';
-}
 
 class StopTraining extends Error {}
 

@@ -135,7 +135,8 @@ async function main(): Promise<number> {
     console.log(help());
     return 0;
   }
-  const parts = selectParts(names);
+  // The summary reads the others' results: it runs after them, wherever it is listed.
+  const parts = selectParts(names).sort((a, b) => Number(a.name === 'summary') - Number(b.name === 'summary'));
   const values = resolveFlags(parts, given);
   const dataDir = values.has('data-dir') ? path.resolve(values.get('data-dir') as string) : defaultDataDir();
   const backend = await selectBackend({ backend: values.get('backend') as BackendChoice, log: (l) => console.error(l) });

@@ -23,6 +23,7 @@ import { initParams, paramLayout, type ModelDims } from '../src/shared/params.js
 import { Rng } from '../src/shared/rng.js';
 import { computeMs, fmt, mean, measure, median, pct, sig, table, timeMs, type Sample } from './lib/stats.js';
 import type { BenchContext, BenchPart, Section } from './lib/types.js';
+import { waitForQuiet } from './lib/cluster.js';
 
 interface Shape {
   B: number;
@@ -45,11 +46,16 @@ export function stepFlops({ B, T, V, H }: Shape) {
 
 /** What each matMul shape in the step is, for the profile table. */
 function matMulRole(a: number[], b: number[], { B, T, V, H }: Shape): string {
-  const is = (m: number, k: number, n: number) => a[0] === m && a[1] === k && b[0] === k && b[1] === n;
-  if (is(B, V + H, H)) return 'gate forward, per time step';
+  // tfjs may report matMul inputs as rank 3 ([1, m, k]); look at the last two dimensions.
+  const [m0, k0] = a.slice(-2);
+  const [k1, n1] = b.slice(-2);
+  const is = (m: number, k: number, n: number) => m0 === m && k0 === k && k1 === k && n1 === n;
+  // [onehot(x_t), h_{t-1}] or [onehot(x_t), h_{t-1}, 1] (the bias as a row of the weights).
+  if (is(B, V + H, H) || is(B, V + H + 1, H)) return 'gate forward, per time step';
   if (is(B, 4 * H, H)) return 'dh recurrence, per time step';
+  if (is(B, 4 * H + V, H)) return 'dh recurrence incl. the output layer, per time step';
   if (is(B, V, H)) return 'dh from the output layer, per time step';
-  if (is(V + H, T * B, H)) return 'gate weight grads, all steps';
+  if (is(V + H, T * B, H) || is(V + H + 1, T * B, H)) return 'gate weight grads, all steps';
   if (is(T * B, H, V)) return 'output layer forward, all steps';
   if (is(H, T * B, V)) return 'dW_hq, all steps';
   return 'other';
@@ -196,9 +202,12 @@ export const stepPart: BenchPart = {
     'batch-size': { type: 'number', default: 32, describe: 'B, streams per step' },
     'num-steps': { type: 'number', default: 35, describe: 'T, time steps per step' },
     vocab: { type: 'number', default: 28, describe: "V, vocabulary size (The Time Machine's is 28)" },
+    'load-threshold': { type: 'number', default: 0.7, describe: 'wait for the 1-minute load average to fall below this before measuring' },
+    'load-wait': { type: 'number', default: 300, describe: 'longest wait for the load to fall, seconds' },
   },
 
   async run(ctx: BenchContext): Promise<Section> {
+    const quiet = await waitForQuiet(ctx, ctx.flag<number>('load-threshold'), ctx.flag<number>('load-wait'));
     const shape: Shape = { B: ctx.flag<number>('batch-size'), T: ctx.flag<number>('num-steps'), V: ctx.flag<number>('vocab'), H: ctx.flag<number>('hidden') };
     const { B, T, V, H } = shape;
     const rounds = Math.max(1, Math.round(ctx.flag<number>('rounds')));
@@ -384,6 +393,12 @@ export const stepPart: BenchPart = {
     md.push('');
     md.push('Times are medians over the samples unless marked mean.');
     md.push('');
+    md.push(
+      'The hand-derived step (`src/shared/lstm-step.ts`) runs, per time step, one matMul per gate of [onehot(x_t), h_{t-1}, 1] with that gate\'s contiguous block [W_x; W_h; b] of the flat parameters ' +
+        '(the bias is a row of the weights: no add in the forward pass, no sum in the backward pass), computes tanh as 2·sigmoid(2x) − 1 (the candidate gate\'s block is doubled once per parameter version), ' +
+        'computes the gates\' derivative factors in the forward pass, and folds the output layer\'s share of dh into the recurrence matMul ([dZ_t, dLogits_{t-1}] × [W_h^T; W_hq^T]).',
+    );
+    md.push('');
     md.push(`- **hand / autodiff: ${fmt(main.ratio, 1)}×** by ${clockName(clock)} (${fmt(byClock[other].ratio, 1)}× by ${clockName(other)}); target ≥ 8× on wasm. Both compute the same gradient: max |difference| ${maxDiff.toExponential(1)} for gradients up to ${maxAbs.toExponential(1)}.`);
     md.push(`- **fraction of roofline: ${pct(fractionOf(clock))}** by ${clockName(clock)} (${pct(fractionOf(other))} by ${clockName(other)}); target ≥ 60%. The hand step sustains ${G(achievedRate)} of matMul work.`);
     md.push(`- tensors left behind by the whole part: ${leaked}.`);
@@ -426,7 +441,7 @@ export const stepPart: BenchPart = {
       largest.key === 'matmul'
         ? 'The lever is the matMul efficiency: more rows per matMul (a larger B; the four gates as one (B, 4H) matMul would need column slices, which copy on this backend).'
         : largest.key === 'other'
-          ? `The matMuls themselves run at ${pct(main.rooflineMs / Math.max(matMulKernelMs, main.rooflineMs))} of the roofline rate, so the lever is the elementwise work: fewer, fused kernels per time step (a step runs ${fmt(byName('Multiply')?.calls ?? 0, 0)} Multiply, ${fmt(byName('Sub')?.calls ?? 0, 0)} Sub and ${fmt(byName('Add')?.calls ?? 0, 0)} Add kernels, nearly all on (B, H) tensors), for instance by keeping the gates' derivatives from the forward pass instead of recomputing them in the backward pass.`
+          ? `The matMuls themselves run at ${pct(main.rooflineMs / Math.max(matMulKernelMs, main.rooflineMs))} of the roofline rate, so the lever is the elementwise work: a step runs ${fmt(byName('Multiply')?.calls ?? 0, 0)} Multiply, ${fmt(byName('Sub')?.calls ?? 0, 0)} Sub and ${fmt(byName('Add')?.calls ?? 0, 0)} Add kernels, nearly all on (B, H) tensors, each costing its fixed overhead on top of a few µs of arithmetic; fewer of them needs fused kernels, which tfjs does not offer for this gate math (its fused matMul takes one activation, and a slice, split or gather of a larger tensor copies the whole input on wasm).`
           : 'The lever is the JavaScript around the kernels: fewer tensor creations and host copies per step.';
     md.push(
       `**What limits it.** A step takes ${fmt(stepMs, 1)} ms against a roofline of ${fmt(main.rooflineMs, 1)} ms (${clockName(clock)}). ` +
@@ -446,6 +461,7 @@ export const stepPart: BenchPart = {
     return {
       markdown: md.join('\n'),
       result: {
+        quiet,
         shape,
         tokensPerStep: tokens,
         rounds,

@@ -86,3 +86,24 @@ export function measure(f: () => void): Sample {
 export function computeMs(s: Sample): number {
   return Math.min(s.wallMs, s.cpuMs);
 }
+
+/** Linear-interpolated quantile, q in [0, 1]. */
+export function quantile(xs: readonly number[], q: number): number {
+  if (xs.length === 0) return NaN;
+  const s = [...xs].sort((a, b) => a - b);
+  const pos = (s.length - 1) * q;
+  const lo = Math.floor(pos);
+  const hi = Math.ceil(pos);
+  return s[lo] + (s[hi] - s[lo]) * (pos - lo);
+}
+
+export function sum(xs: readonly number[]): number {
+  return xs.reduce((a, b) => a + b, 0);
+}
+
+/** Bytes with a binary-free decimal unit (kB = 1e3, MB = 1e6, GB = 1e9). */
+export function bytes(n: number, digits = 3): string {
+  const units: [number, string][] = [[1e9, 'GB'], [1e6, 'MB'], [1e3, 'kB']];
+  for (const [u, name] of units) if (Math.abs(n) >= u) return `${sig(n / u, digits)} ${name}`;
+  return `${fmt(n)} B`;
+}

@@ -1,0 +1,80 @@
+/**
+ * The non-compute work of one round, piece by piece, timed in this process:
+ * what the coordinator and a worker do with the parameter and gradient
+ * messages of a real-sized model. The scaling and fan-in parts use it to
+ * say where a round's time goes besides the workers' compute.
+ */
+import * as tf from '@tensorflow/tfjs';
+import { decodeCoordinatorMessage, decodeWorkerMessage, encode, type GradsMsg } from '../../src/shared/protocol.js';
+import { decodeTensor, encodeTensor, type WireDtype } from '../../src/shared/wire-tensor.js';
+import { disposeStepParams, makeStepParams } from '../../src/shared/lstm-step.js';
+import { initParams, paramCount, type ModelDims } from '../../src/shared/params.js';
+import { ParameterServer } from '../../src/shared/param-server.js';
+import { Rng } from '../../src/shared/rng.js';
+import { computeMs, measure, median } from './stats.js';
+
+export interface WirePathStep {
+  key: string;
+  where: 'coordinator' | 'worker';
+  what: string;
+  ms: number;
+  /** Not part of a round any more (kept to show what it would cost). */
+  skipped?: boolean;
+}
+
+/** ws's JavaScript fallback for (un)masking a client frame (no bufferutil installed): one XOR per byte. */
+function jsMask(buf: Uint8Array, mask: Uint8Array): void {
+  for (let i = 0; i < buf.length; i++) buf[i] ^= mask[i & 3];
+}
+
+/**
+ * Median compute time (min of wall and CPU time) of each piece of the wire
+ * path for a model of `dims`, a worker holding `rows` streams, over `reps` repetitions.
+ */
+export function measureWirePath(dims: ModelDims, rows: number, dtype: WireDtype = 'float32', reps = 15): WirePathStep[] {
+  const n = paramCount(dims);
+  const H = dims.hidden;
+  const rng = new Rng(7);
+  const params = initParams(dims, rng);
+  const grad = Float32Array.from({ length: n }, () => 1e-3 * rng.normal());
+  const state = Float32Array.from({ length: rows * 2 * H }, () => 0.1 * rng.normal());
+  const limits = { paramCount: n, maxTokenCount: rows * 35, stateCount: rows * 2 * H };
+  const server = new ParameterServer(dims, params, { optimizer: 'sgd', lr: 1, clip: 1 });
+  const sum64 = new Float64Array(n);
+  const mask = new Uint8Array([0x12, 0x34, 0x56, 0x78]);
+  const gradWire = encodeTensor(grad, dtype);
+  const stateWire = encodeTensor(state, 'float32');
+  const gradsMsg = (): GradsMsg => ({ type: 'grads', round: 1, tokenCount: rows * 35, lossSum: 1, computeMs: 1, grads: encodeTensor(grad, dtype), state: encodeTensor(state, 'float32') });
+  const paramsFrame = encode({ type: 'params', version: 1, params: encodeTensor(params, dtype) });
+  const gradsFrame = encode(gradsMsg());
+  const steps: { key: string; where: WirePathStep['where']; what: string; f: () => void; skipped?: boolean }[] = [
+    { key: 'encodeParams', where: 'coordinator', what: 'read the parameters and encode the params message', f: () => void encode({ type: 'params', version: 1, params: encodeTensor(server.params(), dtype) }) },
+    { key: 'workerDecodeParams', where: 'worker', what: 'decode and validate the params message, decode the tensor', f: () => {
+      const v = decodeCoordinatorMessage(paramsFrame, { paramCount: n });
+      if (v.ok && v.msg.type === 'params') decodeTensor(v.msg.params);
+    } },
+    { key: 'workerUpload', where: 'worker', what: 'upload the parameters into the step tensors (makeStepParams)', f: () => disposeStepParams(makeStepParams(params, dims)) },
+    { key: 'workerEncodeGrads', where: 'worker', what: 'encode the grads message (gradient and stream state)', f: () => void encode(gradsMsg()) },
+    { key: 'mask', where: 'worker', what: 'mask the grads frame with a random key, byte by byte (skipped: workers send a zero masking key)', f: () => jsMask(gradsFrame, mask), skipped: true },
+    { key: 'unmask', where: 'coordinator', what: 'unmask it again (skipped likewise)', f: () => jsMask(gradsFrame, mask), skipped: true },
+    { key: 'decodeGrads', where: 'coordinator', what: 'decode and validate the grads message (structure, sizes, finiteness)', f: () => void decodeWorkerMessage(gradsFrame, limits) },
+    { key: 'decodeTensor', where: 'coordinator', what: 'decode the gradient tensor (and the state)', f: () => {
+      decodeTensor(gradWire);
+      decodeTensor(stateWire);
+    } },
+    { key: 'sum', where: 'coordinator', what: 'add the gradient into the float64 sum', f: () => {
+      for (let i = 0; i < n; i++) sum64[i] += grad[i];
+    } },
+    { key: 'apply', where: 'coordinator', what: 'mean, norm, clip and the tfjs optimizer step', f: () => void server.apply(sum64, 1e6) },
+  ];
+  const samples = new Map<string, number[]>(steps.map((s) => [s.key, []]));
+  for (let r = 0; r < reps + 2; r++) {
+    for (const s of steps) {
+      const ms = computeMs(measure(s.f));
+      if (r >= 2) samples.get(s.key)!.push(ms);
+    }
+  }
+  server.dispose();
+  void tf; // the optimizer step runs on the current tfjs backend
+  return steps.map((s) => ({ key: s.key, where: s.where, what: s.what, ms: median(samples.get(s.key)!), ...(s.skipped ? { skipped: true } : {}) }));
+}
