@@ -42,22 +42,29 @@ function fail(e: unknown): never {
   process.exit(1);
 }
 
+/** A command handler: its result is the exit code; any error goes through fail(). */
+function run(fn: (argv: Record<string, unknown>) => Promise<number>): (argv: Record<string, unknown>) => Promise<void> {
+  return async (argv) => {
+    try {
+      process.exit(await fn(argv));
+    } catch (e) {
+      fail(e);
+    }
+  };
+}
+
 function coordinatorCommands(y: Argv): Argv {
   return y
     .command(
       'start',
       'start a coordinator: shard the corpus, average gradients, checkpoint, serve metrics',
       (b) => b.options(yargsOptions(COORDINATOR_OPTIONS)),
-      async (argv) => {
-        try {
-          const cfg = resolveCoordinatorConfig(given(argv, COORDINATOR_OPTIONS));
-          const { startCoordinator } = await import('./coordinator/main.js');
-          const summary = await startCoordinator(cfg);
-          process.exit(summary.reason === 'done' || summary.reason === 'stopped' ? 0 : 1);
-        } catch (e) {
-          fail(e);
-        }
-      },
+      run(async (argv) => {
+        const cfg = resolveCoordinatorConfig(given(argv, COORDINATOR_OPTIONS));
+        const { startCoordinator } = await import('./coordinator/main.js');
+        const summary = await startCoordinator(cfg);
+        return summary.reason === 'done' || summary.reason === 'stopped' ? 0 : 1;
+      }),
     )
     .demandCommand(1, 'say which: coordinator start');
 }
@@ -68,16 +75,12 @@ function workerCommands(y: Argv): Argv {
       'join',
       'join a coordinator and compute gradients on a shard of streams',
       (b) => b.options(yargsOptions(WORKER_OPTIONS)),
-      async (argv) => {
-        try {
-          const cfg = resolveWorkerConfig(given(argv, WORKER_OPTIONS));
-          const { joinWorker } = await import('./worker/main.js');
-          const exit = await joinWorker(cfg);
-          process.exit(exit === 'done' || exit === 'shutdown' || exit === 'stopped' ? 0 : 1);
-        } catch (e) {
-          fail(e);
-        }
-      },
+      run(async (argv) => {
+        const cfg = resolveWorkerConfig(given(argv, WORKER_OPTIONS));
+        const { joinWorker } = await import('./worker/main.js');
+        const exit = await joinWorker(cfg);
+        return exit === 'done' || exit === 'shutdown' || exit === 'stopped' ? 0 : 1;
+      }),
     )
     .demandCommand(1, 'say which: worker join');
 }
@@ -91,32 +94,24 @@ export function buildCli(args: string[], scriptName = 'dptrain'): Argv {
       'generate',
       'generate text from a checkpoint (d2l predict_ch8, or sampling with --temperature)',
       (b) => b.options(yargsOptions(GENERATE_OPTIONS)),
-      async (argv) => {
-        try {
-          const o = resolveOptions<{ checkpoint: string; prefix: string; length: number; temperature: number; seed: number; backend: 'auto' | 'tensorflow' | 'wasm' | 'cpu' }>(GENERATE_OPTIONS, given(argv, GENERATE_OPTIONS));
-          const { generateFromCheckpoint } = await import('./shared/generate.js');
-          console.log(await generateFromCheckpoint(o));
-          process.exit(0);
-        } catch (e) {
-          fail(e);
-        }
-      },
+      run(async (argv) => {
+        const o = resolveOptions<{ checkpoint: string; prefix: string; length: number; temperature: number; seed: number; backend: 'auto' | 'tensorflow' | 'wasm' | 'cpu' }>(GENERATE_OPTIONS, given(argv, GENERATE_OPTIONS));
+        const { generateFromCheckpoint } = await import('./shared/generate.js');
+        console.log(await generateFromCheckpoint(o));
+        return 0;
+      }),
     )
     .command(
       'export',
       "export a checkpoint's weights in TF.js's Layers format (tf.loadLayersModel)",
       (b) => b.options(yargsOptions(EXPORT_OPTIONS)),
-      async (argv) => {
-        try {
-          const o = resolveOptions<{ checkpoint: string; out: string }>(EXPORT_OPTIONS, given(argv, EXPORT_OPTIONS));
-          if (!o.out) throw new DptrainError('ERR_BAD_CONFIG', '--out is required');
-          const { exportCheckpoint } = await import('./shared/generate.js');
-          console.log(await exportCheckpoint(o.checkpoint, o.out));
-          process.exit(0);
-        } catch (e) {
-          fail(e);
-        }
-      },
+      run(async (argv) => {
+        const o = resolveOptions<{ checkpoint: string; out: string }>(EXPORT_OPTIONS, given(argv, EXPORT_OPTIONS));
+        if (!o.out) throw new DptrainError('ERR_BAD_CONFIG', '--out is required');
+        const { exportCheckpoint } = await import('./shared/generate.js');
+        console.log(await exportCheckpoint(o.checkpoint, o.out));
+        return 0;
+      }),
     )
     .demandCommand(1, 'say which command: coordinator start, worker join, generate or export')
     .strict()

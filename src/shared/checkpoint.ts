@@ -16,7 +16,7 @@ import { createHash } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 import { isDeepStrictEqual } from 'node:util';
-import { Packr } from 'msgpackr';
+import { HOST_LITTLE_ENDIAN, plainPackr } from './msgpack.js';
 import { DptrainError, ErrorCodes } from './errors.js';
 import { paramCount } from './params.js';
 
@@ -68,17 +68,7 @@ export interface CheckpointData {
 const MAGIC = Uint8Array.from([0x44, 0x50, 0x54, 0x43]); // 'DPTC'
 const HEADER_BYTES = 12;
 const DIGEST_BYTES = 32;
-const HOST_LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
-
-// Same plain-msgpack settings as the wire protocol: typed arrays as `bin`, no
-// records or extensions, so another language can read a checkpoint too.
-const packr = new Packr({
-  useRecords: false,
-  mapsAsObjects: true,
-  moreTypes: false,
-  encodeUndefinedAsNil: true,
-  int64AsType: 'number',
-});
+const packr = plainPackr({ int64AsType: 'number' });
 
 // ---------------------------------------------------------------------------
 // Encoding

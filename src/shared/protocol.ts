@@ -7,7 +7,7 @@
  * bytes. Whatever arrives is `unknown` until a validator has checked it, and
  * the validators answer with a stable error code instead of throwing.
  */
-import { Packr } from 'msgpackr';
+import { HOST_LITTLE_ENDIAN, plainPackr } from './msgpack.js';
 import { CloseCodes, DptrainError, ErrorCodes, isDptrainError, type ErrorCode } from './errors.js';
 import { bytesPerElement, isWireDtype, tensorAllFinite, type WireDtype, type WireTensor } from './wire-tensor.js';
 
@@ -168,18 +168,8 @@ export interface CoordinatorMessageLimits {
 }
 
 const BYE_REASONS: ReadonlySet<string> = new Set(['done', 'shutdown', 'rejected']);
-const HOST_LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
-
-// moreTypes: false keeps every typed array a plain `bin` rather than msgpackr's
-// typed-array extension; encodeUndefinedAsNil keeps undefined out of the
-// extension space as well (the decoder refuses extensions).
-const packr = new Packr({
-  useRecords: false,
-  mapsAsObjects: true,
-  moreTypes: false,
-  encodeUndefinedAsNil: true,
-  copyBuffers: false,
-});
+// The decoder refuses extensions, so nothing here may produce one.
+const packr = plainPackr({ copyBuffers: false });
 
 // ---------------------------------------------------------------------------
 // Encoding
