@@ -80,14 +80,14 @@ export const summaryPart: BenchPart = {
       const d = r.distributed;
       const l = r.local;
       const fmtRun = (x: { reachedEpoch: number | null; reachedSeconds: number | null; curve: unknown[] }) => (x.reachedEpoch === null ? `not reached (${x.curve.length} epochs)` : `${fmt(x.reachedSeconds!, 0)} s, epoch ${x.reachedEpoch}`);
-      add(name, `time to train perplexity ≤ 1.3, d2l setup, ${label}: coordinator + 2 workers vs in-process`, '(faster)', `${fmtRun(d)} vs ${fmtRun(l)}${r.speedup ? ` (${fmt(r.speedup, 2)}×)` : ''}`, r.speedup === null ? null : r.speedup > 1);
+      add(name, `time to train perplexity ≤ 1.3, d2l setup, ${label}: coordinator + 2 workers vs in-process`, '–', `${fmtRun(d)} vs ${fmtRun(l)}${r.speedup ? ` (${fmt(r.speedup, 2)}×)` : ''}`, null);
     }
     const tf = load(ctx, 'ttp-full');
     if (tf) {
       dates['ttp-full'] = when(tf);
       const r = tf.result;
       const best = (x: { curve: { validationPerplexity?: number }[] }) => Math.min(...x.curve.map((p) => p.validationPerplexity ?? Infinity));
-      add('ttp-full', `whole book, ${r.timeLimit} s each: best validation perplexity, coordinator + 2 workers vs in-process`, '(lower)', `${best(r.distributed).toFixed(2)} (${r.distributed.curve.length} epochs) vs ${best(r.local).toFixed(2)} (${r.local.curve.length} epochs)`, null);
+      add('ttp-full', `whole book, ${r.timeLimit} s each: best validation perplexity, coordinator + 2 workers vs in-process`, '–', `${best(r.distributed).toFixed(2)} (${r.distributed.curve.length} epochs) vs ${best(r.local).toFixed(2)} (${r.local.curve.length} epochs)`, null);
     }
     const me = load(ctx, 'memory');
     if (me) {
