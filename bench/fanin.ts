@@ -13,7 +13,7 @@ import { spawn } from 'node:child_process';
 import os from 'node:os';
 import path from 'node:path';
 import { paramCount } from '../src/shared/params.js';
-import { round2, startCluster, waitForQuiet, waitUntil, type RoundRecord } from './lib/cluster.js';
+import { round2, startCluster, waitForQuiet, waitUntil, type RoundRecord, LOAD_FLAGS } from './lib/cluster.js';
 import { bytes, fmt, median, pct, quantile, sig, sum, table } from './lib/stats.js';
 import type { BenchContext, BenchPart, Section } from './lib/types.js';
 import { measureWirePath } from './lib/wirepath.js';
@@ -145,8 +145,7 @@ export const faninPart: BenchPart = {
     'fanin-warmup': { type: 'number', default: 5, describe: 'rounds before measuring' },
     'fanin-dtype': { type: 'string', default: 'float32', describe: 'wire dtype (float32, float16, bfloat16)' },
     'fanin-profile': { type: 'boolean', default: true, describe: 'run the largest worker count once more under the V8 CPU profiler and list where the coordinator spends its time' },
-    'load-threshold': { type: 'number', default: 0.7, describe: 'wait for the 1-minute load average to fall below this before measuring' },
-    'load-wait': { type: 'number', default: 300, describe: 'longest wait for the load to fall, seconds' },
+    ...LOAD_FLAGS,
   },
 
   async run(ctx: BenchContext): Promise<Section> {

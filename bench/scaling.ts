@@ -17,7 +17,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { paramCount } from '../src/shared/params.js';
-import { startCluster, promValue, scrape, waitForQuiet, waitUntil, type QuietResult, type RoundRecord, type WorkerProcess } from './lib/cluster.js';
+import { startCluster, promValue, scrape, waitForQuiet, waitUntil, type QuietResult, type RoundRecord, type WorkerProcess, LOAD_FLAGS } from './lib/cluster.js';
 import { fmt, mean, median, pct, quantile, sig, sum, table } from './lib/stats.js';
 import type { BenchContext, BenchPart, Section } from './lib/types.js';
 import { measureWirePath } from './lib/wirepath.js';
@@ -160,8 +160,7 @@ export const scalingPart: BenchPart = {
     'scaling-rounds': { type: 'number', default: 120, describe: 'measured rounds per configuration and repetition' },
     'scaling-warmup': { type: 'number', default: 8, describe: 'rounds before measuring (worker start-up, first allocations)' },
     'scaling-reps': { type: 'number', default: 2, describe: 'repetitions of the three configurations (A B C, C B A, ...)' },
-    'load-threshold': { type: 'number', default: 0.7, describe: 'wait for the 1-minute load average to fall below this before measuring' },
-    'load-wait': { type: 'number', default: 300, describe: 'longest wait for the load to fall, seconds' },
+    ...LOAD_FLAGS,
   },
 
   async run(ctx: BenchContext): Promise<Section> {

@@ -23,7 +23,7 @@ import { initParams, paramLayout, type ModelDims } from '../src/shared/params.js
 import { Rng } from '../src/shared/rng.js';
 import { computeMs, fmt, mean, measure, median, pct, sig, table, timeMs, type Sample } from './lib/stats.js';
 import type { BenchContext, BenchPart, Section } from './lib/types.js';
-import { waitForQuiet } from './lib/cluster.js';
+import { waitForQuiet, LOAD_FLAGS } from './lib/cluster.js';
 
 interface Shape {
   B: number;
@@ -202,8 +202,7 @@ export const stepPart: BenchPart = {
     'batch-size': { type: 'number', default: 32, describe: 'B, streams per step' },
     'num-steps': { type: 'number', default: 35, describe: 'T, time steps per step' },
     vocab: { type: 'number', default: 28, describe: "V, vocabulary size (The Time Machine's is 28)" },
-    'load-threshold': { type: 'number', default: 0.7, describe: 'wait for the 1-minute load average to fall below this before measuring' },
-    'load-wait': { type: 'number', default: 300, describe: 'longest wait for the load to fall, seconds' },
+    ...LOAD_FLAGS,
   },
 
   async run(ctx: BenchContext): Promise<Section> {

@@ -15,7 +15,7 @@
  */
 import os from 'node:os';
 import { downsample, fmt, sparkline, table } from './lib/stats.js';
-import { round2, waitForQuiet } from './lib/cluster.js';
+import { round2, waitForQuiet, LOAD_FLAGS } from './lib/cluster.js';
 import { runDistributed, runLocal, type EpochPoint, type TrainRun } from './lib/train-runs.js';
 import type { BenchContext, BenchPart, Section } from './lib/types.js';
 
@@ -94,8 +94,7 @@ function makePart(v: Variant): BenchPart {
     flags: {
       [`${v.name}-time-limit`]: { type: 'number', default: v.timeLimit, describe: `seconds of training after which each of the two runs stops at the end of its epoch (the part stays under 10 minutes)` },
       [`${v.name}-epochs`]: { type: 'number', default: v.epochs, describe: 'epochs at most' },
-      'load-threshold': { type: 'number', default: 0.7, describe: 'wait for the 1-minute load average to fall below this before measuring' },
-      'load-wait': { type: 'number', default: 300, describe: 'longest wait for the load to fall, seconds' },
+      ...LOAD_FLAGS,
     },
     async run(ctx: BenchContext): Promise<Section> {
       const timeLimit = ctx.flag<number>(`${v.name}-time-limit`);

@@ -7,7 +7,7 @@
  */
 import os from 'node:os';
 import { paramCount } from '../src/shared/params.js';
-import { round2, waitForQuiet } from './lib/cluster.js';
+import { round2, waitForQuiet, LOAD_FLAGS } from './lib/cluster.js';
 import { bytes, fmt, pct, table } from './lib/stats.js';
 import { runDistributed, type TrainRun } from './lib/train-runs.js';
 import type { BenchContext, BenchPart, Section } from './lib/types.js';
@@ -24,8 +24,7 @@ export const wirePart: BenchPart = {
     'wire-epochs': { type: 'number', default: 200, describe: 'epochs of the d2l setup per dtype (500 is d2l\'s; the default fits three runs in 10 minutes)' },
     'wire-time-limit': { type: 'number', default: 180, describe: 'seconds of training per dtype after which a run stops at the end of its epoch (then all are compared at the epoch they all reached)' },
     'wire-eval-every': { type: 'number', default: 25, describe: 'epochs between logged perplexities (train and validation)' },
-    'load-threshold': { type: 'number', default: 0.7, describe: 'wait for the 1-minute load average to fall below this before measuring' },
-    'load-wait': { type: 'number', default: 300, describe: 'longest wait for the load to fall, seconds' },
+    ...LOAD_FLAGS,
   },
 
   async run(ctx: BenchContext): Promise<Section> {

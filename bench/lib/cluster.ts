@@ -31,6 +31,12 @@ export function ensureTimeMachine(ctx: BenchContext): string {
   return 'the Time Machine file, downloaded into the data dir';
 }
 
+/** Flags of every part that waits for a quiet machine before measuring (see waitForQuiet). */
+export const LOAD_FLAGS = {
+  'load-threshold': { type: 'number', default: 0.7, describe: 'wait for the 1-minute load average to fall below this before measuring' },
+  'load-wait': { type: 'number', default: 300, describe: 'longest wait for the load to fall, seconds' },
+} as const;
+
 export interface QuietResult {
   /** 1-minute load average when measuring began. */
   load: number;
