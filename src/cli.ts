@@ -14,7 +14,7 @@ import { resolveCoordinatorConfig, resolveWorkerConfig, resolveOptions } from '.
 import { DptrainError } from './shared/errors.js';
 
 /** Exit code 2 for mistakes in what the user gave us; 1 for failures while running. */
-const USAGE_CODES = new Set(['ERR_BAD_CONFIG', 'ERR_CORPUS_NOT_FOUND', 'ERR_CORPUS_DOWNLOAD', 'ERR_CORPUS_CHECKSUM', 'ERR_CORPUS_EMPTY', 'ERR_CORPUS_BINARY', 'ERR_CORPUS_TOO_SMALL', 'ERR_BACKEND_UNAVAILABLE', 'ERR_CHECKPOINT_NOT_FOUND', 'ERR_CHECKPOINT_CORRUPT', 'ERR_CHECKPOINT_MISMATCH']);
+const USAGE_CODES = new Set(['ERR_BAD_CONFIG', 'ERR_CORPUS_NOT_FOUND', 'ERR_CORPUS_DOWNLOAD', 'ERR_CORPUS_CHECKSUM', 'ERR_CORPUS_EMPTY', 'ERR_CORPUS_BINARY', 'ERR_CORPUS_TOO_SMALL', 'ERR_CORPUS_TOO_LARGE', 'ERR_CORPUS_ENCODING', 'ERR_EXPORT_PATH', 'ERR_EXPORT_EXISTS', 'ERR_BACKEND_UNAVAILABLE', 'ERR_CHECKPOINT_NOT_FOUND', 'ERR_CHECKPOINT_CORRUPT', 'ERR_CHECKPOINT_MISMATCH']);
 
 function yargsOptions(table: OptionTable): Record<string, Options> {
   const out: Record<string, Options> = {};
@@ -106,10 +106,10 @@ export function buildCli(args: string[], scriptName = 'dptrain'): Argv {
       "export a checkpoint's weights in TF.js's Layers format (tf.loadLayersModel)",
       (b) => b.options(yargsOptions(EXPORT_OPTIONS)),
       run(async (argv) => {
-        const o = resolveOptions<{ checkpoint: string; out: string }>(EXPORT_OPTIONS, given(argv, EXPORT_OPTIONS));
+        const o = resolveOptions<{ checkpoint: string; out: string; overwrite: boolean }>(EXPORT_OPTIONS, given(argv, EXPORT_OPTIONS));
         if (!o.out) throw new DptrainError('ERR_BAD_CONFIG', '--out is required');
         const { exportCheckpoint } = await import('./shared/generate.js');
-        console.log(await exportCheckpoint(o.checkpoint, o.out));
+        console.log(await exportCheckpoint(o.checkpoint, o.out, { overwrite: o.overwrite }));
         return 0;
       }),
     )

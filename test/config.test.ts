@@ -19,7 +19,8 @@ test('defaults are the d2l hyperparameters', () => {
   assert.equal(c.lr, 1);
   assert.equal(c.clip, 1);
   assert.equal(c.optimizer, 'sgd');
-  assert.equal(c.maxTokens, 10000);
+  assert.equal(c.maxTokens, 0); // the bundled corpus is used whole
+  assert.equal(resolveCoordinatorConfig({ corpus: 'timemachine' }, {}).maxTokens, 10000); // d2l's cut belongs to the d2l setup
   assert.equal(c.epochs, 500);
 });
 

@@ -4,8 +4,7 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { loadCorpusText } from '../src/shared/corpus-source.js';
-import { buildCorpus } from '../src/shared/corpus.js';
+import { loadCorpus } from '../src/shared/corpus-source.js';
 import { trainLocal } from '../src/shared/local-trainer.js';
 import { killAll, relativeError, spawnWorker, startCoordinator, tinyCoordinatorConfig, waitFor, type WorkerProc } from './support/cluster.js';
 
@@ -20,8 +19,8 @@ async function equivalence(workers: number, batchSize: number): Promise<void> {
     const exits = await Promise.all(procs.map((p) => p.exited));
     for (const [k, e] of exits.entries()) assert.equal(e.code, 0, `worker ${k} exit ${JSON.stringify(e)}:\n${procs[k].output()}`);
 
-    const text = await loadCorpusText(cfg.corpus, { dataDir: '.' });
-    const corpus = buildCorpus(text.text, { maxTokens: cfg.maxTokens, valFraction: cfg.valFraction });
+    // Loaded as the coordinator loads it (reading stops at --max-tokens, so the vocabulary is that prefix's).
+    const { corpus } = await loadCorpus(cfg.corpus, { dataDir: '.', maxTokens: cfg.maxTokens, valFraction: cfg.valFraction, preprocess: cfg.preprocess });
     const local = trainLocal(cfg, corpus);
     assert.equal(c.server.version, local.server.version, 'same number of optimizer steps');
     assert.ok(c.server.version >= 40, `ran ${c.server.version} steps`);

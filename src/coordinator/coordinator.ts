@@ -9,8 +9,8 @@
 import crypto from 'node:crypto';
 import { promises as fsp } from 'node:fs';
 import { join } from 'node:path';
-import { buildCorpus, type Corpus } from '../shared/corpus.js';
-import { defaultDataDir, loadCorpusText } from '../shared/corpus-source.js';
+import type { Corpus } from '../shared/corpus.js';
+import { defaultDataDir, loadCorpus } from '../shared/corpus-source.js';
 import { TRAIN_KEYS, publicConfig, type CoordinatorConfig } from '../shared/config.js';
 import { COORDINATOR_OPTIONS } from '../shared/options.js';
 import { CloseCodes, DptrainError, ErrorCodes, type ErrorCode } from '../shared/errors.js';
@@ -132,12 +132,19 @@ export class Coordinator {
   /** Load the corpus, build or resume the model, open the WebSocket server. */
   async start(): Promise<number> {
     const cfg = this.cfg;
-    const text = await loadCorpusText(cfg.corpus, { dataDir: cfg.dataDir ?? defaultDataDir(), onWarning: (m) => this.log(`corpus: ${m}`) });
-    this.corpusSha1 = text.sha1;
-    this.corpus = buildCorpus(text.text, { maxTokens: cfg.maxTokens, valFraction: cfg.valFraction });
+    const loaded = await loadCorpus(cfg.corpus, {
+      dataDir: cfg.dataDir ?? defaultDataDir(),
+      maxTokens: cfg.maxTokens,
+      valFraction: cfg.valFraction,
+      preprocess: cfg.preprocess,
+      maxBytes: cfg.maxCorpusBytes,
+      onWarning: (m) => this.log(`corpus: ${m}`),
+    });
+    this.corpusSha1 = loaded.sha1;
+    this.corpus = loaded.corpus;
     this.dims = { vocabSize: this.corpus.vocab.size, hidden: cfg.hidden };
     this.count = paramCount(this.dims);
-    this.log(`corpus: ${text.source}: ${this.corpus.train.length} training + ${this.corpus.validation.length} validation tokens, vocabulary ${this.corpus.vocab.size}`);
+    this.log(`corpus: ${loaded.summary}`);
     this.server = new ParameterServer(this.dims, initialParams(cfg, this.dims), cfg);
     this.schedule = new Schedule(this.corpus.train.length, cfg.batchSize, cfg.numSteps, cfg.partition, { seed: cfg.seed });
     this.owner = new Array(cfg.batchSize).fill(null);

@@ -11,12 +11,15 @@ import type { Partition } from './batches.js';
 import type { BackendChoice } from './backend.js';
 import type { WireDtype } from './wire-tensor.js';
 import { DptrainError } from './errors.js';
+import { D2L_MAX_TOKENS, type Preprocess } from './corpus.js';
 import { camel, envVarFor, type OptionTable, COORDINATOR_OPTIONS, WORKER_OPTIONS } from './options.js';
 
 export interface TrainConfig {
   corpus: string;
   dataDir?: string;
   maxTokens: number;
+  maxCorpusBytes: number;
+  preprocess: Preprocess;
   valFraction: number;
   batchSize: number;
   numSteps: number;
@@ -71,7 +74,7 @@ export interface WorkerConfig {
 }
 
 /** Keys of TrainConfig that define the model and the data order: a resumed run must match them. */
-export const TRAIN_KEYS: (keyof TrainConfig)[] = ['corpus', 'maxTokens', 'valFraction', 'batchSize', 'numSteps', 'hidden', 'optimizer', 'partition', 'seed'];
+export const TRAIN_KEYS: (keyof TrainConfig)[] = ['corpus', 'maxTokens', 'preprocess', 'valFraction', 'batchSize', 'numSteps', 'hidden', 'optimizer', 'partition', 'seed'];
 
 function bad(msg: string): never {
   throw new DptrainError('ERR_BAD_CONFIG', msg);
@@ -153,6 +156,9 @@ export function resolveOptions<T>(table: OptionTable, explicit: Record<string, u
 }
 
 export function checkTrainConfig(c: TrainConfig): void {
+  // d2l's 10,000-token cut belongs to the d2l setup; any other corpus is used whole unless --max-tokens says otherwise.
+  // Resolved here, before a checkpoint compares it (TRAIN_KEYS), so a resume sees the number the run used.
+  if (c.maxTokens === undefined) c.maxTokens = c.corpus.trim() === 'timemachine' ? D2L_MAX_TOKENS : 0;
   if (c.maxTokens !== 0 && c.maxTokens < c.batchSize * c.numSteps + c.numSteps + 1) {
     bad(`--max-tokens ${c.maxTokens} is less than one batch needs (batch-size * num-steps + num-steps + 1 = ${c.batchSize * c.numSteps + c.numSteps + 1})`);
   }

@@ -1,9 +1,32 @@
 /**
  * Text to token ids with the semantics of d2l's `read_time_machine` and
  * `load_corpus_time_machine`, plus a held-out tail for validation.
+ *
+ * The text arrives in chunks (a corpus may be far larger than the longest
+ * string JavaScript can hold, ~512 M characters), so tokenizing is a stream:
+ * `Tokenizer.push` takes one chunk at a time, keeps only token ids (two bytes
+ * each) and the counts the vocabulary needs, and can stop once `--max-tokens`
+ * tokens are in.
  */
+import { createHash, type Hash } from 'node:crypto';
 import { DptrainError } from './errors.js';
-import { Vocab } from './vocab.js';
+import { UNK, Vocab } from './vocab.js';
+
+/** d2l: letters A–Z only, lower-cased, every other run one space (read_time_machine). none: every character as is. */
+export type Preprocess = 'd2l' | 'none';
+export const PREPROCESS_CHOICES = ['d2l', 'none'] as const;
+
+/** d2l's `load_corpus_time_machine(max_tokens=10000)`: the default cut of `--corpus timemachine` only. */
+export const D2L_MAX_TOKENS = 10000;
+
+/** Token ids go to every worker in one WebSocket frame of at most 1 GiB, one byte or more each. */
+export const MAX_CORPUS_TOKENS = 2 ** 30;
+
+/** Token ids must fit the protocol's uint16 (LIMITS.MAX_VOCAB), `<unk>` included. */
+const MAX_DISTINCT_TOKENS = 65535;
+
+/** Warn when d2l preprocessing drops more than this share of the text's letters. */
+export const DROPPED_LETTERS_WARN_FRACTION = 0.05;
 
 /**
  * Python's text-mode readlines() uses universal newlines, so a lone '\r' also
@@ -14,11 +37,16 @@ export function preprocessLines(text: string): string[] {
   return text.split(/\r\n|\r|\n/).map((line) => line.replace(/[^A-Za-z]+/g, ' ').trim().toLowerCase());
 }
 
+/** The text as the model reads it: d2l = the preprocessed lines joined without a separator; none = line ends as '\n'. */
+export function preprocessText(text: string, mode: Preprocess): string {
+  return mode === 'd2l' ? preprocessLines(text).join('') : text.replace(/\r\n?/g, '\n');
+}
+
 export interface Corpus {
   vocab: Vocab;
   train: Int32Array;
   validation: Int32Array;
-  /** Tokens in the whole text, before maxTokens truncation (train + validation may be fewer). */
+  /** Tokens read, before maxTokens truncation (train + validation may be fewer); when reading stopped at maxTokens, that many. */
   totalTokens: number;
 }
 
@@ -27,34 +55,330 @@ export interface BuildOptions {
   maxTokens?: number;
   /** Tail fraction held out for validation, in [0, 0.5]; default 0.1. */
   valFraction?: number;
+  /** Default 'd2l'. */
+  preprocess?: Preprocess;
 }
 
-export function buildCorpus(text: string, opts: BuildOptions = {}): Corpus {
+export function checkBuildOptions(opts: BuildOptions): { maxTokens: number; valFraction: number; preprocess: Preprocess } {
   const maxTokens = opts.maxTokens ?? 0;
   const valFraction = opts.valFraction ?? 0.1;
+  const preprocess = opts.preprocess ?? 'd2l';
   if (!Number.isInteger(maxTokens) || maxTokens < 0) {
     throw new DptrainError('ERR_BAD_CONFIG', `maxTokens must be a non-negative integer (0 means all), got ${maxTokens}.`);
   }
   if (!(Number.isFinite(valFraction) && valFraction >= 0 && valFraction <= 0.5)) {
     throw new DptrainError('ERR_BAD_CONFIG', `The validation fraction must be between 0 and 0.5, got ${valFraction}.`);
   }
-
-  const stream = preprocessLines(text).join('');
-  if (stream.length === 0) {
-    throw new DptrainError('ERR_CORPUS_EMPTY', 'The corpus contains no letters, so it has no tokens to train on.');
+  if (!PREPROCESS_CHOICES.includes(preprocess)) {
+    throw new DptrainError('ERR_BAD_CONFIG', `The preprocessing must be one of ${PREPROCESS_CHOICES.join(', ')}, got ${JSON.stringify(preprocess)}.`);
   }
-  // d2l builds the vocabulary from every token and only then truncates the id sequence.
-  const vocab = Vocab.fromTokens(stream);
-  const all = vocab.encode(stream);
-  const used = maxTokens > 0 && maxTokens < all.length ? all.subarray(0, maxTokens) : all;
+  return { maxTokens, valFraction, preprocess };
+}
 
-  const n = used.length;
-  const nVal = Math.floor(n * valFraction);
-  return {
-    vocab,
-    // Copies, so neither split pins the untruncated buffer in memory.
-    train: used.slice(0, n - nVal),
-    validation: used.slice(n - nVal),
-    totalTokens: all.length,
-  };
+/** Everything in memory: for short texts (tests, prefixes, benchmarks). The vocabulary comes from all tokens, then the ids are cut, as d2l does. */
+export function buildCorpus(text: string, opts: BuildOptions = {}): Corpus {
+  const o = checkBuildOptions(opts);
+  const t = new Tokenizer({ preprocess: o.preprocess });
+  t.push(text);
+  return t.finish({ maxTokens: o.maxTokens, valFraction: o.valFraction, what: '' }).corpus;
+}
+
+export interface TokenizerOptions {
+  preprocess: Preprocess;
+  /** Stop consuming text once this many tokens are in (0 = never): the vocabulary then comes from those tokens only. */
+  stopAt?: number;
+}
+
+export interface TokenizerResult {
+  corpus: Corpus;
+  /** SHA-1 of the UTF-8 encoding of the text consumed (all of it, unless reading stopped at maxTokens). */
+  sha1: string;
+  /** True when the text went on after the last token kept (reading stopped at stopAt). */
+  stoppedEarly: boolean;
+  /** Non-fatal notices, e.g. how much d2l preprocessing dropped. */
+  warnings: string[];
+}
+
+const fmt = (n: number) => n.toLocaleString('en-US');
+const SPACE = 32;
+
+/**
+ * Streaming d2l tokenizer. Token ids are first-occurrence indices while
+ * reading (so nothing is re-encoded) and are renumbered by frequency at the
+ * end, which gives exactly d2l's Vocab order (descending count, ties by first
+ * occurrence).
+ */
+export class Tokenizer {
+  private readonly mode: Preprocess;
+  private readonly stopAt: number;
+  private readonly hash: Hash = createHash('sha1');
+  /** First-occurrence id of a BMP code point, -1 when unseen; astral code points in `astral`. */
+  private readonly bmpId = new Int32Array(65536).fill(-1);
+  private readonly astralId = new Map<number, number>();
+  private readonly codePoints: number[] = [];
+  private counts = new Float64Array(64);
+  private ids: Uint16Array;
+  private n = 0;
+  /** Text left from the previous chunk: a lone high surrogate waiting for its pair. */
+  private carry = '';
+  // d2l line state: a letter was seen on this line; a non-letter run follows it.
+  private inLine = false;
+  private pendingSpace = false;
+  // none: the previous character was '\r' (so a following '\n' is the same line end).
+  private lastCR = false;
+  private sawNonSpace = false;
+  private full = false;
+  private moreAfterFull = false;
+  // d2l: how much of the text's letters (any script) preprocessing keeps.
+  private letters = 0;
+  private dropped = 0;
+  private readonly droppedExamples = new Set<string>();
+  private readonly letterClass = new Uint8Array(65536);
+  /** Characters consumed so far (UTF-16 code units), for progress lines. */
+  chars = 0;
+
+  constructor(o: TokenizerOptions) {
+    this.mode = o.preprocess;
+    this.stopAt = o.stopAt ?? 0;
+    this.ids = new Uint16Array(this.stopAt > 0 ? Math.min(this.stopAt, 1 << 20) : 1 << 16);
+  }
+
+  get tokens(): number {
+    return this.n;
+  }
+
+  /** True once stopAt tokens are in and the text is known to go on: the caller can stop reading. */
+  get done(): boolean {
+    return this.moreAfterFull;
+  }
+
+  push(chunk: string): void {
+    if (this.moreAfterFull || chunk.length === 0) return;
+    let s = this.carry + chunk;
+    this.carry = '';
+    if (this.full) {
+      this.peekAfterFull(s);
+      return;
+    }
+    const last = s.charCodeAt(s.length - 1);
+    if (last >= 0xd800 && last <= 0xdbff) {
+      this.carry = s.slice(-1);
+      s = s.slice(0, -1);
+    }
+    if (!this.sawNonSpace && /\S/.test(s)) this.sawNonSpace = true;
+    const consumed = this.mode === 'd2l' ? this.pushD2l(s) : this.pushNone(s);
+    this.hash.update(consumed === s.length ? s : s.slice(0, consumed));
+    this.chars += consumed;
+    if (this.full) {
+      this.carry = '';
+      if (consumed < s.length) this.peekAfterFull(s.slice(consumed));
+    }
+  }
+
+  /** After the last token kept: does the text go on with more tokens? (A trailing run of punctuation does not count.) */
+  private peekAfterFull(s: string): void {
+    const more = this.mode === 'd2l' ? /[A-Za-z]/.test(s) : s.length > 0;
+    if (more) this.moreAfterFull = true;
+  }
+
+  private emit(cp: number): void {
+    let id = cp < 65536 ? this.bmpId[cp] : (this.astralId.get(cp) ?? -1);
+    if (id < 0) {
+      id = this.codePoints.length;
+      if (id >= MAX_DISTINCT_TOKENS) {
+        throw new DptrainError(
+          'ERR_CORPUS_TOO_LARGE',
+          `The corpus has more than ${fmt(MAX_DISTINCT_TOKENS)} distinct characters, more than a vocabulary can hold (token ids are 16-bit); use --preprocess d2l or a corpus with fewer distinct characters.`,
+        );
+      }
+      if (cp < 65536) this.bmpId[cp] = id;
+      else this.astralId.set(cp, id);
+      this.codePoints.push(cp);
+      if (id >= this.counts.length) {
+        const c = new Float64Array(this.counts.length * 2);
+        c.set(this.counts);
+        this.counts = c;
+      }
+    }
+    if (this.n === this.ids.length) {
+      if (this.n >= MAX_CORPUS_TOKENS) {
+        throw new DptrainError(
+          'ERR_CORPUS_TOO_LARGE',
+          `The corpus has more than ${fmt(MAX_CORPUS_TOKENS)} tokens, more than a worker can receive in one message; use --max-tokens to train on its beginning.`,
+        );
+      }
+      const grown = new Uint16Array(Math.min(MAX_CORPUS_TOKENS, this.ids.length * 2));
+      grown.set(this.ids);
+      this.ids = grown;
+    }
+    this.ids[this.n++] = id;
+    this.counts[id]++;
+    if (this.stopAt > 0 && this.n >= this.stopAt) this.full = true;
+  }
+
+  private isLetter(code: number, cp: number, ch: () => string): boolean {
+    if (cp < 65536) {
+      let k = this.letterClass[code];
+      if (k === 0) {
+        k = /\p{L}/u.test(String.fromCharCode(code)) ? 1 : 2;
+        this.letterClass[code] = k;
+      }
+      return k === 1;
+    }
+    return /\p{L}/u.test(ch());
+  }
+
+  /** Returns the number of code units consumed (less than s.length only when stopAt was reached). */
+  private pushD2l(s: string): number {
+    const len = s.length;
+    for (let i = 0; i < len; i++) {
+      const c = s.charCodeAt(i);
+      if (c === 10 || c === 13) {
+        this.inLine = false;
+        this.pendingSpace = false;
+        continue;
+      }
+      const lower = c | 0x20;
+      if (lower >= 97 && lower <= 122) {
+        if (this.pendingSpace) {
+          this.pendingSpace = false;
+          this.emit(SPACE);
+          if (this.full) return i;
+        }
+        this.emit(lower);
+        this.letters++;
+        this.inLine = true;
+        if (this.full) return i + 1;
+        continue;
+      }
+      if (this.inLine) this.pendingSpace = true;
+      if (c < 128) continue;
+      let cp = c;
+      let width = 1;
+      if (c >= 0xd800 && c <= 0xdbff && i + 1 < len) {
+        const lo = s.charCodeAt(i + 1);
+        if (lo >= 0xdc00 && lo <= 0xdfff) {
+          cp = 0x10000 + ((c - 0xd800) << 10) + (lo - 0xdc00);
+          width = 2;
+        }
+      }
+      if (this.isLetter(c, cp, () => s.slice(i, i + width))) {
+        this.letters++;
+        this.dropped++;
+        if (this.droppedExamples.size < 6) this.droppedExamples.add(s.slice(i, i + width));
+      }
+      i += width - 1;
+    }
+    return len;
+  }
+
+  private pushNone(s: string): number {
+    const len = s.length;
+    for (let i = 0; i < len; i++) {
+      const c = s.charCodeAt(i);
+      if (c === 10 && this.lastCR) {
+        this.lastCR = false;
+        continue;
+      }
+      this.lastCR = c === 13;
+      let cp = c === 13 ? 10 : c;
+      if (c >= 0xd800 && c <= 0xdbff && i + 1 < len) {
+        const lo = s.charCodeAt(i + 1);
+        if (lo >= 0xdc00 && lo <= 0xdfff) {
+          cp = 0x10000 + ((c - 0xd800) << 10) + (lo - 0xdc00);
+          i++;
+        }
+      }
+      this.emit(cp);
+      if (this.full) return i + 1;
+    }
+    return len;
+  }
+
+  /**
+   * The vocabulary (d2l order) and the train/validation split. `what` names
+   * the corpus in error messages. Throws ERR_CORPUS_EMPTY when nothing is
+   * left to train on, saying why.
+   */
+  finish(o: { maxTokens: number; valFraction: number; what: string }): TokenizerResult {
+    const of = o.what ? ` ${o.what}` : '';
+    if (this.carry) {
+      // A lone high surrogate at the very end: consume it like any other character.
+      const s = this.carry;
+      this.carry = '';
+      this.hash.update(s);
+      if (this.mode === 'none' && !this.full) this.emit(s.charCodeAt(0));
+    }
+    if (!this.sawNonSpace) {
+      throw new DptrainError('ERR_CORPUS_EMPTY', `The corpus${of} is empty or contains only whitespace.`);
+    }
+    const warnings: string[] = [];
+    if (this.mode === 'd2l') {
+      const examples = [...this.droppedExamples].join(' ');
+      if (this.n === 0) {
+        if (this.dropped > 0) {
+          throw new DptrainError(
+            'ERR_CORPUS_EMPTY',
+            `The corpus${of} has no letters A-Z: d2l preprocessing keeps only A-Z, which drops all ${fmt(this.dropped)} of its letters (e.g. ${examples}); use --preprocess none to train on the text as is.`,
+          );
+        }
+        throw new DptrainError('ERR_CORPUS_EMPTY', `The corpus${of} contains no letters, so it has no tokens to train on (d2l preprocessing keeps only the letters A-Z).`);
+      }
+      if (this.dropped > this.letters * DROPPED_LETTERS_WARN_FRACTION) {
+        const pct = Math.round((100 * this.dropped) / this.letters);
+        warnings.push(
+          `d2l preprocessing keeps only the letters A-Z (lower-cased): ${pct}% of the corpus's letters (${fmt(this.dropped)} of ${fmt(this.letters)}, e.g. ${examples}) were dropped; --preprocess none keeps every character.`,
+        );
+      }
+    }
+    // n > 0 here: whitespace-only text was refused above, and 'none' keeps every character.
+    const distinct = this.codePoints.length;
+    const order = Array.from({ length: distinct }, (_, i) => i).sort((a, b) => this.counts[b] - this.counts[a] || a - b);
+    const list = [UNK];
+    const remap = new Int32Array(distinct);
+    order.forEach((first, rank) => {
+      remap[first] = rank + 1;
+      list.push(String.fromCodePoint(this.codePoints[first]));
+    });
+    const vocab = Vocab.fromList(list);
+    const total = this.n;
+    const used = o.maxTokens > 0 && o.maxTokens < total ? o.maxTokens : total;
+    const nVal = Math.floor(used * o.valFraction);
+    const train = new Int32Array(used - nVal);
+    const validation = new Int32Array(nVal);
+    const ids = this.ids;
+    for (let i = 0; i < train.length; i++) train[i] = remap[ids[i]];
+    for (let i = 0; i < nVal; i++) validation[i] = remap[ids[train.length + i]];
+    // Drop the reading buffer now: the coordinator keeps the corpus for the whole run.
+    this.ids = new Uint16Array(0);
+    return {
+      corpus: { vocab, train, validation, totalTokens: total },
+      sha1: this.hash.digest('hex'),
+      stoppedEarly: this.moreAfterFull,
+      warnings,
+    };
+  }
+}
+
+/**
+ * A generation prefix read like the corpus the model learned from: d2l
+ * lower-cases it and keeps only A–Z and single spaces. Warns about what the
+ * model cannot read (dropped letters or digits, characters outside the vocabulary).
+ */
+export function preparePrefix(prefix: string, mode: Preprocess, vocab: Vocab): { text: string; warnings: string[] } {
+  const text = preprocessText(prefix, mode);
+  const warnings: string[] = [];
+  const show = (chars: Iterable<string>) => [...new Set(chars)].map((c) => JSON.stringify(c)).join(', ');
+  if (mode === 'd2l') {
+    const dropped = [...prefix].filter((c) => /[\p{L}\p{N}]/u.test(c) && !/[A-Za-z]/.test(c));
+    if (dropped.length > 0) {
+      warnings.push(`d2l preprocessing keeps only the letters A-Z, so the prefix loses ${show(dropped)} and reads ${JSON.stringify(text)}.`);
+    }
+    if (text === '') warnings.push('the prefix has no letters A-Z; generating from a single space.');
+  }
+  const unknown = [...text].filter((c) => vocab.index(c) === 0);
+  if (unknown.length > 0) {
+    warnings.push(`the prefix has characters the model never saw in its corpus (${show(unknown)}); they are read as ${UNK}.`);
+  }
+  return { text, warnings };
 }

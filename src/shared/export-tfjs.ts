@@ -11,6 +11,7 @@
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
+import { DptrainError } from './errors.js';
 import { paramCount, paramLayout, type ModelDims, type ParamName } from './params.js';
 
 /** Gate order of tfjs-layers' fused LSTM weights. */
@@ -86,6 +87,13 @@ export function buildLayersModel(flat: Float32Array, dims: ModelDims): tf.Layers
   return model;
 }
 
+/** Errors that mean "this --out cannot be written" (the user's choice, exit 2) rather than a failing disk (exit 1). */
+const PATH_CODES = new Set(['EACCES', 'EPERM', 'EROFS', 'ENOTDIR', 'EISDIR', 'ENOENT', 'ENAMETOOLONG', 'ELOOP', 'EINVAL']);
+
+function codeOf(e: unknown): string {
+  return (e as NodeJS.ErrnoException)?.code ?? (e as Error)?.message ?? String(e);
+}
+
 async function writeFileAtomic(file: string, data: string | Uint8Array): Promise<void> {
   const tmp = `${file}.tmp-${process.pid}`;
   try {
@@ -93,25 +101,75 @@ async function writeFileAtomic(file: string, data: string | Uint8Array): Promise
     await fs.rename(tmp, file);
   } catch (e) {
     await fs.rm(tmp, { force: true }).catch(() => {});
-    throw e;
+    const code = codeOf(e);
+    if (PATH_CODES.has(code)) throw new DptrainError('ERR_EXPORT_PATH', `Cannot write ${file} (${code}); choose another --out.`, { cause: e });
+    throw new DptrainError('ERR_EXPORT_WRITE', `Could not write ${file} (${code}).`, { cause: e });
   }
 }
 
 /**
- * Writes model.json and weights.bin into outDir (created if needed). Saving
+ * Makes sure `outDir` can take model.json and weights.bin, before anything is
+ * written: it must be a directory or be creatable as one inside an existing
+ * parent (no mkdir -p: a mistyped path is an error, and Node's recursive mkdir
+ * spins forever on paths like /proc/x/y, where the kernel answers ENOENT for
+ * a child of an existing directory), and it must not hold an export already
+ * unless `overwrite`. Every failure is one sentence (ERR_EXPORT_PATH or
+ * ERR_EXPORT_EXISTS).
+ */
+export async function prepareExportDir(outDir: string, o: { overwrite?: boolean } = {}): Promise<string> {
+  const out = path.resolve(outDir);
+  const bad = (why: string, e?: unknown) => new DptrainError('ERR_EXPORT_PATH', `--out ${outDir} ${why}.`, { cause: e });
+  const st = await fs.stat(out).catch((e: NodeJS.ErrnoException) => e);
+  if (!(st instanceof Error)) {
+    if (!st.isDirectory()) throw bad('is a file, not a directory; give a directory for model.json and weights.bin');
+    if (!o.overwrite) {
+      const held: string[] = [];
+      for (const f of [MODEL_JSON_FILE, WEIGHTS_FILE]) if (await fs.lstat(path.join(out, f)).then(() => true, () => false)) held.push(f);
+      if (held.length > 0) {
+        throw new DptrainError('ERR_EXPORT_EXISTS', `--out ${outDir} already holds ${held.join(' and ')}; pass --overwrite to replace it, or choose another directory.`);
+      }
+    }
+    return out;
+  }
+  const code = codeOf(st);
+  if (code === 'ENOTDIR') throw bad('cannot be a directory: a part of its path is a file', st);
+  if (code !== 'ENOENT') throw bad(`cannot be used (${code})`, st);
+  const parent = path.dirname(out);
+  const pst = await fs.stat(parent).catch((e: NodeJS.ErrnoException) => e);
+  if (pst instanceof Error) {
+    const pcode = codeOf(pst);
+    if (pcode === 'ENOENT') throw bad(`cannot be created: its parent ${parent} does not exist (create it first)`, pst);
+    if (pcode === 'ENOTDIR') throw bad('cannot be a directory: a part of its path is a file', pst);
+    throw bad(`cannot be created: its parent ${parent} cannot be used (${pcode})`, pst);
+  }
+  if (!pst.isDirectory()) throw bad(`cannot be created: its parent ${parent} is a file`);
+  try {
+    await fs.mkdir(out);
+  } catch (e) {
+    // EEXIST after stat said ENOENT: a dangling symbolic link (or a race); either way not a directory to write into.
+    const c = codeOf(e);
+    const why = c === 'EACCES' || c === 'EPERM' || c === 'EROFS' ? ': the parent is not writable' : c === 'EEXIST' ? ': a broken symbolic link?' : '';
+    throw bad(`cannot be created (${c}${why})`, e);
+  }
+  return out;
+}
+
+/**
+ * Writes model.json and weights.bin into outDir (created if missing; see
+ * prepareExportDir). Saving
  * goes through a custom handler because the `file://` scheme only exists in
  * tfjs-node. weights.bin is written first, so a model.json on disk always has
  * its weights next to it.
  */
-export async function exportLayersModel(flat: Float32Array, dims: ModelDims, vocab: string[], outDir: string): Promise<void> {
+export async function exportLayersModel(flat: Float32Array, dims: ModelDims, vocab: string[], outDir: string, opts: { overwrite?: boolean } = {}): Promise<void> {
   if (vocab.length !== dims.vocabSize) {
     throw new RangeError(`vocab has ${vocab.length} entries but the model's vocab size is ${dims.vocabSize}`);
   }
+  await prepareExportDir(outDir, opts);
   const model = buildLayersModel(flat, dims);
   try {
     const metadata: ExportMetadata = { vocab: [...vocab], hidden: dims.hidden, vocabSize: dims.vocabSize };
     model.setUserDefinedMetadata({ dptrain: metadata });
-    await fs.mkdir(outDir, { recursive: true });
     await model.save(
       tf.io.withSaveHandler(async (artifacts) => {
         if (artifacts.modelTopology instanceof ArrayBuffer || artifacts.weightSpecs === undefined) {

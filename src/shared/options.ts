@@ -23,7 +23,9 @@ export type OptionTable = Record<string, OptionSpec>;
 const TRAIN_OPTIONS = {
   corpus: { type: 'string', default: 'mobydick', describe: 'timemachine (downloaded, SHA-1 checked), mobydick (bundled, offline), a .txt file, a folder of .txt files, or an http(s) URL' },
   'data-dir': { type: 'string', describe: 'where downloaded corpora are cached (default $DPTRAIN_DATA_DIR or ./data)' },
-  'max-tokens': { type: 'number', default: 10000, integer: true, min: 0, describe: 'use only the first N tokens of the corpus, 0 = all (d2l: 10000)' },
+  'max-tokens': { type: 'number', integer: true, min: 0, describe: 'use only the first N tokens of the corpus and stop reading there, 0 = all (default: 10000 for timemachine as d2l, else all)' },
+  'max-corpus-bytes': { type: 'number', default: 268435456, integer: true, min: 1, describe: 'refuse a corpus (file, folder or download) larger than this many bytes (default 256 MiB); with --max-tokens only the bytes read count' },
+  preprocess: { type: 'string', default: 'd2l', choices: ['d2l', 'none'], describe: 'd2l: keep only the letters A-Z, lower-cased, other runs one space (read_time_machine); none: every character is a token, as is (case kept, line ends as \\n)' },
   'val-fraction': { type: 'number', default: 0.1, min: 0, max: 0.5, describe: 'last fraction of the corpus held out for validation perplexity' },
   'batch-size': { type: 'number', default: 32, integer: true, min: 1, max: 65536, describe: 'number of parallel streams (global batch), split over the workers' },
   'num-steps': { type: 'number', default: 35, integer: true, min: 1, max: 10000, describe: 'time steps per batch (truncated BPTT length)' },
@@ -86,13 +88,14 @@ export const GENERATE_OPTIONS = {
   prefix: { type: 'string', default: 'time traveller', describe: 'text to warm the state up on' },
   length: { type: 'number', default: 50, integer: true, min: 1, max: 100000, describe: 'characters to generate' },
   temperature: { type: 'number', default: 0, min: 0, max: 100, describe: '0 = greedy (d2l predict_ch8), else sample from softmax(logits / T)' },
-  seed: { type: 'number', default: 0, integer: true, min: 0, describe: 'seed for temperature sampling' },
+  seed: { type: 'number', default: 0, integer: true, min: 0, max: 4294967295, describe: 'seed for temperature sampling' },
   backend: { type: 'string', default: 'auto', choices: BACKEND_CHOICES, describe: 'tfjs backend' },
 } as const satisfies OptionTable;
 
 export const EXPORT_OPTIONS = {
   checkpoint: { type: 'string', default: './checkpoints', describe: 'checkpoint directory' },
-  out: { type: 'string', demandOption: true, describe: 'output directory for model.json + weights.bin (tf.loadLayersModel)' },
+  out: { type: 'string', demandOption: true, describe: 'output directory for model.json + weights.bin (tf.loadLayersModel); created if missing, its parent must exist' },
+  overwrite: { type: 'boolean', default: false, describe: 'replace a model.json already in --out' },
 } as const satisfies OptionTable & Record<string, { demandOption?: boolean }>;
 
 /** `metrics-port` -> `DPTRAIN_METRICS_PORT`. */

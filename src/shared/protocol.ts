@@ -836,6 +836,11 @@ const CLOSE_CODE_FOR: Record<ErrorCode, number> = {
   ERR_CHECKPOINT_CORRUPT: CloseCodes.GOING_AWAY,
   ERR_CHECKPOINT_MISMATCH: CloseCodes.GOING_AWAY,
   ERR_CHECKPOINT_WRITE: CloseCodes.GOING_AWAY,
+  ERR_CORPUS_TOO_LARGE: CloseCodes.GOING_AWAY,
+  ERR_CORPUS_ENCODING: CloseCodes.GOING_AWAY,
+  ERR_EXPORT_PATH: CloseCodes.GOING_AWAY,
+  ERR_EXPORT_EXISTS: CloseCodes.GOING_AWAY,
+  ERR_EXPORT_WRITE: CloseCodes.GOING_AWAY,
 };
 
 export function closeCodeFor(code: ErrorCode): number {
