@@ -246,7 +246,11 @@ class ByteText {
     this.decode(new Uint8Array(0), true);
     if (this.invalid > 0) {
       if (this.invalid > this.chars * INVALID_MAX_FRACTION) throw notUtf8(this.what, this.invalid, `its ${fmt(this.offset)} bytes`);
-      warnings(`${fmt(this.invalid)} sequences of ${this.what} are not valid UTF-8 and were read as U+FFFD; if it is Latin-1 or Windows-1252, convert it to UTF-8.`);
+      const one = this.invalid === 1;
+      warnings(
+        `${fmt(this.invalid)} byte ${one ? 'sequence' : 'sequences'} in ${this.what} ${one ? 'is' : 'are'} not valid UTF-8 and ${one ? 'was' : 'were'} read as U+FFFD; ` +
+          `if the file is Latin-1 or Windows-1252, convert it to UTF-8.`,
+      );
     }
   }
 
