@@ -292,7 +292,7 @@ export async function loadCorpus(spec: string, opts: CorpusLoadOptions): Promise
   const c = r.corpus;
   let summary = `${source}: ${c.train.length} training + ${c.validation.length} validation tokens, vocabulary ${c.vocab.size}`;
   if (r.stoppedEarly) summary += `; using the first ${b.maxTokens} tokens (--max-tokens; ${formatBytes(reader.bytes)} read, the rest left out)`;
-  else if (b.maxTokens > 0 && c.totalTokens > b.maxTokens) summary += `; using the first ${b.maxTokens} of ${c.totalTokens} tokens (--max-tokens)`;
+  else if (b.maxTokens > 0 && c.totalTokens > b.maxTokens) summary += `; using the first ${b.maxTokens} of ${c.totalTokens} tokens (--max-tokens; 0 uses them all)`;
   if (b.preprocess === 'none') summary += '; text as is (--preprocess none)';
   return { corpus: c, source, sha1: r.sha1, summary, stoppedEarly: r.stoppedEarly, bytesRead: reader.bytes };
 }
