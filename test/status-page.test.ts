@@ -9,7 +9,9 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { chromium, type Browser } from 'playwright-core';
 import { HttpServer } from '../src/coordinator/http-server.js';
-import { RoundSeries } from '../src/coordinator/round-series.js';
+import { LogThinning, RoundSeries } from '../src/coordinator/round-series.js';
+import { medianStepMs, recordStepTime, STEP_WINDOW, type Member } from '../src/coordinator/membership.js';
+import { statusJson } from '../src/coordinator/status.js';
 import type { StatusJson } from '../src/coordinator/status.js';
 import type { Coordinator, RunSummary } from '../src/coordinator/coordinator.js';
 import { killAll, repoRoot, spawnWorker, startCoordinator, tinyCoordinatorConfig, waitFor, type WorkerProc } from './support/cluster.js';
@@ -62,6 +64,50 @@ test('round series: smoothed values, thinning keeps the whole run within capacit
   assert.ok(Math.abs(now.perplexity - Math.E) < 1e-3, `perplexity after the change ${now.perplexity}`);
 });
 
+test('worker step time: the median of the recent rounds shrugs off one slow round; the window is bounded', () => {
+  const m = { recentStepMs: [] as number[], lastStepMs: undefined as number | undefined };
+  assert.equal(medianStepMs(m), undefined, 'no rounds yet');
+  for (let i = 0; i < 50; i++) recordStepTime(m, 10 + (i % 3));
+  recordStepTime(m, 500);
+  assert.equal(m.lastStepMs, 500, 'the last step is the slow one');
+  assert.equal(m.recentStepMs.length, STEP_WINDOW);
+  assert.equal(medianStepMs(m), 11, 'the median is what the worker usually takes');
+  // Even count: the mean of the two middle values.
+  assert.equal(medianStepMs({ recentStepMs: [4, 1, 3, 2] }), 2.5);
+  // Slow for most of the window: the median follows.
+  for (let i = 0; i < STEP_WINDOW / 2 + 1; i++) recordStepTime(m, 80);
+  assert.equal(medianStepMs(m), 80);
+});
+
+test('log history thinning: bounded, evenly spaced from the first entry, newest always last', () => {
+  const t = new LogThinning(16);
+  const log: { n: number }[] = [];
+  const sizes: number[] = [];
+  for (let n = 0; n < 10_000; n++) {
+    t.push(log, { n });
+    assert.ok(log.length <= 16, `length ${log.length} after ${n + 1} entries`);
+    assert.equal(log.at(-1)!.n, n, 'the newest entry is last');
+    assert.equal(log[0].n, 0, 'the first entry is kept');
+    sizes.push(log.length);
+  }
+  const stride = t.currentStride;
+  assert.ok(stride >= 512 && (stride & (stride - 1)) === 0, `stride ${stride}`);
+  const kept = log.slice(0, -1);
+  for (let i = 1; i < kept.length; i++) assert.equal(kept[i].n - kept[i - 1].n, stride, 'evenly spaced');
+  assert.ok(kept.length >= 8, `${kept.length} kept`);
+  assert.ok(Math.min(...sizes.slice(100)) >= 8, 'never thinned to nearly nothing');
+
+  // A resumed run's history (already in the log before the first push) is adopted and thinned with the rest.
+  const resumed = Array.from({ length: 100 }, (_, n) => ({ n }));
+  const t2 = new LogThinning(16);
+  t2.push(resumed, { n: 100 });
+  assert.ok(resumed.length <= 16, `resumed length ${resumed.length}`);
+  assert.equal(resumed[0].n, 0);
+  assert.equal(resumed.at(-1)!.n, 100);
+  for (let n = 101; n < 1000; n++) t2.push(resumed, { n });
+  assert.ok(resumed.length <= 16 && resumed.at(-1)!.n === 999);
+});
+
 test('status page HTTP: page and assets with types and CSP, only whitelisted assets, ETag revalidation, /status.json', async () => {
   const c = await startCoordinator(tinyCoordinatorConfig({ epochs: 3 }));
   const http = new HttpServer(c);
@@ -109,6 +155,48 @@ test('status page HTTP: page and assets with types and CSP, only whitelisted ass
   } finally {
     await http.close();
     await stopRun(c, c.run());
+    c.dispose();
+  }
+});
+
+test('/status.json stays bounded over a long run: history thinned like the per-round series', { timeout: 120_000 }, async () => {
+  // One round per epoch and a log line every epoch: more log entries than the history keeps, in seconds.
+  const cfg = tinyCoordinatorConfig({ maxTokens: 60, batchSize: 4, numSteps: 10, hidden: 8, epochs: 1200, logEvery: 1 });
+  const c = await startCoordinator(cfg);
+  const http = new HttpServer(c);
+  const procs: WorkerProc[] = [];
+  let run: Promise<RunSummary> | undefined;
+  try {
+    const port = await http.listen('127.0.0.1', 0);
+    procs.push(spawnWorker(`ws://127.0.0.1:${c.port}`));
+    run = c.run();
+    const sizes: number[] = [];
+    const historyBytes: number[] = [];
+    let s: StatusJson | undefined;
+    while (!s || s.state !== 'done') {
+      await new Promise((r) => setTimeout(r, 250));
+      const body = await (await fetch(`http://127.0.0.1:${port}/status.json`)).text();
+      sizes.push(body.length);
+      s = JSON.parse(body) as StatusJson;
+      historyBytes.push(JSON.stringify(s.history).length);
+    }
+    await run;
+    assert.equal(s.epoch, 1200);
+    const h = s.history;
+    assert.ok(h.length < 300, `${h.length} history entries after 1200 log lines`);
+    assert.equal(h[0].epoch, 1, 'the first log line is kept');
+    assert.equal(h.at(-1)!.epoch, 1200, 'the last log line is kept');
+    const gaps = new Set(h.slice(1, -1).map((e, i) => e.epoch - h[i].epoch));
+    assert.equal(gaps.size, 1, `kept entries evenly spaced: gaps ${[...gaps]}`);
+    assert.ok([...gaps][0] > 1, 'thinned');
+    // Bounded at every poll, not only at the end: 1200 unthinned entries would be about 140 kB.
+    assert.ok(Math.max(...historyBytes) < 40_000, `largest history ${Math.max(...historyBytes)} bytes`);
+    assert.ok(Math.max(...sizes) < 400_000, `largest /status.json ${Math.max(...sizes)} bytes`);
+    assert.ok(c.history.length === h.length, 'what is sent is what is kept (and checkpointed)');
+  } finally {
+    await reap(procs);
+    await stopRun(c, run).catch(() => {});
+    await http.close().catch(() => {});
     c.dispose();
   }
 });
@@ -225,10 +313,23 @@ test('status page in headless Chromium during a real run: charts with data, work
       assert.equal(row[0], m.info.name);
       assert.equal(row[2], m.info.backend);
       assert.equal(row[3], m.info.device);
-      assert.match(row[4], /^\d+(\.\d+)? m?s$/, `step time ${row[4]}`);
-      assert.match(row[6], /^[\d,]+$/, `rounds ${row[6]}`);
-      assert.ok(Number(row[6].replace(/,/g, '')) > 0);
-      assert.match(row[8], /ago$/);
+      assert.match(row[4], /^\d+(\.\d+)? m?s$/, `median step time ${row[4]}`);
+      assert.match(row[5], /^\d+(\.\d+)? m?s$/, `last step time ${row[5]}`);
+      assert.match(row[7], /^[\d,]+$/, `rounds ${row[7]}`);
+      assert.ok(Number(row[7].replace(/,/g, '')) > 0);
+      assert.match(row[9], /ago$/);
+    }
+    // Step time: the median of each worker's recent rounds, so one slow round does not make a worker look slow; the last one beside it.
+    const headers = await page.$$eval('#workers thead th', (ths) => ths.map((th) => th.textContent ?? ''));
+    assert.equal(headers[4], 'Step time median');
+    assert.equal(headers[5], 'Last step');
+    const medianTitles = await page.$$eval('#workers tbody tr', (trs) => trs.map((tr) => tr.querySelectorAll('td')[4].title));
+    for (const t of medianTitles) assert.match(t, /^median of the last \d+ rounds$/);
+    for (const w of statusJson(c).workers) {
+      assert.ok(w.stepWindow >= 1 && w.stepWindow <= STEP_WINDOW, `window ${w.stepWindow}`);
+      const recent = c.membership.list().find((m) => m.slot === w.slot)!.recentStepMs;
+      assert.ok(w.stepMedianMs !== null && w.stepMedianMs >= Math.min(...recent) && w.stepMedianMs <= Math.max(...recent), `median ${w.stepMedianMs} of ${recent}`);
+      assert.ok(w.stepMs !== null && w.stepMs > 0);
     }
     assert.deepEqual(rows.map((r) => r[0]).sort(), [HOSTILE_NAME, 'beta'].sort());
     assert.equal(await page.locator('#workers tbody img, #workers tbody b').count(), 0, 'a worker name must not become markup');

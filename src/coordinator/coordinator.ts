@@ -23,12 +23,12 @@ import { Schedule } from '../shared/schedule.js';
 import { perplexityOf, predict } from '../shared/evaluate.js';
 import { CHECKPOINT_FILE, checkCompatible, readCheckpoint, writeCheckpoint, type CheckpointData } from '../shared/checkpoint.js';
 import type { BackendInfo } from '../shared/backend.js';
-import { Membership, type LeaveReason, type Member, type Peer } from './membership.js';
+import { Membership, recordStepTime, type LeaveReason, type Member, type Peer } from './membership.js';
 import { Round, type RoundOutcome } from './round.js';
 import { WsServer, type HelloResult } from './ws-server.js';
 import { createCoordinatorMetrics, initSeries, VERSION, type CoordinatorMetrics } from './metrics.js';
 import { ConsoleReporter } from './console-report.js';
-import { RoundSeries } from './round-series.js';
+import { LogThinning, RoundSeries } from './round-series.js';
 
 export interface LogEntry {
   step: number;
@@ -82,6 +82,8 @@ export class Coordinator {
   readonly history: LogEntry[] = [];
   /** One point per round (thinned when long) for the status page's charts. */
   readonly series = new RoundSeries();
+  /** Keeps `history` bounded (it is sent on every status poll and saved in checkpoints). */
+  private readonly historyThinning = new LogThinning();
   corpus!: Corpus;
   dims!: ModelDims;
   server!: ParameterServer;
@@ -457,7 +459,8 @@ export class Coordinator {
       const m = this.membership.get(id);
       if (m) {
         m.rounds++;
-        m.lastStepMs = o.computeMs.get(id);
+        const ms = o.computeMs.get(id);
+        if (ms !== undefined) recordStepTime(m, ms);
         m.lastWaitMs = o.waitMs.get(id);
       }
     }
@@ -521,14 +524,16 @@ export class Coordinator {
       this.metrics.tokensPerSecond.set(tokensPerSecond);
       if (validationPerplexity !== undefined) this.metrics.validationPerplexity.set(validationPerplexity);
       const entry: LogEntry = { step: this.server.version, epoch: epoch + 1, trainPerplexity, validationPerplexity, tokensPerSecond, time: Date.now() };
-      this.history.push(entry);
+      this.historyThinning.push(this.history, entry);
       this.report.line(entry, cfg.epochs, this.membership.size);
       this.intervalTokens = 0;
       this.intervalStart = performance.now();
     }
     if (cfg.sampleEvery > 0 && ((epoch + 1) % cfg.sampleEvery === 0 || last)) {
-      this.lastSample = predict(this.server.params(), this.dims, this.corpus.vocab, cfg.samplePrefix, 50);
-      this.report.sample(this.lastSample);
+      // Greedy is d2l's predict_ch8 (50 characters); drawn at a temperature, a longer sample shows more of what the model learnt.
+      const t = cfg.sampleTemperature;
+      this.lastSample = predict(this.server.params(), this.dims, this.corpus.vocab, cfg.samplePrefix, t > 0 ? 100 : 50, { temperature: t, seed: cfg.seed + epoch });
+      this.report.sample(this.lastSample, t);
     }
   }
 

@@ -6,6 +6,7 @@ import { COORDINATOR_OPTIONS } from '../shared/options.js';
 import { selectBackend } from '../shared/backend.js';
 import { Coordinator, type RunSummary } from './coordinator.js';
 import { HttpServer } from './http-server.js';
+import { closingLines } from './console-report.js';
 import { spawnWorkers } from './spawn.js';
 
 export async function startCoordinator(cfg: CoordinatorConfig, log: (l: string) => void = (l) => console.log(l)): Promise<RunSummary> {
@@ -50,6 +51,7 @@ export async function startCoordinator(cfg: CoordinatorConfig, log: (l: string) 
       const t = setTimeout(() => { ch.kill('SIGTERM'); r(); }, 5000);
       ch.once('exit', () => { clearTimeout(t); r(); });
     })));
+    for (const line of closingLines(c, summary)) log(line);
     return summary;
   } finally {
     process.off('SIGINT', onSignal);

@@ -25,9 +25,29 @@ export interface Member {
   joinedAt: number;
   lastStepMs?: number;
   lastWaitMs?: number;
+  /** The last STEP_WINDOW compute times (ms), oldest first: one slow step must not stand for the worker. */
+  recentStepMs: number[];
   lastSeen: number;
   rounds: number;
   tokens: number;
+}
+
+/** How many recent step times a member keeps for its median. */
+export const STEP_WINDOW = 20;
+
+/** Records one round's compute time of a member (last and recent window). */
+export function recordStepTime(m: Pick<Member, 'lastStepMs' | 'recentStepMs'>, ms: number): void {
+  m.lastStepMs = ms;
+  m.recentStepMs.push(ms);
+  if (m.recentStepMs.length > STEP_WINDOW) m.recentStepMs.shift();
+}
+
+/** Median of the member's recent step times; undefined before its first round. */
+export function medianStepMs(m: Pick<Member, 'recentStepMs'>): number | undefined {
+  const v = [...m.recentStepMs].sort((a, b) => a - b);
+  if (v.length === 0) return undefined;
+  const k = v.length >> 1;
+  return v.length % 2 === 1 ? v[k] : (v[k - 1] + v[k]) / 2;
 }
 
 export type LeaveReason = 'leave' | 'disconnect' | 'timeout' | 'protocol' | 'shutdown';
@@ -55,7 +75,7 @@ export class Membership {
     const k = this.slots.indexOf(false);
     if (k < 0) throw new Error('membership is full');
     this.slots[k] = true;
-    const m: Member = { id, slot: `w${k}`, seq: this.seq++, info, peer, joinedAt: now, lastSeen: now, rounds: 0, tokens: 0 };
+    const m: Member = { id, slot: `w${k}`, seq: this.seq++, info, peer, joinedAt: now, lastSeen: now, rounds: 0, tokens: 0, recentStepMs: [] };
     this.members.set(id, m);
     this.changed();
     return m;

@@ -118,3 +118,60 @@ export class RoundSeries {
     return { generation: this.generation, stride: this.stride, capacity: this.capacity, points, latest: this.newest };
   }
 }
+
+/**
+ * Thins an append-only log in place the way RoundSeries thins its points: the
+ * coordinator's `history` (one entry per --log-every epochs) is sent whole on
+ * every /status.json poll and saved in every checkpoint, so it must stay
+ * bounded however long the run. Kept entries are evenly spaced from the first
+ * one on (every `stride`-th, the stride doubling whenever `capacity` is
+ * reached); the newest entry is always the log's last, also when it falls
+ * between kept ones (it is replaced by the next push).
+ *
+ * Entries already in the log at the first push (a resumed run's history) are
+ * adopted as if kept at stride 1, and thinned with the rest.
+ */
+export class LogThinning {
+  private offered = 0;
+  private stride = 1;
+  /** The log's last entry is the newest one, not on the stride. */
+  private provisional = false;
+  private adopted = false;
+
+  constructor(readonly capacity = 256) {
+    if (capacity < 3) throw new RangeError('capacity must be at least 3');
+  }
+
+  push<T>(log: T[], entry: T): void {
+    if (!this.adopted) {
+      this.adopted = true;
+      this.offered = log.length;
+    }
+    if (this.provisional) {
+      log.pop();
+      this.provisional = false;
+    }
+    log.push(entry);
+    if (this.offered++ % this.stride !== 0) {
+      this.provisional = true;
+      return;
+    }
+    while (log.length >= this.capacity) {
+      // Kept entries sit at offsets 0, s, 2s, ...: keeping the even ones leaves multiples of 2s.
+      let w = 0;
+      for (let i = 0; i < log.length; i += 2) log[w++] = log[i];
+      log.length = w;
+      this.stride *= 2;
+    }
+    // The newest entry fell on an odd offset and was dropped: keep it as the provisional last one.
+    if (log.at(-1) !== entry) {
+      log.push(entry);
+      this.provisional = true;
+    }
+  }
+
+  /** Every `stride`-th entry is kept (1 until the log first fills up). */
+  get currentStride(): number {
+    return this.stride;
+  }
+}

@@ -55,7 +55,7 @@ export const STATUS_HTML = `<!doctype html>
       <table id="workers">
         <thead><tr>
           <th>Name</th><th>Slot</th><th>Backend</th><th>Device</th>
-          <th class="num">Step time</th><th class="num">Straggler wait</th><th class="num">Rounds</th><th class="num">Tokens</th><th class="num">Last seen</th>
+          <th class="num" title="median compute time of the worker's recent rounds (up to 20)">Step time <span class="muted">median</span></th><th class="num" title="compute time of the worker's last round">Last step</th><th class="num">Straggler wait</th><th class="num">Rounds</th><th class="num">Tokens</th><th class="num">Last seen</th>
         </tr></thead>
         <tbody></tbody>
       </table>
@@ -63,7 +63,7 @@ export const STATUS_HTML = `<!doctype html>
     <p id="no-workers" class="muted">No worker connected.</p>
   </section>
   <section class="panel">
-    <h2>Latest sample</h2>
+    <h2>Latest sample <span id="sample-how" class="muted"></span></h2>
     <pre id="sample" class="sample"><span class="muted">No sample yet: one is generated every --sample-every epochs.</span></pre>
   </section>
 </main>
@@ -107,6 +107,7 @@ tbody tr:last-child td { border-bottom: none; }
 td.name { max-width: 320px; overflow: hidden; text-overflow: ellipsis; font-weight: 500; }
 .num { text-align: right; }
 .stale { color: var(--red); }
+.slow { color: var(--amber); }
 .sample { margin: 0; padding: 10px 12px; background: #f8f9fb; border: 1px solid var(--line); border-radius: 6px; font: 13px/1.5 ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; white-space: pre-wrap; word-break: break-word; }
 .sample .prefix { font-weight: 700; color: var(--blue); }
 #no-workers { margin: 8px 0 0; }
@@ -227,7 +228,10 @@ export const STATUS_JS = `(function () {
       cell(tr, w.slot);
       cell(tr, w.backend);
       cell(tr, w.device);
-      cell(tr, fmtMs(w.stepMs), 'num');
+      var median = cell(tr, fmtMs(w.stepMedianMs), 'num');
+      median.title = 'median of the last ' + w.stepWindow + ' rounds';
+      // A last step well above the median is one slow round, not a slow worker: flag it, do not hide it.
+      cell(tr, fmtMs(w.stepMs), w.stepMs > 2 * w.stepMedianMs ? 'num slow' : 'num').title = 'last round';
       cell(tr, fmtMs(w.waitMs), 'num');
       cell(tr, fmtInt(w.rounds), 'num');
       cell(tr, fmtInt(w.tokens), 'num');
@@ -282,6 +286,7 @@ export const STATUS_JS = `(function () {
     byId('progress-bar').style.width = (100 * frac).toFixed(2) + '%';
     renderWorkers(s.workers, s.now);
     renderSample(s.sample, s.samplePrefix);
+    setText('sample-how', s.sample ? (s.sampleTemperature > 0 ? 'drawn at temperature ' + s.sampleTemperature : 'greedy (d2l predict_ch8)') : '');
     updateCharts(s.history);
     document.title = 'dptrain \\u00b7 ' + s.state + ' \\u00b7 epoch ' + shownEpoch + '/' + s.epochs;
   }

@@ -10,6 +10,7 @@ import path from 'node:path';
 import { createRequire } from 'node:module';
 import type http from 'node:http';
 import type { Coordinator } from './coordinator.js';
+import { medianStepMs } from './membership.js';
 import { STATUS_CSS, STATUS_HTML, STATUS_JS } from './status-page.js';
 
 export type RunStateName = 'training' | 'waiting' | 'paused' | 'stopping' | 'done';
@@ -46,6 +47,7 @@ export function statusJson(c: Coordinator, q: StatusQuery = {}) {
     series: c.series.view(q.since, q.generation),
     sample: c.lastSample,
     samplePrefix: cfg.samplePrefix,
+    sampleTemperature: cfg.sampleTemperature,
     workers: c.membership.list().map((m) => ({
       slot: m.slot,
       name: m.info.name ?? `${m.info.host}:${m.info.pid}`,
@@ -53,7 +55,11 @@ export function statusJson(c: Coordinator, q: StatusQuery = {}) {
       pid: m.info.pid,
       backend: m.info.backend,
       device: m.info.device,
+      /** The last round's compute time. */
       stepMs: m.lastStepMs ?? null,
+      /** Median compute time of the recent rounds (up to STEP_WINDOW): what the worker usually takes. */
+      stepMedianMs: medianStepMs(m) ?? null,
+      stepWindow: m.recentStepMs.length,
       waitMs: m.lastWaitMs ?? null,
       rounds: m.rounds,
       tokens: m.tokens,

@@ -51,6 +51,7 @@ export interface CoordinatorConfig extends TrainConfig {
   logEvery: number;
   sampleEvery: number;
   samplePrefix: string;
+  sampleTemperature: number;
   wireDtype: WireDtype;
   tlsCert?: string;
   tlsKey?: string;

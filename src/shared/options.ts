@@ -62,6 +62,7 @@ export const COORDINATOR_OPTIONS = {
   'log-every': { type: 'number', default: 10, integer: true, min: 1, describe: 'epochs between log lines (with validation perplexity)' },
   'sample-every': { type: 'number', default: 50, integer: true, min: 0, describe: 'epochs between generated samples from --sample-prefix (0 = never)' },
   'sample-prefix': { type: 'string', default: 'time traveller', describe: 'prefix of the generated samples' },
+  'sample-temperature': { type: 'number', default: 0, min: 0, max: 100, describe: 'temperature of the samples: 0 = greedy (d2l predict_ch8; often loops on a short phrase), else drawn from softmax(logits / T), e.g. 0.6' },
   'wire-dtype': { type: 'string', default: 'float32', choices: ['float32', 'float16', 'bfloat16'], describe: 'precision of parameters and gradients on the wire' },
   'tls-cert': { type: 'string', describe: 'PEM certificate: serve wss:// instead of ws://' },
   'tls-key': { type: 'string', describe: 'PEM private key for --tls-cert' },
