@@ -14,7 +14,7 @@ import { resolveCoordinatorConfig, resolveWorkerConfig, resolveOptions } from '.
 import { DptrainError } from './shared/errors.js';
 
 /** Exit code 2 for mistakes in what the user gave us; 1 for failures while running. */
-const USAGE_CODES = new Set(['ERR_BAD_CONFIG', 'ERR_CORPUS_NOT_FOUND', 'ERR_CORPUS_DOWNLOAD', 'ERR_CORPUS_CHECKSUM', 'ERR_CORPUS_EMPTY', 'ERR_CORPUS_BINARY', 'ERR_CORPUS_TOO_SMALL', 'ERR_CORPUS_TOO_LARGE', 'ERR_CORPUS_ENCODING', 'ERR_EXPORT_PATH', 'ERR_EXPORT_EXISTS', 'ERR_BACKEND_UNAVAILABLE', 'ERR_CHECKPOINT_NOT_FOUND', 'ERR_CHECKPOINT_CORRUPT', 'ERR_CHECKPOINT_MISMATCH']);
+const USAGE_CODES = new Set(['ERR_BAD_CONFIG', 'ERR_CORPUS_NOT_FOUND', 'ERR_CORPUS_DOWNLOAD', 'ERR_CORPUS_CHECKSUM', 'ERR_CORPUS_EMPTY', 'ERR_CORPUS_BINARY', 'ERR_CORPUS_TOO_SMALL', 'ERR_CORPUS_TOO_LARGE', 'ERR_CORPUS_ENCODING', 'ERR_EXPORT_PATH', 'ERR_EXPORT_EXISTS', 'ERR_BACKEND_UNAVAILABLE', 'ERR_CHECKPOINT_NOT_FOUND', 'ERR_CHECKPOINT_CORRUPT', 'ERR_CHECKPOINT_MISMATCH', 'ERR_PORT_IN_USE', 'ERR_MODEL_TOO_LARGE', 'ERR_NOT_A_COORDINATOR', 'ERR_CHECKPOINT_DIR', 'ERR_CHECKPOINT_EXISTS', 'ERR_CHECKPOINT_LOCKED']);
 
 function yargsOptions(table: OptionTable): Record<string, Options> {
   const out: Record<string, Options> = {};
@@ -24,6 +24,21 @@ function yargsOptions(table: OptionTable): Record<string, Options> {
     out[flag] = { type: spec.type, describe: `${spec.describe}${def} (env ${envVarFor(flag)})`, choices: spec.choices as string[] | undefined };
   }
   return out;
+}
+
+/**
+ * A flag given without its value (`--hidden $UNSET --epochs 3`): yargs would drop it, or take '' for a
+ * string, and the run would silently use the default. Booleans need no value.
+ */
+export function checkFlagValues(args: string[], table: OptionTable): void {
+  for (let i = 0; i < args.length; i++) {
+    const m = /^--([a-z][a-z0-9-]*)(=(.*))?$/.exec(args[i]);
+    if (!m || !(m[1] in table) || table[m[1]].type === 'boolean') continue;
+    const value = m[2] !== undefined ? m[3] : args[i + 1];
+    if (value === undefined || value === '' || (m[2] === undefined && /^--?[a-zA-Z]/.test(value))) {
+      throw new DptrainError('ERR_BAD_CONFIG', `--${m[1]} was given without a value${value === '' ? ' (an empty string)' : ''}; an unset shell variable? (see --help)`);
+    }
+  }
 }
 
 /** Flags the user actually typed, keyed by flag name. */
@@ -42,10 +57,14 @@ function fail(e: unknown): never {
   process.exit(1);
 }
 
+/** The arguments buildCli was given, for checkFlagValues. */
+let rawArgs: string[] = [];
+
 /** A command handler: its result is the exit code; any error goes through fail(). */
-function run(fn: (argv: Record<string, unknown>) => Promise<number>): (argv: Record<string, unknown>) => Promise<void> {
+function run(table: OptionTable, fn: (argv: Record<string, unknown>) => Promise<number>): (argv: Record<string, unknown>) => Promise<void> {
   return async (argv) => {
     try {
+      checkFlagValues(rawArgs, table);
       process.exit(await fn(argv));
     } catch (e) {
       fail(e);
@@ -59,11 +78,11 @@ function coordinatorCommands(y: Argv): Argv {
       'start',
       'start a coordinator: shard the corpus, average gradients, checkpoint, serve metrics',
       (b) => b.options(yargsOptions(COORDINATOR_OPTIONS)),
-      run(async (argv) => {
+      run(COORDINATOR_OPTIONS, async (argv) => {
         const cfg = resolveCoordinatorConfig(given(argv, COORDINATOR_OPTIONS));
         const { startCoordinator } = await import('./coordinator/main.js');
         const summary = await startCoordinator(cfg);
-        return summary.reason === 'done' || summary.reason === 'stopped' ? 0 : 1;
+        return summary.reason === 'done' || summary.reason === 'stopped' || summary.reason === 'finished' ? 0 : 1;
       }),
     )
     .demandCommand(1, 'say which: coordinator start');
@@ -75,17 +94,18 @@ function workerCommands(y: Argv): Argv {
       'join',
       'join a coordinator and compute gradients on a shard of streams',
       (b) => b.options(yargsOptions(WORKER_OPTIONS)),
-      run(async (argv) => {
+      run(WORKER_OPTIONS, async (argv) => {
         const cfg = resolveWorkerConfig(given(argv, WORKER_OPTIONS));
         const { joinWorker } = await import('./worker/main.js');
         const exit = await joinWorker(cfg);
-        return exit === 'done' || exit === 'shutdown' || exit === 'stopped' ? 0 : 1;
+        return exit === 'done' || exit === 'stopped' ? 0 : 1;
       }),
     )
     .demandCommand(1, 'say which: worker join');
 }
 
 export function buildCli(args: string[], scriptName = 'dptrain'): Argv {
+  rawArgs = args;
   return yargs(args)
     .scriptName(scriptName)
     .command('coordinator', 'coordinator commands', (y) => coordinatorCommands(y))
@@ -94,7 +114,7 @@ export function buildCli(args: string[], scriptName = 'dptrain'): Argv {
       'generate',
       'generate text from a checkpoint (d2l predict_ch8, or sampling with --temperature)',
       (b) => b.options(yargsOptions(GENERATE_OPTIONS)),
-      run(async (argv) => {
+      run(GENERATE_OPTIONS, async (argv) => {
         const o = resolveOptions<{ checkpoint: string; prefix: string; length: number; temperature: number; seed: number; backend: 'auto' | 'tensorflow' | 'wasm' | 'cpu' }>(GENERATE_OPTIONS, given(argv, GENERATE_OPTIONS));
         const { generateFromCheckpoint } = await import('./shared/generate.js');
         console.log(await generateFromCheckpoint(o));
@@ -105,7 +125,7 @@ export function buildCli(args: string[], scriptName = 'dptrain'): Argv {
       'export',
       "export a checkpoint's weights in TF.js's Layers format (tf.loadLayersModel)",
       (b) => b.options(yargsOptions(EXPORT_OPTIONS)),
-      run(async (argv) => {
+      run(EXPORT_OPTIONS, async (argv) => {
         const o = resolveOptions<{ checkpoint: string; out: string; overwrite: boolean }>(EXPORT_OPTIONS, given(argv, EXPORT_OPTIONS));
         if (!o.out) throw new DptrainError('ERR_BAD_CONFIG', '--out is required');
         const { exportCheckpoint } = await import('./shared/generate.js');

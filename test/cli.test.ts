@@ -7,7 +7,7 @@ import path from 'node:path';
 import { cliPath, tmpDir } from './support/cluster.js';
 
 function run(args: string[]) {
-  const r = spawnSync(process.execPath, ['--import', 'tsx', cliPath, ...args], { encoding: 'utf8', env: { ...process.env, DPTRAIN_TOKEN: 't' }, timeout: 60_000 });
+  const r = spawnSync(process.execPath, ['--import', 'tsx', cliPath, ...args], { encoding: 'utf8', env: { ...process.env, DPTRAIN_TOKEN: 'test-token-0123' }, timeout: 60_000 });
   return { code: r.status, out: `${r.stdout}${r.stderr}` };
 }
 

@@ -10,7 +10,6 @@ import { isDptrainError } from '../src/shared/errors.js';
 import { Vocab } from '../src/shared/vocab.js';
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-const sharedTimeMachine = process.env.DPTRAIN_TEST_TIMEMACHINE || path.resolve(repoRoot, '../shared/data/timemachine.txt');
 
 describe('preprocessLines (d2l read_time_machine)', () => {
   it('keeps only letters, collapses the rest to one space, trims and lowercases', () => {
@@ -83,32 +82,5 @@ describe('buildCorpus', () => {
     assert.throws(() => buildCorpus('abc', { valFraction: 0.6 }), (e) => isDptrainError(e, 'ERR_BAD_CONFIG'));
     assert.throws(() => buildCorpus('abc', { maxTokens: -1 }), (e) => isDptrainError(e, 'ERR_BAD_CONFIG'));
     assert.throws(() => buildCorpus('123 !!!\n42'), (e) => isDptrainError(e, 'ERR_CORPUS_EMPTY'));
-  });
-});
-
-describe('The Time Machine (real file)', () => {
-  const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'dptrain-corpus-'));
-  after(() => fs.rmSync(dataDir, { recursive: true, force: true }));
-
-  it('gives the d2l token count and vocabulary', async () => {
-    assert.ok(
-      fs.existsSync(sharedTimeMachine),
-      `The Time Machine test file is missing: expected it at ${sharedTimeMachine} (set DPTRAIN_TEST_TIMEMACHINE to override).`,
-    );
-    fs.copyFileSync(sharedTimeMachine, path.join(dataDir, 'timemachine.txt'));
-    const loaded = await loadCorpusText('timemachine', { dataDir, timemachineUrl: 'http://127.0.0.1:9/unused' });
-    assert.match(loaded.source, /cached/);
-
-    const full = buildCorpus(loaded.text, { valFraction: 0 });
-    assert.equal(full.totalTokens, 170580);
-    assert.equal(full.train.length, 170580);
-    assert.equal(full.vocab.size, 28);
-    assert.deepEqual(full.vocab.idxToToken.slice(0, 5), ['<unk>', ' ', 'e', 't', 'a']);
-
-    const d2l = buildCorpus(loaded.text, { maxTokens: 10000 });
-    assert.equal(d2l.train.length + d2l.validation.length, 10000);
-    assert.equal(d2l.validation.length, 1000);
-    assert.equal(d2l.vocab.size, 28);
-    assert.deepEqual([...d2l.train.subarray(0, 10000 - 1000)], [...full.train.subarray(0, 9000)]);
   });
 });

@@ -23,6 +23,8 @@ import { Schedule } from '../shared/schedule.js';
 import { perplexityOf, predict } from '../shared/evaluate.js';
 import { CHECKPOINT_FILE, checkCompatible, readCheckpoint, writeCheckpoint, type CheckpointData } from '../shared/checkpoint.js';
 import type { BackendInfo } from '../shared/backend.js';
+import { checkModelFits } from '../shared/model-limits.js';
+import { openCheckpointDir, processAlive, type CheckpointDirLock } from './checkpoint-dir.js';
 import { Membership, recordStepTime, type LeaveReason, type Member, type Peer } from './membership.js';
 import { Round, type RoundOutcome } from './round.js';
 import { WsServer, type HelloResult } from './ws-server.js';
@@ -71,9 +73,12 @@ export interface CoordinatorDeps {
 export interface RunSummary {
   steps: number;
   epochs: number;
-  reason: 'done' | 'stopped';
+  /** done: trained to the last epoch; stopped: by a signal or stop(); finished: it already had, nothing was trained. */
+  reason: 'done' | 'stopped' | 'finished';
   finalTrainPerplexity: number;
   checkpoint?: string;
+  /** The last checkpoint of the run could not be written: the work since the previous one is lost on exit. */
+  checkpointFailed?: boolean;
 }
 
 export class Coordinator {
@@ -98,6 +103,9 @@ export class Coordinator {
   private roundId = 0;
   private round: Round | null = null;
   private stopping = false;
+  /** start() found the run already finished (a resumed checkpoint at or past --epochs): run() is not to be called. */
+  finished = false;
+  private dirLock: CheckpointDirLock | null = null;
   private wake: (() => void) | null = null;
   private owner: (string | null)[] = [];
   private streamState!: Float32Array;
@@ -134,6 +142,8 @@ export class Coordinator {
   /** Load the corpus, build or resume the model, open the WebSocket server. */
   async start(): Promise<number> {
     const cfg = this.cfg;
+    // The directory first: a mistake there must stop the run before minutes of corpus loading.
+    if (cfg.checkpointDir) this.dirLock = await openCheckpointDir(cfg.checkpointDir, { resume: cfg.resume, overwrite: cfg.overwrite, log: this.log });
     const loaded = await loadCorpus(cfg.corpus, {
       dataDir: cfg.dataDir ?? defaultDataDir(),
       maxTokens: cfg.maxTokens,
@@ -146,6 +156,7 @@ export class Coordinator {
     this.corpus = loaded.corpus;
     this.dims = { vocabSize: this.corpus.vocab.size, hidden: cfg.hidden };
     this.count = paramCount(this.dims);
+    checkModelFits({ paramCount: this.count, stateCount: cfg.batchSize * 2 * cfg.hidden, trainTokens: this.corpus.train.length, backend: this.deps.backend?.name ?? 'wasm', hidden: cfg.hidden });
     this.log(`corpus: ${loaded.summary}`);
     this.server = new ParameterServer(this.dims, initialParams(cfg, this.dims), cfg);
     this.schedule = new Schedule(this.corpus.train.length, cfg.batchSize, cfg.numSteps, cfg.partition, { seed: cfg.seed });
@@ -153,6 +164,12 @@ export class Coordinator {
     this.streamState = new Float32Array(cfg.batchSize * 2 * cfg.hidden);
     if (cfg.checkpointDir) await this.removeDeadTempFiles(cfg.checkpointDir);
     if (cfg.resume) await this.resume();
+    if (this.schedule.peek().epoch >= cfg.epochs) {
+      // Nothing to train: say so instead of opening a server that workers would join only to be sent away.
+      this.finished = true;
+      this.log(`resume: the run in ${cfg.checkpointDir} already finished (step ${this.server.version}, epoch ${this.schedule.peek().epoch} of --epochs ${cfg.epochs}); nothing to do (raise --epochs to train further)`);
+      return 0;
+    }
     this.metrics.learningRate.set(cfg.lr);
     this.metrics.info.set({ backend: this.deps.backend?.name ?? 'unknown', device: this.deps.backend?.device ?? 'cpu', version: VERSION }, 1);
     this.log(`model: LSTM hidden ${cfg.hidden}, vocabulary ${this.dims.vocabSize}, ${this.count} parameters; ${cfg.optimizer} lr ${cfg.lr}, clip ${cfg.clip}, batch ${cfg.batchSize} x ${cfg.numSteps}`);
@@ -235,6 +252,10 @@ export class Coordinator {
     for (const h of ck.history ?? []) this.history.push({ ...h, time: 0 });
     this.lastCheckpointStep = ck.step;
     this.metrics.steps.inc(ck.step);
+    this.metrics.step.set(ck.step);
+    this.metrics.epoch.set(ck.epoch);
+    const writtenAt = Date.parse(ck.createdAt);
+    if (Number.isFinite(writtenAt)) this.metrics.lastCheckpoint.set(writtenAt / 1000);
     this.log(`resume: step ${ck.step}, epoch ${ck.epoch}, batch ${ck.batchIndex} from ${dir}`);
   }
 
@@ -378,12 +399,15 @@ export class Coordinator {
     const done = this.schedule.peek().epoch >= cfg.epochs;
     this.report.clear();
     let checkpoint: string | undefined;
-    if (cfg.checkpointDir && this.server.version !== this.lastCheckpointStep) checkpoint = await this.checkpoint();
-    else if (cfg.checkpointDir) checkpoint = cfg.checkpointDir;
+    let checkpointFailed = false;
+    if (cfg.checkpointDir && this.server.version !== this.lastCheckpointStep) {
+      checkpoint = await this.checkpoint();
+      checkpointFailed = checkpoint === undefined;
+    } else if (cfg.checkpointDir) checkpoint = cfg.checkpointDir;
     const last = this.history.at(-1);
     this.log(done ? `done: ${this.server.version} steps, ${cfg.epochs} epochs` : `stopped at step ${this.server.version}`);
     await this.ws.close(done ? CloseCodes.TRAINING_DONE : CloseCodes.SHUTTING_DOWN, done ? 'training done' : 'coordinator shutting down');
-    return { steps: this.server.version, epochs: this.schedule.peek().epoch, reason: done ? 'done' : 'stopped', finalTrainPerplexity: last?.trainPerplexity ?? NaN, checkpoint };
+    return { steps: this.server.version, epochs: this.schedule.peek().epoch, reason: done ? 'done' : 'stopped', finalTrainPerplexity: last?.trainPerplexity ?? NaN, checkpoint, checkpointFailed };
   }
 
   private async runRound(assignment: { member: Member; lo: number; hi: number }[]): Promise<RoundOutcome> {
@@ -559,9 +583,11 @@ export class Coordinator {
         history: this.history.map(({ time: _t, ...h }) => h),
       });
       this.lastCheckpointStep = this.server.version;
+      this.metrics.lastCheckpoint.set(Date.now() / 1000);
       return path;
     } catch (e) {
       // Training state in memory is intact; the previous checkpoint on disk is intact. Say so and go on.
+      this.metrics.checkpointFailures.inc();
       this.log(`checkpoint failed: ${(e as Error).message}${e instanceof DptrainError ? ` (${e.code})` : ''}`);
       return undefined;
     }
@@ -578,8 +604,10 @@ export class Coordinator {
     this.wake?.();
   }
 
-  dispose(): void {
+  /** Free the model's tensors and the checkpoint directory's lock. */
+  async dispose(): Promise<void> {
     this.server?.dispose();
+    await this.dirLock?.release();
   }
 }
 
@@ -588,11 +616,3 @@ function printable(s: string): string {
   return s.replace(/[\u0000-\u001f\u007f-\u009f\u2028\u2029]/g, '?');
 }
 
-function processAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}

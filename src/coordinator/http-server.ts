@@ -1,9 +1,10 @@
 /**
  * The coordinator's HTTP side: /metrics (Prometheus), /healthz (process up),
- * /readyz (accepting workers and not stopping), /status.json and the status page at /.
+ * /readyz (accepting workers: listening, not stopping, not finished), /status.json
+ * and the status page at /.
  */
 import http from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { listenOn } from '../shared/listen.js';
 import type { Coordinator } from './coordinator.js';
 import { parseStatusQuery, serveAsset, statusJson, statusPage, STATUS_PAGE_HEADERS } from './status.js';
 
@@ -33,7 +34,10 @@ export class HttpServer {
         res.writeHead(200, { 'content-type': 'text/plain' }).end('ok\n');
         return;
       case '/readyz': {
-        const ready = this.c.port > 0 && !this.c.state.stopping;
+        // Ready = accepting workers: listening, not stopping, not finished. Not "--min-workers
+        // joined": a Service that routes only to ready coordinators would then never let the first worker in.
+        const s = this.c.state;
+        const ready = this.c.port > 0 && !s.stopping && !this.c.finished && s.epoch < this.c.cfg.epochs;
         res.writeHead(ready ? 200 : 503, { 'content-type': 'text/plain' }).end(ready ? 'ready\n' : 'not ready\n');
         return;
       }
@@ -50,14 +54,7 @@ export class HttpServer {
   }
 
   async listen(host: string, port: number): Promise<number> {
-    await new Promise<void>((resolve, reject) => {
-      this.server.once('error', reject);
-      this.server.listen(port, host, () => {
-        this.server.off('error', reject);
-        resolve();
-      });
-    });
-    return (this.server.address() as AddressInfo).port;
+    return listenOn(this.server, host, port, { port: '--metrics-port', host: '--metrics-host' });
   }
 
   close(): Promise<void> {

@@ -8,7 +8,8 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import http from 'node:http';
 import https from 'node:https';
-import type { AddressInfo, Socket } from 'node:net';
+import type { Socket } from 'node:net';
+import { listenOn } from '../shared/listen.js';
 import { WebSocketServer, type WebSocket, type RawData } from 'ws';
 import { CloseCodes, ErrorCodes, type ErrorCode } from '../shared/errors.js';
 import {
@@ -105,16 +106,10 @@ export class WsServer {
   }
 
   async listen(): Promise<number> {
-    await new Promise<void>((resolve, reject) => {
-      this.http.once('error', reject);
-      this.http.listen(this.opts.port, this.opts.host, () => {
-        this.http.off('error', reject);
-        resolve();
-      });
-    });
+    const port = await listenOn(this.http, this.opts.host, this.opts.port, { port: '--port', host: '--host' });
     this.lastBeat = performance.now();
     this.heartbeat = setInterval(() => this.beat(), this.opts.heartbeatMs);
-    return (this.http.address() as AddressInfo).port;
+    return port;
   }
 
   get connectionCount(): number {

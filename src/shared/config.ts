@@ -47,6 +47,7 @@ export interface CoordinatorConfig extends TrainConfig {
   checkpointDir?: string;
   checkpointEvery: number;
   resume: boolean;
+  overwrite: boolean;
   spawn: number;
   logEvery: number;
   sampleEvery: number;
@@ -71,6 +72,7 @@ export interface WorkerConfig {
   ca?: string;
   name?: string;
   maxRetries: number;
+  reconnectGrace: number;
   config?: string;
 }
 
@@ -81,11 +83,17 @@ function bad(msg: string): never {
   throw new DptrainError('ERR_BAD_CONFIG', msg);
 }
 
+/** A value as the user typed it: NaN and Infinity, which JSON would print as null, stay themselves. */
+function shown(raw: unknown): string {
+  return typeof raw === 'number' ? String(raw) : JSON.stringify(raw) ?? String(raw);
+}
+
 function coerce(flag: string, spec: OptionTable[string], raw: unknown, from: string): unknown {
+  if (Array.isArray(raw) && from === 'command line') bad(`--${flag} was given ${raw.length} times; give it once`);
   let v = raw;
   if (spec.type === 'number') {
     if (typeof v === 'string' && v.trim() !== '') v = Number(v);
-    if (typeof v !== 'number' || !Number.isFinite(v)) bad(`--${flag} must be a number, got ${JSON.stringify(raw)} (${from})`);
+    if (typeof v !== 'number' || !Number.isFinite(v)) bad(`--${flag} must be a number, got ${shown(raw)} (${from})`);
     if (spec.integer && !Number.isInteger(v)) bad(`--${flag} must be an integer, got ${v} (${from})`);
     if (spec.min !== undefined && v < spec.min) bad(`--${flag} must be at least ${spec.min}, got ${v} (${from})`);
     if (spec.max !== undefined && v > spec.max) bad(`--${flag} must be at most ${spec.max}, got ${v} (${from})`);
@@ -94,10 +102,10 @@ function coerce(flag: string, spec: OptionTable[string], raw: unknown, from: str
       if (/^(1|true|yes|on)$/i.test(v)) v = true;
       else if (/^(0|false|no|off)$/i.test(v)) v = false;
     }
-    if (typeof v !== 'boolean') bad(`--${flag} must be true or false, got ${JSON.stringify(raw)} (${from})`);
+    if (typeof v !== 'boolean') bad(`--${flag} must be true or false, got ${shown(raw)} (${from})`);
   } else {
     if (typeof v === 'number') v = String(v);
-    if (typeof v !== 'string') bad(`--${flag} must be a string, got ${JSON.stringify(raw)} (${from})`);
+    if (typeof v !== 'string') bad(`--${flag} must be a string, got ${shown(raw)} (${from})`);
     if (spec.choices && !spec.choices.includes(v)) bad(`--${flag} must be one of ${spec.choices.join(', ')}, got '${v}' (${from})`);
   }
   return v;
@@ -180,6 +188,8 @@ export function resolveCoordinatorConfig(explicit: Record<string, unknown>, env:
     }
   }
   if (c.resume && !c.checkpointDir) bad('--resume needs --checkpoint-dir');
+  if (c.overwrite && !c.checkpointDir) bad('--overwrite needs --checkpoint-dir');
+  if (c.overwrite && c.resume) bad('give either --resume (continue the run in --checkpoint-dir) or --overwrite (replace it with a new run), not both');
   if (c.spawn > 0 && c.minWorkers > c.spawn) bad(`--min-workers ${c.minWorkers} can never be reached with --spawn ${c.spawn} and no other workers; lower it or spawn more`);
   if (c.minWorkers > c.maxWorkers) bad(`--min-workers ${c.minWorkers} exceeds --max-workers ${c.maxWorkers}`);
   if (c.minWorkers > c.batchSize) bad(`--min-workers ${c.minWorkers} exceeds --batch-size ${c.batchSize}: every worker needs at least one stream`);
@@ -202,9 +212,17 @@ function readFileOrBad(flag: string, file: string): Buffer {
   }
 }
 
-/** The token from --token, DPTRAIN_TOKEN or --token-file (first line), or undefined. */
-export function readToken(c: { token?: string; tokenFile?: string }): string | undefined {
+/** The shortest token a coordinator accepts: a guessable secret guards the whole corpus and the model. */
+export const MIN_TOKEN_LENGTH = 8;
+
+/**
+ * The token from --token, DPTRAIN_TOKEN or --token-file (first line), or undefined when none was given.
+ * A blank token is refused everywhere; `minLength` is the coordinator's, which sets the secret.
+ */
+export function readToken(c: { token?: string; tokenFile?: string }, o: { minLength?: number } = {}): string | undefined {
   if (c.token !== undefined && c.tokenFile !== undefined) bad('give either --token or --token-file, not both');
+  let t: string;
+  let from: string;
   if (c.tokenFile !== undefined) {
     let text: string;
     try {
@@ -212,11 +230,18 @@ export function readToken(c: { token?: string; tokenFile?: string }): string | u
     } catch (e) {
       bad(`cannot read --token-file ${c.tokenFile}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
     }
-    const t = text.split(/\r?\n/)[0].trim();
-    if (t === '') bad(`--token-file ${c.tokenFile} is empty`);
-    return t;
+    t = text.split(/\r?\n/)[0].trim();
+    from = `--token-file ${c.tokenFile}`;
+    if (t === '') bad(`${from} is empty`);
+  } else if (c.token !== undefined) {
+    t = c.token;
+    from = `--token (or ${envVarFor('token')})`;
+    if (t.trim() === '') bad(`${from} is blank; give the shared secret, or leave it out with --spawn for a generated one`);
+  } else return undefined;
+  if (o.minLength !== undefined && t.length < o.minLength) {
+    bad(`the token from ${from} has ${t.length} characters; use at least ${o.minLength} (for example: openssl rand -base64 24)`);
   }
-  return c.token;
+  return t;
 }
 
 /** JSON-safe copy without secrets, for logs and checkpoints. */

@@ -802,8 +802,9 @@ export function decodeCoordinatorMessage(bytes: Uint8Array, limits?: Coordinator
   return validateCoordinatorMessage(x, limits);
 }
 
-// A Record over every ErrorCode, so adding a code fails to compile until it has a close code.
-const CLOSE_CODE_FOR: Record<ErrorCode, number> = {
+// The protocol errors' close codes. Any other code (configuration, corpus, checkpoint, port) that ends a
+// connection is the coordinator failing, so it is going away (1001).
+const CLOSE_CODE_FOR: Partial<Record<ErrorCode, number>> = {
   ERR_MALFORMED: CloseCodes.MALFORMED,
   ERR_BAD_MESSAGE: CloseCodes.BAD_MESSAGE,
   ERR_UNKNOWN_TYPE: CloseCodes.BAD_MESSAGE,
@@ -823,28 +824,10 @@ const CLOSE_CODE_FOR: Record<ErrorCode, number> = {
   ERR_ROUND_TIMEOUT: CloseCodes.HEARTBEAT_TIMEOUT,
   ERR_SLOW_CONSUMER: CloseCodes.SLOW_CONSUMER,
   ERR_SHUTTING_DOWN: CloseCodes.SHUTTING_DOWN,
-  // Not protocol errors: if one ends a connection it is the coordinator failing, so it is going away.
-  ERR_BAD_CONFIG: CloseCodes.GOING_AWAY,
-  ERR_CORPUS_NOT_FOUND: CloseCodes.GOING_AWAY,
-  ERR_CORPUS_DOWNLOAD: CloseCodes.GOING_AWAY,
-  ERR_CORPUS_CHECKSUM: CloseCodes.GOING_AWAY,
-  ERR_CORPUS_EMPTY: CloseCodes.GOING_AWAY,
-  ERR_CORPUS_BINARY: CloseCodes.GOING_AWAY,
-  ERR_CORPUS_TOO_SMALL: CloseCodes.GOING_AWAY,
-  ERR_BACKEND_UNAVAILABLE: CloseCodes.GOING_AWAY,
-  ERR_CHECKPOINT_NOT_FOUND: CloseCodes.GOING_AWAY,
-  ERR_CHECKPOINT_CORRUPT: CloseCodes.GOING_AWAY,
-  ERR_CHECKPOINT_MISMATCH: CloseCodes.GOING_AWAY,
-  ERR_CHECKPOINT_WRITE: CloseCodes.GOING_AWAY,
-  ERR_CORPUS_TOO_LARGE: CloseCodes.GOING_AWAY,
-  ERR_CORPUS_ENCODING: CloseCodes.GOING_AWAY,
-  ERR_EXPORT_PATH: CloseCodes.GOING_AWAY,
-  ERR_EXPORT_EXISTS: CloseCodes.GOING_AWAY,
-  ERR_EXPORT_WRITE: CloseCodes.GOING_AWAY,
 };
 
 export function closeCodeFor(code: ErrorCode): number {
-  return CLOSE_CODE_FOR[code] ?? CloseCodes.BAD_MESSAGE;
+  return CLOSE_CODE_FOR[code] ?? CloseCodes.GOING_AWAY;
 }
 
 // ---------------------------------------------------------------------------
@@ -909,6 +892,9 @@ export function tokensFromWire(tokens: Uint8Array, width: 1 | 2, vocabSize: numb
 
 /** Headroom for msgpack framing, strings and a character-level vocabulary. */
 const PAYLOAD_SLACK = 64 * 1024;
+
+/** The largest frame a worker accepts from its coordinator (the welcome carries the corpus, a step the parameters). */
+export const WORKER_MAX_PAYLOAD = 1 << 30;
 
 /**
  * A generous bound on the largest legitimate frame, for ws's maxPayload: the

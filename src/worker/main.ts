@@ -22,6 +22,7 @@ export async function joinWorker(cfg: WorkerConfig, log: (l: string) => void = (
     info: { backend: backend.name, device: backend.device, host: os.hostname(), pid: process.pid, ...(cfg.name ? { name: cfg.name } : {}) },
     ca: cfg.ca,
     maxRetries: cfg.maxRetries,
+    reconnectGrace: cfg.reconnectGrace,
     log,
     metrics,
   });
@@ -31,6 +32,8 @@ export async function joinWorker(cfg: WorkerConfig, log: (l: string) => void = (
   try {
     const exit = await client.run();
     log(`worker exiting: ${exit} after ${client.rounds} rounds`);
+    if (exit === 'gave-up') throw new DptrainError('ERR_COORDINATOR_GONE', client.reason);
+    if (exit === 'rejected' && client.refusal) throw new DptrainError(client.refusal, client.reason);
     return exit;
   } finally {
     process.off('SIGINT', onSignal);

@@ -1,6 +1,9 @@
-/** A worker's own /metrics (optional, --metrics-port). */
+/**
+ * A worker's own HTTP port (optional, --metrics-port): /metrics, /healthz (the
+ * process serves) and /readyz (200 only while connected to a coordinator and welcomed by it).
+ */
 import http from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { listenOn } from '../shared/listen.js';
 import client from 'prom-client';
 import * as tf from '@tensorflow/tfjs';
 import { collectProcessMetrics, VERSION } from '../coordinator/metrics.js';
@@ -11,6 +14,8 @@ export class WorkerMetrics {
   private readonly steps: client.Counter;
   private readonly tokens: client.Counter;
   private server: http.Server | null = null;
+  /** Connected to a coordinator and welcomed by it: what /readyz answers. */
+  private ready = false;
 
   constructor(backend: string, device: string) {
     const r = [this.registry];
@@ -35,19 +40,22 @@ export class WorkerMetrics {
     this.tokens.inc(tokens);
   }
 
+  /** The worker client calls this when a welcome arrives (true) and when its connection closes (false). */
+  setReady(ready: boolean): void {
+    this.ready = ready;
+  }
+
   async listen(host: string, port: number): Promise<number> {
     this.server = http.createServer(async (req, res) => {
       if (req.url === '/metrics') {
         res.writeHead(200, { 'content-type': this.registry.contentType }).end(await this.registry.metrics());
       } else if (req.url === '/healthz') {
         res.writeHead(200, { 'content-type': 'text/plain' }).end('ok\n');
+      } else if (req.url === '/readyz') {
+        res.writeHead(this.ready ? 200 : 503, { 'content-type': 'text/plain' }).end(this.ready ? 'ready\n' : 'not ready: not connected to a coordinator\n');
       } else res.writeHead(404).end();
     });
-    await new Promise<void>((resolve, reject) => {
-      this.server!.once('error', reject);
-      this.server!.listen(port, host, resolve);
-    });
-    return (this.server.address() as AddressInfo).port;
+    return listenOn(this.server, host, port, { port: '--metrics-port', host: '--metrics-host' });
   }
 
   close(): void {

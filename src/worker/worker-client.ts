@@ -5,8 +5,8 @@
  */
 import WebSocket from 'ws';
 import fs from 'node:fs';
-import { CloseCodes } from '../shared/errors.js';
-import { decodeCoordinatorMessage, encode, tokensFromWire, PROTOCOL_VERSION, type CoordinatorMessage, type WorkerInfo } from '../shared/protocol.js';
+import { CloseCodes, type ErrorCode } from '../shared/errors.js';
+import { decodeCoordinatorMessage, encode, tokensFromWire, PROTOCOL_VERSION, WORKER_MAX_PAYLOAD, type CoordinatorMessage, type WorkerInfo } from '../shared/protocol.js';
 import { decodeTensor, encodeTensor, type WireDtype } from '../shared/wire-tensor.js';
 import { ShardComputer } from './shard-compute.js';
 import type { WorkerMetrics } from './metrics.js';
@@ -17,15 +17,25 @@ export interface WorkerClientOptions {
   info: WorkerInfo;
   /** PEM file of a CA to trust for wss://. */
   ca?: string;
-  /** Consecutive failed attempts before giving up; 0 = never. */
+  /** Retries after failed attempts in a row before giving up; 0 = no limit. */
   maxRetries: number;
+  /** Seconds without a coordinator before giving up; 0 = never. */
+  reconnectGrace?: number;
+  /** For tests: the clock. */
+  now?: () => number;
   log: (line: string) => void;
   metrics?: WorkerMetrics;
   /** Largest frame accepted from the coordinator (the welcome carries the corpus). */
   maxPayload?: number;
 }
 
-export type WorkerExit = 'done' | 'shutdown' | 'rejected' | 'gave-up' | 'stopped';
+/**
+ * done: the run finished (close 4012). stopped: this worker was told to stop (a signal).
+ * rejected: refused for good (token, version, not a coordinator, a frame too large).
+ * gave-up: no coordinator for --reconnect-grace seconds or --max-retries attempts.
+ * A coordinator that goes away (close 4011: a restart, a rollout, a drain) is not an exit: the worker reconnects.
+ */
+export type WorkerExit = 'done' | 'rejected' | 'gave-up' | 'stopped';
 
 const zeroMask = (mask: Buffer): void => {
   mask.fill(0);
@@ -43,21 +53,39 @@ export class WorkerClient {
   private wakeSleep: (() => void) | null = null;
   workerId: string | null = null;
   rounds = 0;
+  /** Why the worker stopped trying, for the exit message, and its code when it was refused. */
+  reason = '';
+  refusal: ErrorCode | null = null;
+  private lastHeard = 0;
+  private heartbeatMs = 0;
 
   constructor(private readonly opts: WorkerClientOptions) {}
 
   async run(): Promise<WorkerExit> {
+    const now = this.opts.now ?? Date.now;
+    const graceMs = (this.opts.reconnectGrace ?? 0) * 1000;
     let failures = 0;
+    let since = now();
     while (!this.stopped) {
       const welcomed = await this.connectOnce();
       if (this.exit) return this.exit;
       if (this.stopped) return 'stopped';
+      if (welcomed) since = now();
       failures = welcomed ? 1 : failures + 1;
       if (this.opts.maxRetries > 0 && failures > this.opts.maxRetries) {
-        this.opts.log(`giving up after ${failures - 1} failed attempts to reach ${this.opts.url}`);
+        this.reason = `${failures} attempts in a row to reach ${this.opts.url} failed (--max-retries ${this.opts.maxRetries})`;
+        this.opts.log(`giving up: ${this.reason}`);
         return 'gave-up';
       }
-      const delay = Math.min(30_000, 250 * 2 ** Math.min(failures, 7)) * (0.75 + 0.5 * Math.random());
+      const away = now() - since;
+      if (graceMs > 0 && away >= graceMs) {
+        this.reason = `no coordinator at ${this.opts.url} for ${Math.round(away / 1000)} s (--reconnect-grace ${graceMs / 1000})`;
+        this.opts.log(`giving up: ${this.reason}`);
+        return 'gave-up';
+      }
+      // Jitter spreads many workers' reconnects; the cap holds after it. The last wait ends with the grace period.
+      let delay = Math.min(30_000, 250 * 2 ** Math.min(failures, 7) * (0.75 + 0.5 * Math.random()));
+      if (graceMs > 0) delay = Math.min(delay, graceMs - away);
       this.opts.log(`reconnecting to ${this.opts.url} in ${(delay / 1000).toFixed(1)} s`);
       await new Promise<void>((r) => {
         const t = setTimeout(r, delay);
@@ -89,7 +117,7 @@ export class WorkerClient {
     return new Promise((resolve) => {
       let welcomed = false;
       const ws = new WebSocket(this.opts.url, {
-        maxPayload: this.opts.maxPayload ?? 1 << 30,
+        maxPayload: this.opts.maxPayload ?? WORKER_MAX_PAYLOAD,
         perMessageDeflate: false,
         handshakeTimeout: 10_000,
         // A zero masking key: ws then skips masking here and unmasking on the
@@ -102,10 +130,30 @@ export class WorkerClient {
       });
       this.ws = ws;
       ws.binaryType = 'nodebuffer';
+      let fatal: { code: ErrorCode; message: string } | null = null;
+      const watchdog = setInterval(() => this.checkHeartbeat(ws), 1000);
+      watchdog.unref();
+      ws.on('unexpected-response', (_req, res) => {
+        // A proxy between us and a coordinator that is restarting answers 502-504: worth retrying. Anything else is not dptrain.
+        const status = res.statusCode ?? 0;
+        if (status < 502 || status > 504) {
+          fatal = {
+            code: 'ERR_NOT_A_COORDINATOR',
+            message: `${this.opts.url} answered HTTP ${status} instead of a WebSocket upgrade: not a dptrain coordinator (is it the metrics port? workers join the coordinator's --port, default 8765)`,
+          };
+        }
+        res.resume();
+        ws.terminate();
+      });
+      ws.on('ping', () => {
+        this.lastHeard = performance.now();
+      });
       ws.on('open', () => {
+        this.lastHeard = performance.now();
         ws.send(encode({ type: 'hello', version: PROTOCOL_VERSION, token: this.opts.token, info: this.opts.info, ...(this.workerId ? { resumeId: this.workerId } : {}) }));
       });
       ws.on('message', (data: Buffer, isBinary) => {
+        this.lastHeard = performance.now();
         if (!isBinary) return;
         const v = decodeCoordinatorMessage(data, this.computer ? { paramCount: this.computer.paramCount } : undefined);
         if (!v.ok) {
@@ -121,19 +169,49 @@ export class WorkerClient {
           ws.close(CloseCodes.BAD_MESSAGE, 'worker error');
         }
       });
-      ws.on('error', (e) => this.opts.log(`connection error: ${e.message}`));
+      ws.on('error', (e: Error & { code?: string }) => {
+        if (e.code === 'WS_ERR_UNSUPPORTED_MESSAGE_LENGTH') {
+          fatal = { code: 'ERR_PAYLOAD_TOO_LARGE', message: `the coordinator sent a message larger than this worker accepts (${e.message}); the model is too large for one WebSocket frame` };
+        }
+        if (!fatal) this.opts.log(`connection error: ${e.message}`);
+      });
       ws.on('close', (code, reasonBuf) => {
+        clearInterval(watchdog);
         const reason = reasonBuf.toString();
         this.ws = null;
+        this.opts.metrics?.setReady(false);
         this.computer?.reset();
-        if (code === CloseCodes.TRAINING_DONE) this.exit ??= 'done';
-        else if (code === CloseCodes.SHUTTING_DOWN) this.exit ??= 'shutdown';
-        else if (FATAL.has(code)) {
-          this.opts.log(`refused by the coordinator: ${reason || code}`);
+        if (fatal) {
+          this.reason = fatal.message;
+          this.refusal = fatal.code;
+          this.exit ??= 'rejected';
+        } else if (code === CloseCodes.TRAINING_DONE) this.exit ??= 'done';
+        else if (code === CloseCodes.SHUTTING_DOWN) {
+          if (!this.stopped) this.opts.log(`the coordinator is going away (a restart, a rollout or a drain); reconnecting${this.opts.reconnectGrace ? ` for up to ${this.opts.reconnectGrace} s` : ''}`);
+        } else if (FATAL.has(code)) {
+          this.reason = `refused by the coordinator: ${reason || code}`;
+          this.refusal = code === CloseCodes.BAD_TOKEN ? 'ERR_BAD_TOKEN' : 'ERR_VERSION_MISMATCH';
           this.exit ??= 'rejected';
         } else if (!this.stopped) this.opts.log(`connection closed (${code}${reason ? ` ${reason}` : ''})`);
         resolve(welcomed);
       });
+    });
+  }
+
+  /**
+   * The coordinator pings every heartbeatMs; silence for three intervals means it is frozen or the link is
+   * half-open. The verdict waits for setImmediate, which runs after pending socket reads: a long step of our
+   * own delays our timers and the pings alike, and must not count as the coordinator's silence.
+   */
+  private checkHeartbeat(ws: WebSocket): void {
+    if (this.heartbeatMs <= 0 || ws.readyState !== WebSocket.OPEN) return;
+    const limit = 3 * this.heartbeatMs;
+    if (performance.now() - this.lastHeard <= limit) return;
+    setImmediate(() => {
+      const silent = performance.now() - this.lastHeard;
+      if (silent <= limit || ws.readyState !== WebSocket.OPEN) return;
+      this.opts.log(`the coordinator has been silent for ${(silent / 1000).toFixed(1)} s (no heartbeat for 3 intervals); reconnecting`);
+      ws.terminate();
     });
   }
 
@@ -142,9 +220,11 @@ export class WorkerClient {
       case 'welcome': {
         this.workerId = msg.workerId;
         this.wireDtype = msg.wireDtype;
+        this.heartbeatMs = msg.heartbeatMs;
         const tokens = tokensFromWire(msg.tokens, msg.tokenWidth, msg.model.vocabSize);
         this.computer?.dispose();
         this.computer = new ShardComputer({ vocabSize: msg.model.vocabSize, hidden: msg.model.hidden }, msg.model.numSteps, tokens);
+        this.opts.metrics?.setReady(true);
         this.opts.log(`joined as ${msg.workerId.slice(0, 8)}: model hidden ${msg.model.hidden}, vocabulary ${msg.model.vocabSize}, ${tokens.length} tokens`);
         return;
       }
@@ -181,7 +261,8 @@ export class WorkerClient {
         this.opts.log(`paused by the coordinator: ${msg.reason}`);
         return;
       case 'bye':
-        this.exit ??= msg.reason === 'done' ? 'done' : msg.reason === 'shutdown' ? 'shutdown' : 'rejected';
+        // 'shutdown' is the coordinator going away for now: the close that follows makes us reconnect.
+        if (msg.reason !== 'shutdown') this.exit ??= msg.reason === 'done' ? 'done' : 'rejected';
         this.opts.log(`coordinator says bye (${msg.reason}): ${msg.message}`);
         return;
       case 'error':

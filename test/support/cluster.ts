@@ -14,21 +14,20 @@ import { testBackend } from './tf.js';
 export const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 export const cliPath = path.join(repoRoot, 'src', 'cli.ts');
 
-export function sharedTimeMachine(): string {
-  const p = process.env.DPTRAIN_TEST_TIMEMACHINE ?? path.resolve(repoRoot, '../shared/data/timemachine.txt');
-  if (!fs.existsSync(p)) throw new Error(`test corpus missing: ${p} (set DPTRAIN_TEST_TIMEMACHINE)`);
-  return p;
-}
-
 export function tmpDir(prefix = 'dptrain-test-'): string {
   return fs.mkdtempSync(path.join(os.tmpdir(), prefix));
 }
 
-/** A copy of The Time Machine as a local .txt corpus. */
+/**
+ * A local .txt corpus: the first chapters of the bundled Moby-Dick (an npm dependency), so tests need
+ * nothing outside the repository. About 30,000 characters of English prose.
+ */
 export function corpusFile(): string {
   const dir = tmpDir();
-  const p = path.join(dir, 'timemachine.txt');
-  fs.copyFileSync(sharedTimeMachine(), p);
+  const p = path.join(dir, 'corpus.txt');
+  const chapters = path.join(repoRoot, 'node_modules', '@stdlib', 'datasets-moby-dick', 'data');
+  const text = [1, 2, 3].map((k) => fs.readFileSync(path.join(chapters, `chapter_${k}.txt`), 'utf8')).join('\n');
+  fs.writeFileSync(p, text);
   return p;
 }
 
