@@ -8,6 +8,8 @@ export interface Proc {
   output: () => string;
   exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
   kill: (sig?: NodeJS.Signals) => void;
+  /** null while it runs. */
+  exitCode: () => number | null;
 }
 
 /** `dptrain ARGS` with DPTRAIN_* variables cleared; `env` adds to them. */
@@ -18,7 +20,7 @@ export function dptrain(args: string[], env: NodeJS.ProcessEnv = {}, opts: Spawn
   child.stdout!.on('data', (d) => (out += d));
   child.stderr!.on('data', (d) => (out += d));
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((r) => child.on('exit', (code, signal) => r({ code, signal })));
-  return { pid: child.pid!, output: () => out, exited, kill: (sig = 'SIGTERM') => child.kill(sig) };
+  return { pid: child.pid!, output: () => out, exited, kill: (sig = 'SIGTERM') => child.kill(sig), exitCode: () => child.exitCode };
 }
 
 /** A port that was free a moment ago (for a coordinator that must come back on the same port). */
