@@ -81,7 +81,7 @@ export const WORKER_OPTIONS = {
   'metrics-port': { type: 'number', integer: true, min: 0, max: 65535, describe: "serve the worker's own /metrics on this port (off by default)" },
   ca: { type: 'string', describe: 'PEM CA certificate to trust for wss://' },
   name: { type: 'string', describe: 'worker name shown on the status page (default host:pid)' },
-  'max-retries': { type: 'number', default: 0, integer: true, min: 0, describe: 'give up after N failed connection attempts in a row (0 = no limit; backoff up to 30 s)' },
+  'max-retries': { type: 'number', default: 0, integer: true, min: 0, describe: 'give up after the first attempt and N retries failed in a row (0 = no limit; backoff up to 30 s)' },
   'reconnect-grace': { type: 'number', default: 300, min: 0, max: 86400, describe: 'seconds without a coordinator (it restarted, moved or vanished) before giving up with exit 1 (0 = never give up)' },
   config: { type: 'string', describe: 'JSON or YAML file of options' },
 } as const satisfies OptionTable;
