@@ -7,6 +7,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -314,4 +315,33 @@ test('a long load prints progress lines; a folder counts against the cap as a wh
   const late = path.join(dir, 'late-nul.txt');
   fs.writeFileSync(late, Buffer.concat([Buffer.from(prose(SAMPLE_BYTES * 3)), Buffer.from([0]), Buffer.from('tail')]));
   await assert.rejects(loadCorpus(late, { dataDir: dir }), (e) => isDptrainError(e, 'ERR_CORPUS_BINARY') && /NUL byte at offset 196,608/.test(e.message));
+});
+
+test('timemachine keeps d2l: read whole (vocabulary from the whole book), then cut to --max-tokens; a cache dir under /proc fails once, not forever', async () => {
+  // A stand-in book served locally with its digest injected: z and q only occur after the first 10,000 tokens.
+  const book = `${prose(40_000)}\nzzz quiz zoo\n`;
+  const sha1 = createHash('sha1').update(book).digest('hex');
+  const s = await server((_req, res) => res.end(book));
+  try {
+    const warnings: string[] = [];
+    for (const dataDir of ['/proc/dptrain-data/cache', '/proc/dptrain-data']) {
+      const t0 = Date.now();
+      const got = await loadCorpus('timemachine', { dataDir, timemachineUrl: s.url, timemachineSha1: sha1, maxTokens: 10_000, onWarning: (w) => warnings.push(w) });
+      assert.ok(Date.now() - t0 < 10_000);
+      assert.equal(got.corpus.train.length + got.corpus.validation.length, 10_000);
+      assert.ok(!got.stoppedEarly);
+      assert.ok(got.corpus.vocab.idxToToken.includes('z') && got.corpus.vocab.idxToToken.includes('q'), 'vocabulary of the whole book, as d2l');
+      assert.match(got.summary, /^timemachine \(downloaded from .*, not cached\): 9000 training \+ 1000 validation tokens, vocabulary \d+; using the first 10000 of \d+ tokens \(--max-tokens; 0 uses them all\)$/);
+      assert.equal(got.sha1, sha1);
+    }
+    assert.equal(warnings.length, 2);
+    for (const w of warnings) assert.match(w, /Could not cache The Time Machine at \/proc\/dptrain-data.* \(ENOENT\)/);
+    // Any other corpus stops reading at --max-tokens, so its vocabulary is that of the tokens used.
+    const dir = tmpDir();
+    fs.writeFileSync(path.join(dir, 'book.txt'), book);
+    const file = await loadCorpus(path.join(dir, 'book.txt'), { dataDir: dir, maxTokens: 10_000 });
+    assert.ok(file.stoppedEarly && !file.corpus.vocab.idxToToken.includes('z'));
+  } finally {
+    await s.close();
+  }
 });

@@ -44,6 +44,8 @@ export interface LoadOptions {
   dataDir: string;
   /** Overrides TIMEMACHINE_URL, so tests can serve the file locally. */
   timemachineUrl?: string;
+  /** Overrides TIMEMACHINE_SHA1, so tests can serve a text of their own as the book. */
+  timemachineSha1?: string;
   /** A download fails when no byte arrives for this long (connecting, headers or body); default 30000. */
   timeoutMs?: number;
   /** Receives non-fatal notices (a stale cache, a cache that could not be written); default prints to stderr. */
@@ -340,6 +342,7 @@ function sha1Hex(data: Uint8Array | string): string {
 
 async function loadTimeMachine(opts: LoadOptions, reader: Reader): Promise<{ source: string; what: string }> {
   const target = path.resolve(opts.dataDir, 'timemachine.txt');
+  const expected = opts.timemachineSha1 ?? TIMEMACHINE_SHA1;
   const feed = (bytes: Uint8Array, what: string) => {
     const t = new ByteText(reader, what);
     t.write(bytes);
@@ -348,13 +351,13 @@ async function loadTimeMachine(opts: LoadOptions, reader: Reader): Promise<{ sou
   let staleCache = false;
   const cached = await readIfExists(target);
   if (cached) {
-    if (sha1Hex(cached) === TIMEMACHINE_SHA1) {
+    if (sha1Hex(cached) === expected) {
       const what = `at ${target}`;
       feed(cached, what);
       return { source: `timemachine (cached at ${target})`, what };
     }
     staleCache = true;
-    warn(opts, `The cached ${target} has the wrong SHA-1 (expected ${TIMEMACHINE_SHA1}); downloading it again.`);
+    warn(opts, `The cached ${target} has the wrong SHA-1 (expected ${expected}); downloading it again.`);
   }
 
   const url = opts.timemachineUrl ?? TIMEMACHINE_URL;
@@ -385,7 +388,7 @@ async function loadTimeMachine(opts: LoadOptions, reader: Reader): Promise<{ sou
     throw new DptrainError(
       'ERR_CORPUS_DOWNLOAD',
       `Could not download The Time Machine from ${url} (${e.message}); place the file at ${target}${stale} ` +
-        `with SHA-1 ${TIMEMACHINE_SHA1}, or use --corpus mobydick (bundled, works offline), a local .txt path, ` +
+        `with SHA-1 ${expected}, or use --corpus mobydick (bundled, works offline), a local .txt path, ` +
         `or --data-dir pointing at a folder that already holds timemachine.txt.`,
       { cause: e.cause },
     );
@@ -393,10 +396,10 @@ async function loadTimeMachine(opts: LoadOptions, reader: Reader): Promise<{ sou
   const bytes = Buffer.concat(parts);
 
   const got = sha1Hex(bytes);
-  if (got !== TIMEMACHINE_SHA1) {
+  if (got !== expected) {
     throw new DptrainError(
       'ERR_CORPUS_CHECKSUM',
-      `The file downloaded from ${url} has SHA-1 ${got} instead of ${TIMEMACHINE_SHA1}, so it was not cached; ` +
+      `The file downloaded from ${url} has SHA-1 ${got} instead of ${expected}, so it was not cached; ` +
         `place a correct copy at ${target} or use --corpus mobydick.`,
     );
   }
