@@ -105,7 +105,12 @@ test('coordinator SIGKILLed 4 times, mostly mid-checkpoint: the checkpoint alway
     const stoppedAt = Number(/stopped at step (\d+)/.exec(coord.output())?.[1]);
     const final = await readCheckpoint(dir);
     assert.equal(final.step, stoppedAt, 'the final checkpoint holds the last step');
-    // Told to leave (4011 shutting down), the workers exit 0 instead of reconnecting.
+    // Told the coordinator is going away (4011: a restart, a rollout), the workers wait to reconnect; stopped themselves, they exit 0.
+    await waitFor(() => workers.every((w) => /the coordinator is going away/.test(w.output())), 10_000, 'both workers to say they will reconnect');
+    for (const w of workers) {
+      assert.equal(w.child.exitCode, null, w.output());
+      w.child.kill('SIGTERM');
+    }
     for (const w of workers) assert.deepEqual(await within(w.exited, 10_000, 'the worker to exit'), { code: 0, signal: null }, w.output());
     for (const w of workers) {
       assert.equal((w.output().match(/joined as/g) ?? []).length, KILLS + 1, w.output());
