@@ -32,9 +32,14 @@ function cli(args: string[], o: { until?: RegExp; timeoutMs?: number } = {}): Pr
   const t0 = Date.now();
   const child = spawn(process.execPath, ['--import', 'tsx', cliPath, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...env, DPTRAIN_TOKEN: TOKEN } });
   let out = '';
+  let stopped = false;
   const onData = (d: Buffer) => {
     out += d;
-    if (o.until && o.until.test(out)) child.kill('SIGTERM');
+    // Once: a second signal is the user insisting, which ends the process at once.
+    if (o.until && !stopped && o.until.test(out)) {
+      stopped = true;
+      child.kill('SIGTERM');
+    }
   };
   child.stdout.on('data', onData);
   child.stderr.on('data', onData);
