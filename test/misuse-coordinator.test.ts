@@ -179,3 +179,18 @@ test('--max-retries N means N retries after the first attempt; --reconnect-grace
   await expectExit(['worker', 'join', '--coordinator', `ws://127.0.0.1:${port}`, '--backend', 'cpu', '--reconnect-grace', '2'], 1, /no coordinator at .* for \d+ s \(--reconnect-grace 2\).*\(ERR_COORDINATOR_GONE\)/s);
   assert.ok(Date.now() - t0 < 30_000);
 });
+
+test('token, config, certificate and checkpoint paths that name a device, a FIFO or a huge file are refused, not read forever', async () => {
+  const dir = tmpDir();
+  const huge = path.join(dir, 'huge.yaml');
+  fs.writeFileSync(huge, '');
+  fs.truncateSync(huge, 64 * 1024 * 1024);
+  await expectExit(['worker', 'join', '--token-file', '/dev/zero'], 2, /--token-file \/dev\/zero is not a regular file \(ERR_BAD_CONFIG\)/, {});
+  await expectExit(['coordinator', 'start', ...TINY, '--config', '/dev/urandom'], 2, /config file \/dev\/urandom is not a regular file/);
+  await expectExit(['coordinator', 'start', ...TINY, '--config', huge], 2, /config file .*huge\.yaml is 67108864 bytes, more than/);
+  await expectExit(['coordinator', 'start', ...TINY, '--tls-cert', '/dev/zero', '--tls-key', '/dev/zero'], 2, /--tls-cert \/dev\/zero is not a regular file/);
+  await expectExit(['worker', 'join', '--coordinator', 'wss://127.0.0.1:1', '--ca', '/dev/zero'], 2, /--ca \/dev\/zero is not a regular file/);
+  const ckdir = tmpDir();
+  fs.symlinkSync('/dev/zero', path.join(ckdir, 'checkpoint.dpt'));
+  await expectExit(['generate', '--checkpoint', ckdir], 2, /checkpoint .* is not a regular file.*\(ERR_CHECKPOINT_CORRUPT\)/);
+});

@@ -2,6 +2,7 @@
  * What a person watching the coordinator sees: one line per log interval,
  * a progress line on a TTY, and d2l-style samples.
  */
+import { urlHost } from '../shared/listen.js';
 import type { LogEntry, RunSummary } from './coordinator.js';
 import type { CoordinatorConfig } from '../shared/config.js';
 
@@ -79,8 +80,7 @@ export function closingLines(run: ClosingRun, summary: Pick<RunSummary, 'reason'
     lines.push(`last sample${t > 0 ? ` (drawn at temperature ${t})` : ' (greedy)'}: ${run.lastSample}`);
   }
   if (cfg.metricsPort >= 0) {
-    const host = cfg.metricsHost === '0.0.0.0' || cfg.metricsHost === '::' ? '127.0.0.1' : cfg.metricsHost.includes(':') ? `[${cfg.metricsHost}]` : cfg.metricsHost;
-    const where = cfg.metricsPort > 0 ? `http://${host}:${cfg.metricsPort}/` : 'the address printed at the start';
+    const where = cfg.metricsPort > 0 ? `http://${urlHost(cfg.metricsHost)}:${cfg.metricsPort}/` : 'the address printed at the start';
     lines.push(`status page: ${where} (live charts while a run trains; it closes with the run)`);
   }
   if (cfg.spawn > 0) {
@@ -89,7 +89,7 @@ export function closingLines(run: ClosingRun, summary: Pick<RunSummary, 'reason'
       const t = cfg.sampleTemperature > 0 ? cfg.sampleTemperature : 0.6;
       tries.push(`npx dptrain generate --checkpoint ${shellQuote(cfg.checkpointDir)} --prefix ${shellQuote(cfg.samplePrefix)} --length 200 --temperature ${t}`);
     }
-    if (cfg.metricsPort >= 0) tries.push('open the status page during the next run');
+    if (cfg.metricsPort >= 0) tries.push('the status page while a run trains');
     if (cfg.corpus !== 'timemachine') tries.push('the d2l setup: npx dptrain coordinator start --corpus timemachine --spawn 2');
     tries.push('more machines: README "Multi-machine"');
     lines.push(`try next: ${tries.join('  |  ')}`);

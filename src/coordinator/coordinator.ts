@@ -24,6 +24,7 @@ import { perplexityOf, predict } from '../shared/evaluate.js';
 import { CHECKPOINT_FILE, checkCompatible, readCheckpoint, writeCheckpoint, type CheckpointData } from '../shared/checkpoint.js';
 import type { BackendInfo } from '../shared/backend.js';
 import { checkModelFits } from '../shared/model-limits.js';
+import { urlHost } from '../shared/listen.js';
 import { openCheckpointDir, processAlive, type CheckpointDirLock } from './checkpoint-dir.js';
 import { Membership, recordStepTime, type LeaveReason, type Member, type Peer } from './membership.js';
 import { Round, type RoundOutcome } from './round.js';
@@ -197,7 +198,7 @@ export class Coordinator {
       },
     );
     this.port = await this.ws.listen();
-    this.log(`listening on ${this.ws.scheme}://${cfg.host}:${this.port} (min workers ${cfg.minWorkers}, max ${cfg.maxWorkers})`);
+    this.log(`listening on ${this.ws.scheme}://${urlHost(cfg.host)}:${this.port}${cfg.host === '0.0.0.0' || cfg.host === '::' ? ' (all interfaces)' : ''} (min workers ${cfg.minWorkers}, max ${cfg.maxWorkers})`);
     return this.port;
   }
 

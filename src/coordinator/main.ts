@@ -2,6 +2,7 @@
 import crypto from 'node:crypto';
 import type { ChildProcess } from 'node:child_process';
 import { DptrainError } from '../shared/errors.js';
+import { urlHost } from '../shared/listen.js';
 import { MIN_TOKEN_LENGTH, readToken, publicConfig, type CoordinatorConfig } from '../shared/config.js';
 import { COORDINATOR_OPTIONS } from '../shared/options.js';
 import { selectBackend } from '../shared/backend.js';
@@ -34,11 +35,10 @@ export async function startCoordinator(cfg: CoordinatorConfig, log: (l: string) 
     if (c.finished) return { steps: c.state.step, epochs: c.state.epoch, reason: 'finished', finalTrainPerplexity: c.history.at(-1)?.trainPerplexity ?? NaN, checkpoint: cfg.checkpointDir };
     if (cfg.metricsPort >= 0) {
       const mp = await http.listen(cfg.metricsHost, cfg.metricsPort);
-      log(`metrics on http://${cfg.metricsHost}:${mp}/metrics, status page on http://${cfg.metricsHost === '0.0.0.0' ? '127.0.0.1' : cfg.metricsHost}:${mp}/`);
+      log(`metrics on http://${urlHost(cfg.metricsHost)}:${mp}/metrics, status page on http://${urlHost(cfg.metricsHost)}:${mp}/`);
     }
     if (cfg.spawn > 0) {
-      const host = cfg.host === '0.0.0.0' || cfg.host === '::' ? '127.0.0.1' : cfg.host;
-      children = spawnWorkers({ count: cfg.spawn, url: `${cfg.tlsCert ? 'wss' : 'ws'}://${host}:${c.port}`, token, backend: cfg.workerBackend, log, ca: cfg.tlsCert });
+      children = spawnWorkers({ count: cfg.spawn, url: `${cfg.tlsCert ? 'wss' : 'ws'}://${urlHost(cfg.host)}:${c.port}`, token, backend: cfg.workerBackend, log, ca: cfg.tlsCert });
       log(`spawned ${cfg.spawn} local workers`);
       if (cfg.spawn > cfg.batchSize) log(`note: --spawn ${cfg.spawn} is more than --batch-size ${cfg.batchSize} streams: ${cfg.spawn - cfg.batchSize} of the workers get no streams and wait as spares`);
       // Local mode with every local worker gone and nobody else connected would wait forever.

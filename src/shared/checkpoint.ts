@@ -393,8 +393,12 @@ async function exists(p: string): Promise<boolean> {
 
 async function readFileOrNull(file: string): Promise<Uint8Array | null> {
   try {
+    // A checkpoint is a regular file: a FIFO or a device (a link to /dev/zero) would be read forever.
+    const st = await fs.stat(file);
+    if (!st.isFile()) throw new DptrainError(ErrorCodes.ERR_CHECKPOINT_CORRUPT, `The checkpoint ${file} is not a regular file.`);
     return await fs.readFile(file);
   } catch (e) {
+    if (e instanceof DptrainError) throw e;
     const code = (e as NodeJS.ErrnoException).code;
     if (code === 'ENOENT' || code === 'ENOTDIR') return null;
     throw new DptrainError(ErrorCodes.ERR_CHECKPOINT_NOT_FOUND, `Could not read the checkpoint ${file}: ${osReason(e)}.`, { cause: e });

@@ -4,13 +4,13 @@
  * ill-typed or out-of-range values fail with one sentence (ERR_BAD_CONFIG,
  * exit code 2). The effective config is printed and saved in checkpoints.
  */
-import fs from 'node:fs';
 import tls from 'node:tls';
 import YAML from 'yaml';
 import type { Partition } from './batches.js';
 import type { BackendChoice } from './backend.js';
 import type { WireDtype } from './wire-tensor.js';
 import { DptrainError } from './errors.js';
+import { readSmallFile } from './small-file.js';
 import { D2L_MAX_TOKENS, type Preprocess } from './corpus.js';
 import { camel, envVarFor, type OptionTable, COORDINATOR_OPTIONS, WORKER_OPTIONS } from './options.js';
 
@@ -112,12 +112,7 @@ function coerce(flag: string, spec: OptionTable[string], raw: unknown, from: str
 }
 
 export function readConfigFile(file: string): Record<string, unknown> {
-  let text: string;
-  try {
-    text = fs.readFileSync(file, 'utf8');
-  } catch (e) {
-    bad(`cannot read config file ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
-  }
+  const text = readSmallFile(file, 'config file').toString('utf8');
   let parsed: unknown;
   try {
     parsed = /\.json$/i.test(file) ? JSON.parse(text) : YAML.parse(text);
@@ -205,11 +200,7 @@ export function resolveWorkerConfig(explicit: Record<string, unknown>, env: Node
 }
 
 function readFileOrBad(flag: string, file: string): Buffer {
-  try {
-    return fs.readFileSync(file);
-  } catch (e) {
-    return bad(`cannot read ${flag} ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
-  }
+  return readSmallFile(file, flag);
 }
 
 /** The shortest token a coordinator accepts: a guessable secret guards the whole corpus and the model. */
@@ -224,12 +215,7 @@ export function readToken(c: { token?: string; tokenFile?: string }, o: { minLen
   let t: string;
   let from: string;
   if (c.tokenFile !== undefined) {
-    let text: string;
-    try {
-      text = fs.readFileSync(c.tokenFile, 'utf8');
-    } catch (e) {
-      bad(`cannot read --token-file ${c.tokenFile}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
-    }
+    const text = readSmallFile(c.tokenFile, '--token-file', 64 * 1024).toString('utf8');
     t = text.split(/\r?\n/)[0].trim();
     from = `--token-file ${c.tokenFile}`;
     if (t === '') bad(`${from} is empty`);

@@ -34,3 +34,10 @@ function listenError(e: NodeJS.ErrnoException, host: string, port: number, flags
       return new DptrainError('ERR_PORT_IN_USE', `cannot listen on ${where} (${flags.host}/${flags.port}): ${e.code ?? e.message}`);
   }
 }
+
+/** A bind address as the host of a URL a person can open: the wildcard becomes loopback, IPv6 gets brackets. */
+export function urlHost(host: string): string {
+  if (host === '0.0.0.0' || host === '') return '127.0.0.1';
+  if (host === '::') return '[::1]';
+  return host.includes(':') ? `[${host}]` : host;
+}

@@ -2,6 +2,7 @@
 import os from 'node:os';
 import { readToken, type WorkerConfig } from '../shared/config.js';
 import { DptrainError } from '../shared/errors.js';
+import { urlHost } from '../shared/listen.js';
 import { selectBackend } from '../shared/backend.js';
 import { WorkerClient, type WorkerExit } from './worker-client.js';
 import { WorkerMetrics } from './metrics.js';
@@ -14,7 +15,7 @@ export async function joinWorker(cfg: WorkerConfig, log: (l: string) => void = (
   if (cfg.metricsPort !== undefined) {
     metrics = new WorkerMetrics(backend.name, backend.device);
     const port = await metrics.listen(cfg.metricsHost, cfg.metricsPort);
-    log(`worker metrics on http://${cfg.metricsHost}:${port}/metrics`);
+    log(`worker metrics on http://${urlHost(cfg.metricsHost)}:${port}/metrics`);
   }
   const client = new WorkerClient({
     url: cfg.coordinator,
