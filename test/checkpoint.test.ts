@@ -200,3 +200,11 @@ test('invalid data is refused before anything is written', async () => {
   assert.deepStrictEqual(await fs.readdir(dir), [CHECKPOINT_FILE]);
   assert.equal((await readCheckpoint(dir)).step, 1);
 });
+
+test('a checkpoint written before --preprocess existed resumes as the d2l preprocessing it ran with', async () => {
+  const { checkCompatible } = await import('../src/shared/checkpoint.js');
+  const ck = { vocab: ['<unk>', ' ', 'a'], corpusSha1: 'x', config: { hidden: 4 }, params: new Float32Array(3) } as unknown as Parameters<typeof checkCompatible>[0];
+  const expect = (preprocess: string) => ({ vocab: ['<unk>', ' ', 'a'], corpusSha1: 'x', config: { hidden: 4, preprocess }, paramCount: 3 });
+  checkCompatible(ck, expect('d2l'), ['hidden', 'preprocess']);
+  assert.throws(() => checkCompatible(ck, expect('none'), ['hidden', 'preprocess']), /preprocess is "d2l" in the checkpoint but "none" now/);
+});

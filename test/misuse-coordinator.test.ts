@@ -194,3 +194,7 @@ test('token, config, certificate and checkpoint paths that name a device, a FIFO
   fs.symlinkSync('/dev/zero', path.join(ckdir, 'checkpoint.dpt'));
   await expectExit(['generate', '--checkpoint', ckdir], 2, /checkpoint .* is not a regular file.*\(ERR_CHECKPOINT_CORRUPT\)/);
 });
+
+test('--checkpoint-dir under /proc ends with one sentence instead of spinning', async () => {
+  await expectExit(['coordinator', 'start', ...TINY, '--spawn', '1', '--checkpoint-dir', '/proc/dptrain-no/such'], 2, /cannot create --checkpoint-dir \/proc\/dptrain-no\/such: ENOENT \(ERR_CHECKPOINT_DIR\)/);
+});

@@ -14,7 +14,7 @@ import { promises as fsp } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { DptrainError } from '../shared/errors.js';
-import { CHECKPOINT_FILE, CHECKPOINT_PREV_FILE } from '../shared/checkpoint.js';
+import { CHECKPOINT_FILE, CHECKPOINT_PREV_FILE, mkdirp } from '../shared/checkpoint.js';
 
 export const LOCK_FILE = '.dptrain.lock';
 export const LOCK_REFRESH_MS = 10_000;
@@ -82,7 +82,7 @@ export async function openCheckpointDir(dir: string, o: CheckpointDirOptions): P
       throw new DptrainError('ERR_CHECKPOINT_DIR', `--resume: --checkpoint-dir ${dir} does not exist (mistyped?); for a new run create it first or leave out --resume`);
     }
     try {
-      await fsp.mkdir(dir, { recursive: true });
+      await mkdirp(dir);
     } catch (e) {
       throw new DptrainError('ERR_CHECKPOINT_DIR', `cannot create --checkpoint-dir ${dir}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
     }

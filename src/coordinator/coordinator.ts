@@ -9,7 +9,7 @@
 import crypto from 'node:crypto';
 import { promises as fsp } from 'node:fs';
 import { join } from 'node:path';
-import type { Corpus } from '../shared/corpus.js';
+import { preparePrefix, type Corpus } from '../shared/corpus.js';
 import { defaultDataDir, loadCorpus } from '../shared/corpus-source.js';
 import { TRAIN_KEYS, publicConfig, type CoordinatorConfig } from '../shared/config.js';
 import { COORDINATOR_OPTIONS } from '../shared/options.js';
@@ -107,6 +107,7 @@ export class Coordinator {
   /** start() found the run already finished (a resumed checkpoint at or past --epochs): run() is not to be called. */
   finished = false;
   private dirLock: CheckpointDirLock | null = null;
+  private samplePrefix = '';
   private wake: (() => void) | null = null;
   private owner: (string | null)[] = [];
   private streamState!: Float32Array;
@@ -159,6 +160,10 @@ export class Coordinator {
     this.count = paramCount(this.dims);
     checkModelFits({ paramCount: this.count, stateCount: cfg.batchSize * 2 * cfg.hidden, trainTokens: this.corpus.train.length, backend: this.deps.backend?.name ?? 'wasm', hidden: cfg.hidden });
     this.log(`corpus: ${loaded.summary}`);
+    // The sample prefix goes through the corpus's own preprocessing, or 'Call Me' would reach the model as '<unk>all <unk>e'.
+    const prefix = preparePrefix(cfg.samplePrefix, cfg.preprocess, this.corpus.vocab);
+    this.samplePrefix = prefix.text;
+    for (const w of prefix.warnings) this.log(`--sample-prefix: ${w}`);
     this.server = new ParameterServer(this.dims, initialParams(cfg, this.dims), cfg);
     this.schedule = new Schedule(this.corpus.train.length, cfg.batchSize, cfg.numSteps, cfg.partition, { seed: cfg.seed });
     this.owner = new Array(cfg.batchSize).fill(null);
@@ -557,7 +562,7 @@ export class Coordinator {
     if (cfg.sampleEvery > 0 && ((epoch + 1) % cfg.sampleEvery === 0 || last)) {
       // Greedy is d2l's predict_ch8 (50 characters); drawn at a temperature, a longer sample shows more of what the model learnt.
       const t = cfg.sampleTemperature;
-      this.lastSample = predict(this.server.params(), this.dims, this.corpus.vocab, cfg.samplePrefix, t > 0 ? 100 : 50, { temperature: t, seed: cfg.seed + epoch });
+      this.lastSample = predict(this.server.params(), this.dims, this.corpus.vocab, this.samplePrefix, t > 0 ? 100 : 50, { temperature: t, seed: cfg.seed + epoch });
       this.report.sample(this.lastSample, t);
     }
   }
