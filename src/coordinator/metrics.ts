@@ -20,6 +20,17 @@ export function collectProcessMetrics(registry: client.Registry): void {
   for (const name of MISNAMED_DEFAULT_METRICS) registry.removeSingleMetric(name);
 }
 
+/**
+ * A gauge that is absent from /metrics until its first set(): a value that is
+ * not known yet (no step, no evaluation, no checkpoint so far) must not read
+ * as 0. prom-client starts an unlabelled gauge at 0; removing that sample
+ * leaves only HELP and TYPE until set() creates it again.
+ */
+function unknownUntilSet(g: client.Gauge): client.Gauge {
+  g.remove();
+  return g;
+}
+
 export function createCoordinatorMetrics() {
   const registry = new client.Registry();
   collectProcessMetrics(registry);
@@ -28,11 +39,11 @@ export function createCoordinatorMetrics() {
   return {
     registry,
     tokens: new client.Counter({ name: 'dptrain_tokens_total', help: 'Tokens trained on (summed over workers).', registers: r }),
-    tokensPerSecond: new client.Gauge({ name: 'dptrain_tokens_per_second', help: 'Training throughput over the last log interval, tokens per second.', registers: r }),
+    tokensPerSecond: unknownUntilSet(new client.Gauge({ name: 'dptrain_tokens_per_second', help: 'Training throughput over the last log interval, tokens per second.', registers: r })),
     steps: new client.Counter({ name: 'dptrain_steps_total', help: 'Optimizer steps applied.', registers: r }),
-    trainLoss: new client.Gauge({ name: 'dptrain_train_loss', help: 'Mean cross-entropy of the last round, nats per token.', registers: r }),
-    trainPerplexity: new client.Gauge({ name: 'dptrain_train_perplexity', help: 'Training perplexity, exp(mean loss) over the current epoch so far.', registers: r }),
-    validationPerplexity: new client.Gauge({ name: 'dptrain_validation_perplexity', help: 'Perplexity on the held-out split, at the last log interval.', registers: r }),
+    trainLoss: unknownUntilSet(new client.Gauge({ name: 'dptrain_train_loss', help: 'Mean cross-entropy of the last round, nats per token.', registers: r })),
+    trainPerplexity: unknownUntilSet(new client.Gauge({ name: 'dptrain_train_perplexity', help: 'Training perplexity, exp(mean loss) over the current epoch so far.', registers: r })),
+    validationPerplexity: unknownUntilSet(new client.Gauge({ name: 'dptrain_validation_perplexity', help: 'Perplexity on the held-out split, at the last log interval.', registers: r })),
     roundDuration: new client.Histogram({ name: 'dptrain_round_duration_seconds', help: 'Wall time of a synchronous round, from sending parameters to the optimizer step.', buckets: [0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1, 2, 5, 10, 30], registers: r }),
     workerCompute: new client.Histogram({ name: 'dptrain_worker_compute_seconds', help: 'Gradient computation time reported by each worker.', labelNames: ['worker'], buckets: workerBuckets, registers: r }),
     workerWait: new client.Histogram({ name: 'dptrain_worker_wait_seconds', help: "Straggler wait: how long a worker's reply waited for the round's last reply.", labelNames: ['worker'], buckets: [0, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5], registers: r }),
@@ -48,9 +59,11 @@ export function createCoordinatorMetrics() {
     rejected: new client.Counter({ name: 'dptrain_rejected_messages_total', help: 'Messages and connections refused, by error code.', labelNames: ['code'], registers: r }),
     epoch: new client.Gauge({ name: 'dptrain_epoch', help: 'Current epoch (0-based).', registers: r }),
     step: new client.Gauge({ name: 'dptrain_step', help: 'Optimizer steps applied so far (the parameter version).', registers: r }),
-    gradNorm: new client.Gauge({ name: 'dptrain_gradient_norm', help: 'Global L2 norm of the averaged gradient before clipping.', registers: r }),
+    gradNorm: unknownUntilSet(new client.Gauge({ name: 'dptrain_gradient_norm', help: 'Global L2 norm of the averaged gradient before clipping.', registers: r })),
     learningRate: new client.Gauge({ name: 'dptrain_learning_rate', help: 'Learning rate of the optimizer.', registers: r }),
-    lastStep: new client.Gauge({ name: 'dptrain_last_step_timestamp_seconds', help: 'Unix time of the last optimizer step.', registers: r }),
+    lastStep: unknownUntilSet(new client.Gauge({ name: 'dptrain_last_step_timestamp_seconds', help: 'Unix time of the last optimizer step.', registers: r })),
+    lastCheckpoint: unknownUntilSet(new client.Gauge({ name: 'dptrain_last_checkpoint_timestamp_seconds', help: 'Unix time of the last checkpoint written successfully (absent until one is written or resumed from).', registers: r })),
+    checkpointFailures: new client.Counter({ name: 'dptrain_checkpoint_failures_total', help: 'Checkpoint writes that failed (the previous checkpoint stays intact).', registers: r }),
     info: new client.Gauge({ name: 'dptrain_info', help: 'Build and backend of the coordinator (value 1).', labelNames: ['backend', 'device', 'version'], registers: r }),
   };
 }
@@ -66,4 +79,5 @@ export function initSeries(m: CoordinatorMetrics): void {
   m.leaves.inc(0);
   m.gradBytes.inc(0);
   m.paramBytes.inc(0);
+  m.checkpointFailures.inc(0);
 }
