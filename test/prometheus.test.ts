@@ -3,7 +3,9 @@
  * real scrapes, and a real Prometheus server, configured from
  * deploy/prometheus/prometheus.yml and rules.yml, scraping a coordinator and
  * two workers through a short training run, answering every query of the
- * Grafana dashboard.
+ * Grafana dashboard (its variables substituted). Also over real HTTP: gauges
+ * that are not known yet are absent, the checkpoint metrics, and what /readyz
+ * means for the coordinator and for a worker.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -11,7 +13,10 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
+import WebSocket from 'ws';
 import YAML from 'yaml';
+import { encode, PROTOCOL_VERSION } from '../src/shared/protocol.js';
+import { CHECKPOINT_FILE } from '../src/shared/checkpoint.js';
 import { HttpServer } from '../src/coordinator/http-server.js';
 import type { Coordinator, RunSummary } from '../src/coordinator/coordinator.js';
 import { killAll, repoRoot, spawnWorker, startCoordinator, tinyCoordinatorConfig, tmpDir, waitFor, type WorkerProc } from './support/cluster.js';
@@ -26,7 +31,9 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** A coordinator (this process) with metrics on loopback and two worker processes that serve their own /metrics. */
 async function cluster(epochs: number) {
-  const cfg = tinyCoordinatorConfig({ epochs, minWorkers: 2, logEvery: 1, sampleEvery: 0 });
+  // Checkpoints every 20 steps, so that the dashboard's checkpoint age has data.
+  const ckptDir = tmpDir('dptrain-prom-ckpt-');
+  const cfg = tinyCoordinatorConfig({ epochs, minWorkers: 2, logEvery: 1, sampleEvery: 0, checkpointDir: ckptDir, checkpointEvery: 20 });
   const logs: string[] = [];
   const c = await startCoordinator(cfg, logs);
   const http = new HttpServer(c);
@@ -56,7 +63,8 @@ async function cluster(epochs: number) {
         clearTimeout(t);
       }
       await http.close();
-      c.dispose();
+      await c.dispose();
+      fs.rmSync(ckptDir, { recursive: true, force: true });
     },
   };
 }
@@ -102,17 +110,41 @@ async function freePort(): Promise<number> {
   });
 }
 
-/** Every `expr` of every panel (rows included) of the Grafana dashboard. */
+/** Says hello with a wrong token; resolves when the coordinator has closed the socket. */
+function refuseOne(url: string): Promise<void> {
+  return new Promise((resolve) => {
+    const ws = new WebSocket(url);
+    ws.on('open', () => ws.send(encode({ type: 'hello', version: PROTOCOL_VERSION, token: 'not-the-token-0123456789', info: { backend: 'cpu', device: 'cpu', host: 'test', pid: 1 } })));
+    ws.on('close', () => resolve());
+    ws.on('error', () => {});
+  });
+}
+
+const DASHBOARD = JSON.parse(fs.readFileSync(path.join(DEPLOY, 'grafana', 'dashboards', 'dptrain.json'), 'utf8'));
+
+/**
+ * A query as Grafana sends it: the job and instance variables at "All" (their allValue) and
+ * $__rate_interval at a minute (Grafana makes it at least four scrape intervals).
+ */
+function substitute(expr: string): string {
+  const vars = new Map<string, any>(DASHBOARD.templating.list.map((v: any) => [v.name, v]));
+  const out = expr
+    .replace(/\$__rate_interval\b/g, '1m')
+    .replace(/\$(job|instance)\b/g, (_m, name: string) => vars.get(name).allValue);
+  assert.ok(!out.includes('$'), `a variable left in ${out}`);
+  return out;
+}
+
+/** Every `expr` of every panel (rows included) of the Grafana dashboard, its variables substituted. */
 function dashboardExprs(): Array<{ panel: string; expr: string }> {
-  const dash = JSON.parse(fs.readFileSync(path.join(DEPLOY, 'grafana', 'dashboards', 'dptrain.json'), 'utf8'));
   const out: Array<{ panel: string; expr: string }> = [];
   const walk = (panels: any[]): void => {
     for (const p of panels ?? []) {
-      for (const t of p.targets ?? []) if (typeof t.expr === 'string' && t.expr.trim()) out.push({ panel: `${p.title} / ${t.refId}`, expr: t.expr });
+      for (const t of p.targets ?? []) if (typeof t.expr === 'string' && t.expr.trim()) out.push({ panel: `${p.title} / ${t.refId}`, expr: substitute(t.expr) });
       walk(p.panels);
     }
   };
-  walk(dash.panels);
+  walk(DASHBOARD.panels);
   return out;
 }
 
@@ -120,6 +152,9 @@ function dashboardExprs(): Array<{ panel: string; expr: string }> {
 function writePrometheusConfig(dir: string, coordinatorPort: number, workerPorts: number[]): string {
   const config = YAML.parse(fs.readFileSync(path.join(DEPLOY, 'prometheus', 'prometheus.yml'), 'utf8'));
   config.global = { ...config.global, scrape_interval: '1s', evaluation_interval: '1s', scrape_timeout: '1s' };
+  // No Alertmanager in this test (deploy/alertmanager/ is checked by test/deploy.test.ts).
+  assert.ok(config.alerting?.alertmanagers?.length > 0, 'prometheus.yml sends alerts to an Alertmanager');
+  delete config.alerting;
   const ruleFiles: string[] = config.rule_files ?? [];
   assert.ok(ruleFiles.length > 0, 'prometheus.yml loads the rules');
   for (const f of ruleFiles) fs.copyFileSync(path.join(DEPLOY, 'prometheus', f), path.join(dir, path.basename(f)));
@@ -233,6 +268,9 @@ test('Prometheus with the deploy config and rules scrapes a real run; every Graf
     assert.equal(targets.length, 3, targets.join('\n'));
     for (const t of targets) assert.match(t, / up $/, `target not up: ${t}`);
 
+    // A connection with a wrong token: refused and counted, so the refusals panel has a series.
+    await refuseOne(`ws://127.0.0.1:${cl.c.port}`);
+
     // Train while Prometheus fills its [1m] windows.
     await sleep(Math.max(0, SCRAPE_FOR_MS - (Date.now() - scrapingSince)));
     assert.equal(cl.c.membership.size, 2, 'both workers trained throughout');
@@ -256,6 +294,12 @@ test('Prometheus with the deploy config and rules scrapes a real run; every Graf
       if (problems.length === 0 || Date.now() > until) break;
     }
     assert.deepEqual(problems, [], 'dashboard queries without a finite result');
+
+    // The dashboard's job and instance variables list both jobs and all three processes.
+    const jobs = await api(p, `/api/v1/label/job/values?match[]=${encodeURIComponent('dptrain_info')}`);
+    assert.deepEqual([...jobs].sort(), ['dptrain-coordinator', 'dptrain-worker']);
+    const instances = await api(p, `/api/v1/label/instance/values?match[]=${encodeURIComponent('dptrain_info{job=~".+"}')}`);
+    assert.equal(instances.length, 3, `instances: ${instances}`);
 
     // Per-worker panels see both workers.
     const perWorker = await query(p, 'sum by (worker) (rate(dptrain_worker_tokens_total[1m]))');
@@ -284,5 +328,113 @@ test('Prometheus with the deploy config and rules scrapes a real run; every Graf
     if (prom) await stopPrometheus(prom);
     await cl.close();
     fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+/** The value of an unlabelled sample in an exposition, or undefined when there is none. */
+function sampleOf(text: string, name: string): string | undefined {
+  return new RegExp(`^${name} (\\S+)$`, 'm').exec(text)?.[1];
+}
+
+/** Gauges whose value is not known when a coordinator starts (no step, evaluation or checkpoint yet). */
+const UNKNOWN_AT_START = [
+  'dptrain_train_loss',
+  'dptrain_train_perplexity',
+  'dptrain_validation_perplexity',
+  'dptrain_gradient_norm',
+  'dptrain_tokens_per_second',
+  'dptrain_last_step_timestamp_seconds',
+  'dptrain_last_checkpoint_timestamp_seconds',
+];
+
+test('unknown gauges are absent until known; checkpoint time and failures; /readyz of a worker and of the coordinator', { timeout: 120_000 }, async () => {
+  const probe = promtoolCheckMetrics('');
+  assert.ok(!probe.error, `promtool is required for this test: ${probe.error?.message}`);
+  const ckptDir = tmpDir('dptrain-ckpt-');
+  const wsPort = await freePort();
+  // The worker first: nothing listens on the coordinator's port yet, so it is alive but not ready.
+  const worker = spawnWorker(`ws://127.0.0.1:${wsPort}`, ['--name', 'probe-0', '--metrics-host', '127.0.0.1', '--metrics-port', '0']);
+  let c: Coordinator | undefined;
+  let http: HttpServer | undefined;
+  try {
+    const re = /worker metrics on http:\/\/127\.0\.0\.1:(\d+)\/metrics/;
+    await waitFor(() => re.test(worker.output()), 30_000, `the worker's metrics port (${worker.output()})`);
+    const wbase = `http://127.0.0.1:${re.exec(worker.output())![1]}`;
+    const status = async (url: string): Promise<number> => (await fetch(url)).status;
+    assert.equal(await status(`${wbase}/healthz`), 200);
+    assert.equal(await status(`${wbase}/readyz`), 503, 'a worker without a coordinator is not ready');
+
+    c = await startCoordinator(tinyCoordinatorConfig({ port: wsPort, epochs: 1, logEvery: 1, checkpointDir: ckptDir, checkpointEvery: 0 }));
+    http = new HttpServer(c);
+    const base = `http://127.0.0.1:${await http.listen('127.0.0.1', 0)}`;
+    const scrape = async (): Promise<string> => (await fetch(`${base}/metrics`)).text();
+
+    // Before any step: the unknown gauges have HELP and TYPE but no sample; promtool accepts that.
+    const before = await scrape();
+    for (const name of UNKNOWN_AT_START) {
+      assert.match(before, new RegExp(`^# TYPE ${name} gauge$`, 'm'), name);
+      assert.equal(sampleOf(before, name), undefined, `${name} must be absent before it is known, not 0`);
+    }
+    assert.equal(sampleOf(before, 'dptrain_checkpoint_failures_total'), '0', 'the failure counter starts at 0');
+    assert.equal(sampleOf(before, 'dptrain_step'), '0');
+    const check = promtoolCheckMetrics(before);
+    assert.equal(check.status, 0, check.output);
+    assert.equal(check.output.trim(), '', `promtool printed problems: ${check.output}`);
+    // Listening and not training yet: accepting workers, so ready.
+    assert.equal(await status(`${base}/readyz`), 200, 'the coordinator accepts workers before --min-workers have joined');
+    await waitFor(() => c!.membership.size === 1, 30_000, 'the worker to join');
+    for (let t0 = Date.now(); (await status(`${wbase}/readyz`)) !== 200; ) {
+      assert.ok(Date.now() - t0 < 10_000, 'the worker is ready once welcomed');
+      await sleep(100);
+    }
+
+    // A failed checkpoint write counts and leaves the timestamp unknown; a good one sets it.
+    const blocker = path.join(ckptDir, `.${CHECKPOINT_FILE}.tmp-${process.pid}`);
+    fs.mkdirSync(blocker);
+    assert.equal(await c.checkpoint(), undefined, 'the write fails (its temp file is a directory)');
+    fs.rmdirSync(blocker);
+    let text = await scrape();
+    assert.equal(sampleOf(text, 'dptrain_checkpoint_failures_total'), '1');
+    assert.equal(sampleOf(text, 'dptrain_last_checkpoint_timestamp_seconds'), undefined);
+    const t1 = Date.now() / 1000;
+    assert.ok(await c.checkpoint(), 'the write succeeds');
+    text = await scrape();
+    const written = Number(sampleOf(text, 'dptrain_last_checkpoint_timestamp_seconds'));
+    assert.ok(written >= t1 - 1 && written <= Date.now() / 1000 + 1, `last checkpoint ${written}, now ${Date.now() / 1000}`);
+
+    // Train to the end: every gauge is known and finite; a finished coordinator is not ready.
+    const summary = await c.run();
+    assert.equal(summary.reason, 'done');
+    text = await scrape();
+    for (const name of UNKNOWN_AT_START) {
+      const v = Number(sampleOf(text, name));
+      assert.ok(Number.isFinite(v), `${name} after the run: ${sampleOf(text, name)}`);
+    }
+    assert.ok(Number(sampleOf(text, 'dptrain_last_checkpoint_timestamp_seconds')) >= written, 'the final checkpoint moved the timestamp');
+    assert.equal(sampleOf(text, 'dptrain_checkpoint_failures_total'), '1');
+    assert.equal(await status(`${base}/readyz`), 503, 'a finished coordinator accepts no workers');
+    assert.equal(await status(`${base}/healthz`), 200);
+    assert.equal((await worker.exited).code, 0, 'the worker exits 0 when the run is finished');
+  } finally {
+    killAll([worker]);
+    await http?.close();
+    await c?.dispose();
+    fs.rmSync(ckptDir, { recursive: true, force: true });
+  }
+});
+
+test('a stopping coordinator is not ready', async () => {
+  const c = await startCoordinator(tinyCoordinatorConfig({ epochs: 1000 }));
+  const http = new HttpServer(c);
+  try {
+    const base = `http://127.0.0.1:${await http.listen('127.0.0.1', 0)}`;
+    assert.equal((await fetch(`${base}/readyz`)).status, 200);
+    c.stop('test');
+    assert.equal((await fetch(`${base}/readyz`)).status, 503);
+    assert.equal((await fetch(`${base}/healthz`)).status, 200, 'still alive while it stops');
+    assert.equal((await c.run()).reason, 'stopped');
+  } finally {
+    await http.close();
+    await c.dispose();
   }
 });
