@@ -10,13 +10,14 @@
 import { resolveOptions, type TrainConfig } from '../src/shared/config.js';
 import { buildCorpus } from '../src/shared/corpus.js';
 import { loadCorpusText } from '../src/shared/corpus-source.js';
-import { perplexityOf, predict } from '../src/shared/evaluate.js';
-import { modelDims, trainLocal, type EpochReport } from '../src/shared/local-trainer.js';
+import { perplexityOf, predict } from '../src/shared/model/evaluate.js';
+import { modelOf, trainLocal, type EpochReport } from '../src/shared/local-trainer.js';
 import { COORDINATOR_OPTIONS } from '../src/shared/options.js';
 import type { ParameterServer } from '../src/shared/param-server.js';
 import { ensureTimeMachine } from './lib/cluster.js';
 import { downsample, fmt, sig, sparkline, table } from './lib/stats.js';
 import type { BenchContext, BenchPart, Section } from './lib/types.js';
+import { tokenizerFromConfig } from '../src/shared/data/tokenizer.js';
 
 const TARGET_PERPLEXITY = 1.3;
 const D2L_PERPLEXITY = 1.1;
@@ -56,7 +57,7 @@ export const d2lPart: BenchPart = {
       {},
     );
     const corpus = buildCorpus(text.text, { maxTokens: cfg.maxTokens, valFraction: cfg.valFraction });
-    const dims = modelDims(cfg, corpus);
+    const dims = modelOf(cfg, corpus);
     ctx.log(`${source}: ${fmt(corpus.totalTokens)} tokens, vocabulary ${corpus.vocab.size}; training on ${fmt(corpus.train.length)}, validating on ${fmt(corpus.validation.length)}`);
 
     const curve: CurvePoint[] = [];
@@ -111,7 +112,7 @@ export const d2lPart: BenchPart = {
     const last = curve[curve.length - 1];
     const trainPerplexityEval = perplexityOf(params, dims, corpus.train, cfg.numSteps, cfg.batchSize);
     const validationPerplexity = last.validationPerplexity ?? perplexityOf(params, dims, corpus.validation, cfg.numSteps, cfg.batchSize);
-    const sample = predict(params, dims, corpus.vocab, SAMPLE_PREFIX, 50);
+    const sample = predict(params, dims, tokenizerFromConfig(cfg, corpus.vocab), SAMPLE_PREFIX, 50);
     final.dispose();
     const tokens = steps * cfg.batchSize * cfg.numSteps;
     const lowestValidation = Math.min(...curve.map((p) => p.validationPerplexity ?? Infinity));

@@ -12,7 +12,7 @@
 import { spawn } from 'node:child_process';
 import os from 'node:os';
 import path from 'node:path';
-import { paramCount } from '../src/shared/params.js';
+import { paramCount } from '../src/shared/model/char-lstm/params.js';
 import { round2, startCluster, waitForQuiet, waitUntil, type RoundRecord, LOAD_FLAGS } from './lib/cluster.js';
 import { bytes, fmt, median, pct, quantile, sig, sum, table } from './lib/stats.js';
 import type { BenchContext, BenchPart, Section } from './lib/types.js';

@@ -16,7 +16,7 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { paramCount } from '../src/shared/params.js';
+import { paramCount } from '../src/shared/model/char-lstm/params.js';
 import { startCluster, promValue, scrape, waitForQuiet, waitUntil, type QuietResult, type RoundRecord, type WorkerProcess, LOAD_FLAGS } from './lib/cluster.js';
 import { fmt, mean, median, pct, quantile, sig, sum, table } from './lib/stats.js';
 import type { BenchContext, BenchPart, Section } from './lib/types.js';

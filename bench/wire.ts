@@ -6,7 +6,7 @@
  * each), the same number of epochs with each dtype, one after the other.
  */
 import os from 'node:os';
-import { paramCount } from '../src/shared/params.js';
+import { paramCount } from '../src/shared/model/char-lstm/params.js';
 import { round2, waitForQuiet, LOAD_FLAGS } from './lib/cluster.js';
 import { bytes, fmt, pct, table } from './lib/stats.js';
 import { runDistributed, type TrainRun } from './lib/train-runs.js';

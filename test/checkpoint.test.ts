@@ -13,7 +13,7 @@ import {
   type CheckpointData,
 } from '../src/shared/checkpoint.js';
 import { isDptrainError, type ErrorCode } from '../src/shared/errors.js';
-import { paramCount, type ModelDims } from '../src/shared/params.js';
+import { paramCount, type ModelDims } from '../src/shared/model/char-lstm/params.js';
 import { Rng } from '../src/shared/rng.js';
 
 const dims: ModelDims = { vocabSize: 6, hidden: 4 };

@@ -4,14 +4,18 @@ import { promises as fs } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { tf, testBackend } from './support/tf.js';
-import { buildLayersModel, exportLayersModel } from '../src/shared/export-tfjs.js';
-import { lstmForward, namedParams } from '../src/shared/lstm-forward.js';
-import { zeroState, toTimeMajor } from '../src/shared/lstm-step.js';
-import { paramCount, type ModelDims } from '../src/shared/params.js';
+import { exportLayersModel } from '../src/shared/model/export-tfjs.js';
+import { buildLayersModel } from '../src/shared/model/char-lstm/layers.js';
+import { createModel } from '../src/shared/model/registry.js';
+import { createTokenizer } from '../src/shared/data/tokenizer.js';
+import { Vocab } from '../src/shared/vocab.js';
+import { lstmForward, namedParams } from '../src/shared/model/char-lstm/forward.js';
+import { zeroState, toTimeMajor } from '../src/shared/model/char-lstm/step.js';
+import { paramCount, type ModelDims } from '../src/shared/model/char-lstm/params.js';
 import { Rng } from '../src/shared/rng.js';
 
 const dims: ModelDims = { vocabSize: 6, hidden: 4 };
-const vocab = ['a', 'b', 'c', 'd', ' ', '\n'];
+const vocab = ['<unk>', 'a', 'b', 'c', ' ', '\n'];
 
 /** What a browser would do with http://: read model.json, then the weight files it names. */
 function fileLoader(dir: string): tf.io.IOHandler {
@@ -52,17 +56,17 @@ test('exported Layers model reproduces the reference forward pass', async (t) =>
   const flat = new Float32Array(paramCount(dims)).map(() => 0.5 * rng.normal());
   const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'dptrain-export-'));
   t.after(() => fs.rm(dir, { recursive: true, force: true }));
-  await exportLayersModel(flat, dims, vocab, dir);
+  await exportLayersModel(flat, createModel('char-lstm', dims.vocabSize, { hidden: dims.hidden }), createTokenizer('char', Vocab.fromList(vocab), 'none'), dir);
   assert.deepStrictEqual((await fs.readdir(dir)).sort(), ['model.json', 'weights.bin']);
 
   const json = JSON.parse(await fs.readFile(path.join(dir, 'model.json'), 'utf8'));
   assert.equal(json.format, 'layers-model');
   assert.deepStrictEqual(json.weightsManifest[0].paths, ['weights.bin']);
-  assert.deepStrictEqual(json.userDefinedMetadata, { dptrain: { vocab, hidden: 4, vocabSize: 6 } });
+  assert.deepStrictEqual(json.userDefinedMetadata, { dptrain: { vocab, hidden: 4, vocabSize: 6, model: 'char-lstm', tokenizer: 'char', preprocess: 'none' } });
   assert.equal((await fs.stat(path.join(dir, 'weights.bin'))).size, paramCount(dims) * 4);
 
   const model = await tf.loadLayersModel(fileLoader(dir));
-  assert.deepStrictEqual(model.getUserDefinedMetadata(), { dptrain: { vocab, hidden: 4, vocabSize: 6 } });
+  assert.deepStrictEqual(model.getUserDefinedMetadata(), { dptrain: { vocab, hidden: 4, vocabSize: 6, model: 'char-lstm', tokenizer: 'char', preprocess: 'none' } });
 
   const rows = 2;
   const numSteps = 5;

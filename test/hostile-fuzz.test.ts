@@ -9,7 +9,6 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { CloseCodes, ErrorCodes } from '../src/shared/errors.js';
 import { decode, PROTOCOL_VERSION, validateWorkerMessage } from '../src/shared/protocol.js';
-import { paramCount } from '../src/shared/params.js';
 import { Rng } from '../src/shared/rng.js';
 import { TOKEN, waitFor } from './support/cluster.js';
 import { heapAfterGc, honestCluster, recordAccepted, rejectedByCode, tokensTotal } from './support/hostile.js';
@@ -148,7 +147,7 @@ test(`fuzz: ${MESSAGES} seeded random and mutated frames over ${LANES} connectio
   const rec = recordAccepted();
   const cl = await honestCluster({ maxWorkers: LANES + 2, roundTimeout: 1, helloTimeout: 1, heartbeatInterval: 1 });
   const { c, url, logs } = cl;
-  const P = paramCount(c.dims);
+  const P = c.model.paramCount;
   const rng = new Rng(SEED);
   // Only the open ones: keeping every finished client would hide the coordinator's heap growth behind the test's own.
   const clients = new Set<RawClient>();

@@ -8,7 +8,6 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { CloseCodes, ErrorCodes } from '../src/shared/errors.js';
 import { maxPayloadFor, PROTOCOL_VERSION } from '../src/shared/protocol.js';
-import { paramCount } from '../src/shared/params.js';
 import { Rng } from '../src/shared/rng.js';
 import { TOKEN, waitFor } from './support/cluster.js';
 import { counter, heapAfterGc, honestCluster, recordAccepted, rejectedByCode, tokensTotal } from './support/hostile.js';
@@ -28,8 +27,8 @@ test('hostile input: every offender gets its close code, honest workers keep tra
     clients.push(k);
     return k;
   };
-  const P = paramCount(c.dims);
-  const maxPayload = maxPayloadFor(P + c.cfg.batchSize * 2 * c.cfg.hidden, 0, 'float32');
+  const P = c.model.paramCount;
+  const maxPayload = maxPayloadFor(P + c.cfg.batchSize * c.model.stateWidth, 0, 'float32');
   const rng = new Rng(20240601);
   const results: { case: string; code: number; errors: string[] }[] = [];
   const offenderIds = new Set<string>();

@@ -5,7 +5,8 @@ import { buildCorpus } from '../src/shared/corpus.js';
 import { trainLocal } from '../src/shared/local-trainer.js';
 import { resolveOptions, type TrainConfig } from '../src/shared/config.js';
 import { COORDINATOR_OPTIONS } from '../src/shared/options.js';
-import { perplexityOf, predict } from '../src/shared/evaluate.js';
+import { perplexityOf, predict } from '../src/shared/model/evaluate.js';
+import { tokenizerFromConfig } from '../src/shared/data/tokenizer.js';
 
 export function tinyConfig(over: Partial<TrainConfig> = {}): TrainConfig {
   return { ...resolveOptions<TrainConfig>(COORDINATOR_OPTIONS, {}, {}), maxTokens: 0, batchSize: 4, numSteps: 8, hidden: 16, epochs: 60, lr: 1, clip: 1, valFraction: 0.1, ...over };
@@ -22,9 +23,9 @@ test('a tiny model learns a tiny repetitive corpus', async () => {
   // An untrained model is near uniform: perplexity ~ vocabulary size (28). This text is almost deterministic.
   assert.ok(first > 10, `first epoch perplexity ${first}`);
   assert.ok(last < 2, `last epoch perplexity ${last}`);
-  const val = perplexityOf(server.params(), server.dims, corpus.validation, cfg.numSteps, 2);
+  const val = perplexityOf(server.params(), server.model, corpus.validation, cfg.numSteps, 2);
   assert.ok(val < 3, `validation perplexity ${val}`);
-  const sample = predict(server.params(), server.dims, corpus.vocab, 'the quick', 20);
+  const sample = predict(server.params(), server.model, tokenizerFromConfig(cfg, corpus.vocab), 'the quick', 20);
   assert.match(sample, /^the quick brown fox/);
   const before = tf.memory().numTensors;
   server.dispose();

@@ -1,9 +1,9 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { tf, testBackend } from './support/tf.js';
-import { initParams, paramLayout, PARAM_NAMES, type ModelDims } from '../src/shared/params.js';
-import { lstmStep, makeStepParams, disposeStepParams, zeroState, disposeState, type Batch } from '../src/shared/lstm-step.js';
-import { lossSumOf, namedParams } from '../src/shared/lstm-forward.js';
+import { initParams, paramLayout, PARAM_NAMES, type ModelDims } from '../src/shared/model/char-lstm/params.js';
+import { lstmStep, makeStepParams, disposeStepParams, zeroState, disposeState, type Batch } from '../src/shared/model/char-lstm/step.js';
+import { lossSumOf, namedParams } from '../src/shared/model/char-lstm/forward.js';
 import { Rng } from '../src/shared/rng.js';
 
 function randomBatch(rng: Rng, rows: number, numSteps: number, V: number): Batch {
@@ -65,8 +65,8 @@ test('the carried state is the state after the last step', async () => {
   const s0 = zeroState(2, 4);
   const r = lstmStep(sp, batch, s0);
   const named = namedParams(flat, dims);
-  const { lstmForward } = await import('../src/shared/lstm-forward.js');
-  const { toTimeMajor } = await import('../src/shared/lstm-step.js');
+  const { lstmForward } = await import('../src/shared/model/char-lstm/forward.js');
+  const { toTimeMajor } = await import('../src/shared/model/char-lstm/step.js');
   const ref = lstmForward(named, toTimeMajor(batch.x, 2, 4), 4, s0, dims);
   assert.deepEqual(Array.from(r.state.h.dataSync()).map((v) => v.toFixed(5)), Array.from(ref.state.h.dataSync()).map((v) => v.toFixed(5)));
   assert.deepEqual(Array.from(r.state.c.dataSync()).map((v) => v.toFixed(5)), Array.from(ref.state.c.dataSync()).map((v) => v.toFixed(5)));

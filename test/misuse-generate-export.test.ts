@@ -14,7 +14,7 @@ import { readCheckpoint, checkCompatible } from '../src/shared/checkpoint.js';
 import { TRAIN_KEYS } from '../src/shared/config.js';
 import { buildCorpus, preparePrefix } from '../src/shared/corpus.js';
 import { isDptrainError, type ErrorCode } from '../src/shared/errors.js';
-import { prepareExportDir } from '../src/shared/export-tfjs.js';
+import { prepareExportDir } from '../src/shared/model/export-tfjs.js';
 import { cliPath, tmpDir } from './support/cluster.js';
 
 const TOKEN = 'misuse-generate-token-0123456789';

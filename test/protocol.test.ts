@@ -43,7 +43,6 @@ function hello(): HelloMsg {
     version: PROTOCOL_VERSION,
     token: 's3cret',
     info: { backend: 'tensorflow', device: 'cpu', host: 'node-a', pid: 4242, name: 'w1' },
-    resumeId: 'w-7',
   };
 }
 
@@ -52,14 +51,12 @@ function grads(dtype: WireDtype = 'float32', values: Float32Array = VALUES): Gra
 }
 
 function welcome(vocabSize = 3): WelcomeMsg {
-  const vocab = Array.from({ length: vocabSize }, (_, i) => String.fromCodePoint(0x61 + i));
   const ids = Int32Array.from({ length: 50 }, (_, i) => (i * 7) % vocabSize);
   return {
     type: 'welcome',
     version: PROTOCOL_VERSION,
     workerId: 'w-1',
-    model: { vocabSize, hidden: 4, numSteps: 5, paramCount: PARAMS },
-    vocab,
+    model: { name: 'char-lstm', hyper: { hidden: 4 }, vocabSize, numSteps: 5, paramCount: PARAMS, stateWidth: 8 },
     ...tokensToWire(ids, vocabSize),
     wireDtype: 'float16',
     heartbeatMs: 5000,
@@ -71,7 +68,6 @@ function step(): StepMsg {
     type: 'step',
     round: 3,
     paramsVersion: 7,
-    epoch: 1,
     lo: 4,
     hi: 8,
     starts: Int32Array.of(0, 100, 70000, 2 ** 31 - 1),
@@ -81,7 +77,6 @@ function step(): StepMsg {
 
 function samples(): Message[] {
   const bare: HelloMsg = hello();
-  delete bare.resumeId;
   delete bare.info.name;
   return [
     hello(),
@@ -179,7 +174,7 @@ describe('round trips', () => {
       hello(),
       (o) => {
         o.future = { nested: [1, 2, 3] };
-        o.resumeId = null;
+        o.resumeId = 'a field of protocol version 1';
         o.info.name = null;
         o.info.gpu = 'none';
       },
@@ -193,10 +188,10 @@ describe('round trips', () => {
 
   it('encode writes only protocol fields and no nil for unset optionals', () => {
     const bare = hello();
-    bare.resumeId = undefined;
+    bare.info.name = undefined;
     (bare as unknown as Record<string, unknown>).secret = 'not for the wire';
     const o = decode(encode(bare)) as Record<string, unknown>;
-    assert.equal('resumeId' in o, false);
+    assert.equal('name' in (o.info as Record<string, unknown>), false);
     assert.equal('secret' in o, false);
   });
 
@@ -317,7 +312,7 @@ describe('message validation', () => {
   });
 
   it('rejects each missing required field', () => {
-    const optional = new Set(['resumeId']);
+    const optional = new Set<string>();
     for (const msg of samples()) {
       for (const key of Object.keys(msg)) {
         if (key === 'type' || optional.has(key)) continue;
@@ -328,7 +323,7 @@ describe('message validation', () => {
     for (const key of ['backend', 'device', 'host', 'pid']) {
       expectMutation(hello(), (o) => delete o.info[key], 'ERR_BAD_MESSAGE', `hello.info without ${key}`);
     }
-    for (const key of ['vocabSize', 'hidden', 'numSteps', 'paramCount']) {
+    for (const key of ['name', 'hyper', 'vocabSize', 'numSteps', 'paramCount', 'stateWidth']) {
       expectMutation(welcome(), (o) => delete o.model[key], 'ERR_BAD_MESSAGE', `welcome.model without ${key}`);
     }
   });
@@ -347,22 +342,23 @@ describe('message validation', () => {
     expectMutation(hello(), (o) => (o.info.pid = '1'), 'ERR_BAD_MESSAGE', 'pid as string');
     expectMutation(hello(), (o) => (o.info.name = 5), 'ERR_BAD_MESSAGE', 'name as number');
     expectMutation(hello(), (o) => (o.info = [1]), 'ERR_BAD_MESSAGE', 'info as array');
-    expectMutation(welcome(), (o) => (o.vocab[1] = 7), 'ERR_BAD_MESSAGE', 'vocab entry as number');
+    expectMutation(welcome(), (o) => (o.model.hyper.hidden = '4'), 'ERR_BAD_MESSAGE', 'hyperparameter as string');
+    expectMutation(welcome(), (o) => (o.model.hyper = [4]), 'ERR_BAD_MESSAGE', 'hyper as array');
     expectMutation(step(), (o) => (o.starts = [0, 1, 2, 3]), 'ERR_BAD_MESSAGE', 'starts as array');
     expectMutation(grads(), (o) => (o.lossSum = true), 'ERR_BAD_MESSAGE', 'lossSum as boolean');
   });
 
   it('rejects another protocol version', () => {
-    for (const version of [0, 2, PROTOCOL_VERSION + 0.5, -1]) {
+    for (const version of [0, PROTOCOL_VERSION - 1, PROTOCOL_VERSION + 1, PROTOCOL_VERSION + 0.5, -1]) {
       expectMutation(hello(), (o) => (o.version = version), 'ERR_VERSION_MISMATCH', `hello v${version}`);
       expectMutation(welcome(), (o) => (o.version = version), 'ERR_VERSION_MISMATCH', `welcome v${version}`);
     }
     // The version is judged before anything else a newer peer might have reshaped.
     expectMutation(hello(), (o) => {
-      o.version = 2;
+      o.version = PROTOCOL_VERSION + 1;
       delete o.token;
-      o.info = 'v2 info';
-    }, 'ERR_VERSION_MISMATCH', 'v2 hello');
+      o.info = 'next version info';
+    }, 'ERR_VERSION_MISMATCH', 'next version hello');
   });
 
   it('checks the gradient tensor', () => {
@@ -416,7 +412,6 @@ describe('message validation', () => {
     expectMutation(step(), (o) => (o.fresh = Uint8Array.of(0, 2, 0, 1)), 'ERR_BAD_MESSAGE', 'fresh value 2');
     expectMutation(step(), (o) => (o.starts = new Uint8Array(Int32Array.of(0, -5, 1, 2).buffer)), 'ERR_BAD_MESSAGE', 'negative start');
     expectMutation(step(), (o) => (o.hi = 2 ** 40), 'ERR_BAD_MESSAGE', 'huge range');
-    expectMutation(step(), (o) => (o.epoch = -1), 'ERR_BAD_MESSAGE', 'negative epoch');
   });
 
   it('a step built in memory validates with an Int32Array', () => {
@@ -431,7 +426,6 @@ describe('message validation', () => {
     const over = (n: number): string => 'x'.repeat(n + 1);
     expectAccepted(hello(), (o) => (o.token = 'x'.repeat(LIMITS.MAX_TOKEN_CHARS)), 'token at limit');
     expectMutation(hello(), (o) => (o.token = over(LIMITS.MAX_TOKEN_CHARS)), 'ERR_BAD_MESSAGE', 'token');
-    expectMutation(hello(), (o) => (o.resumeId = over(LIMITS.MAX_NAME_CHARS)), 'ERR_BAD_MESSAGE', 'resumeId');
     for (const key of ['backend', 'device', 'host', 'name']) {
       expectAccepted(hello(), (o) => (o.info[key] = 'x'.repeat(LIMITS.MAX_NAME_CHARS)), `info.${key} at limit`);
       expectMutation(hello(), (o) => (o.info[key] = over(LIMITS.MAX_NAME_CHARS)), 'ERR_BAD_MESSAGE', `info.${key}`);
@@ -446,11 +440,12 @@ describe('message validation', () => {
     expectMutation({ type: 'bye', reason: 'done', message: '' }, (o) => (o.message = over(LIMITS.MAX_TEXT_CHARS)), 'ERR_BAD_MESSAGE', 'bye.message');
     expectMutation({ type: 'error', code: 'ERR_X', message: '' }, (o) => (o.code = over(LIMITS.MAX_CODE_CHARS)), 'ERR_BAD_MESSAGE', 'error.code');
     expectMutation(welcome(), (o) => (o.workerId = over(LIMITS.MAX_NAME_CHARS)), 'ERR_BAD_MESSAGE', 'workerId');
-    expectMutation(welcome(), (o) => (o.vocab[0] = over(LIMITS.MAX_NAME_CHARS)), 'ERR_BAD_MESSAGE', 'vocab entry');
+    expectMutation(welcome(), (o) => (o.model.name = over(LIMITS.MAX_NAME_CHARS)), 'ERR_BAD_MESSAGE', 'model name');
+    expectMutation(welcome(), (o) => (o.model.hyper = Object.fromEntries(Array.from({ length: LIMITS.MAX_HYPER + 1 }, (_, i) => [`h${i}`, 1]))), 'ERR_BAD_MESSAGE', 'too many hyperparameters');
   });
 
   it('checks welcome consistency', () => {
-    expectMutation(welcome(), (o) => o.vocab.pop(), 'ERR_BAD_MESSAGE', 'vocab shorter than vocabSize');
+    expectMutation(welcome(), (o) => (o.model.hyper.hidden = 0), 'ERR_BAD_MESSAGE', 'hidden 0');
     expectMutation(welcome(300), (o) => (o.tokenWidth = 1), 'ERR_BAD_MESSAGE', 'width 1 for 300 ids');
     expectMutation(welcome(300), (o) => (o.tokens = o.tokens.subarray(1)), 'ERR_BAD_MESSAGE', 'odd uint16 bytes');
     expectMutation(welcome(), (o) => (o.tokenWidth = 4), 'ERR_BAD_MESSAGE', 'width 4');

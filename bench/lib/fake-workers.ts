@@ -42,10 +42,10 @@ function gradientFor(paramCount: number, dtype: WireDtype): WireTensor {
   }
   return g;
 }
-function stateFor(rows: number, hidden: number): WireTensor {
+function stateFor(rows: number, stateWidth: number): WireTensor {
   let s = states.get(rows);
   if (!s) {
-    s = encodeTensor(new Float32Array(rows * 2 * hidden), 'float32');
+    s = encodeTensor(new Float32Array(rows * stateWidth), 'float32');
     states.set(rows, s);
   }
   return s;
@@ -61,7 +61,7 @@ const PARAMS_FRAME_MIN = 64 * 1024;
  */
 const replies = new Map<string, Buffer>();
 let repliesRound = -1;
-function replyFor(round: number, rows: number, model: { paramCount: number; hidden: number; numSteps: number }, dtype: WireDtype): Buffer {
+function replyFor(round: number, rows: number, model: { paramCount: number; stateWidth: number; numSteps: number }, dtype: WireDtype): Buffer {
   if (round !== repliesRound) {
     replies.clear();
     repliesRound = round;
@@ -70,7 +70,7 @@ function replyFor(round: number, rows: number, model: { paramCount: number; hidd
   let frame = replies.get(key);
   if (!frame) {
     const tokenCount = rows * model.numSteps;
-    frame = encode({ type: 'grads', round, tokenCount, lossSum: tokenCount * Math.log(28), computeMs: 0, grads: gradientFor(model.paramCount, dtype), state: stateFor(rows, model.hidden) });
+    frame = encode({ type: 'grads', round, tokenCount, lossSum: tokenCount * Math.log(28), computeMs: 0, grads: gradientFor(model.paramCount, dtype), state: stateFor(rows, model.stateWidth) });
     replies.set(key, frame);
   }
   return frame;
@@ -83,7 +83,7 @@ let closed = 0;
 for (let k = 0; k < count; k++) {
   const ws = new WebSocket(url, { perMessageDeflate: false, maxPayload: 1 << 30, generateMask: zeroMask });
   ws.binaryType = 'nodebuffer';
-  let model: { paramCount: number; hidden: number; numSteps: number } | null = null;
+  let model: { paramCount: number; stateWidth: number; numSteps: number } | null = null;
   let dtype: WireDtype = 'float32';
   ws.on('open', () => {
     ws.send(encode({ type: 'hello', version: PROTOCOL_VERSION, token, info: { backend: 'none', device: 'none', host: os.hostname(), pid: process.pid, name: `${name}-${k}` } }));

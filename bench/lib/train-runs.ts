@@ -7,8 +7,8 @@
 import { resolveOptions, type TrainConfig } from '../../src/shared/config.js';
 import { buildCorpus } from '../../src/shared/corpus.js';
 import { loadCorpusText } from '../../src/shared/corpus-source.js';
-import { perplexityOf } from '../../src/shared/evaluate.js';
-import { modelDims, trainLocal, type EpochReport } from '../../src/shared/local-trainer.js';
+import { perplexityOf } from '../../src/shared/model/evaluate.js';
+import { modelOf, trainLocal, type EpochReport } from '../../src/shared/local-trainer.js';
 import { COORDINATOR_OPTIONS } from '../../src/shared/options.js';
 import { ensureTimeMachine, startCluster, sleep, type RoundRecord } from './cluster.js';
 import { median } from './stats.js';
@@ -146,7 +146,7 @@ export async function runLocal(ctx: BenchContext, spec: RunSpec): Promise<TrainR
   const cfg = trainConfig(ctx, spec.config);
   const text = await loadCorpusText(cfg.corpus, { dataDir: ctx.dataDir, onWarning: (m) => spec.log(m) });
   const corpus = buildCorpus(text.text, { maxTokens: cfg.maxTokens, valFraction: cfg.valFraction });
-  const dims = modelDims(cfg, corpus);
+  const dims = modelOf(cfg, corpus);
   const curve: EpochPoint[] = [];
   let reachedEpoch: number | null = null;
   let reachedSeconds: number | null = null;

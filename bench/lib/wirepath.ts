@@ -7,8 +7,9 @@
 import * as tf from '@tensorflow/tfjs';
 import { decodeCoordinatorMessage, decodeWorkerMessage, encode, type GradsMsg } from '../../src/shared/protocol.js';
 import { decodeTensor, encodeTensor, type WireDtype } from '../../src/shared/wire-tensor.js';
-import { disposeStepParams, makeStepParams } from '../../src/shared/lstm-step.js';
-import { initParams, paramCount, type ModelDims } from '../../src/shared/params.js';
+import { disposeStepParams, makeStepParams } from '../../src/shared/model/char-lstm/step.js';
+import { initParams, paramCount, type ModelDims } from '../../src/shared/model/char-lstm/params.js';
+import { createModel } from '../../src/shared/model/registry.js';
 import { ParameterServer } from '../../src/shared/param-server.js';
 import { Rng } from '../../src/shared/rng.js';
 import { computeMs, measure, median } from './stats.js';
@@ -39,7 +40,7 @@ export function measureWirePath(dims: ModelDims, rows: number, dtype: WireDtype 
   const grad = Float32Array.from({ length: n }, () => 1e-3 * rng.normal());
   const state = Float32Array.from({ length: rows * 2 * H }, () => 0.1 * rng.normal());
   const limits = { paramCount: n, maxTokenCount: rows * 35, stateCount: rows * 2 * H };
-  const server = new ParameterServer(dims, params, { optimizer: 'sgd', lr: 1, clip: 1 });
+  const server = new ParameterServer(createModel('char-lstm', dims.vocabSize, { hidden: dims.hidden }), params, { optimizer: 'sgd', lr: 1, clip: 1 });
   const sum64 = new Float64Array(n);
   const mask = new Uint8Array([0x12, 0x34, 0x56, 0x78]);
   const gradWire = encodeTensor(grad, dtype);

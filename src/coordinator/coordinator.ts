@@ -9,25 +9,26 @@
 import crypto from 'node:crypto';
 import { promises as fsp } from 'node:fs';
 import { join } from 'node:path';
-import { preparePrefix, type Corpus } from '../shared/corpus.js';
+import type { Corpus } from '../shared/corpus.js';
+import { tokenizerFromConfig, type TextTokenizer } from '../shared/data/tokenizer.js';
 import { defaultDataDir, loadCorpus } from '../shared/corpus-source.js';
 import { TRAIN_KEYS, publicConfig, type CoordinatorConfig } from '../shared/config.js';
 import { COORDINATOR_OPTIONS } from '../shared/options.js';
 import { CloseCodes, DptrainError, ErrorCodes, type ErrorCode } from '../shared/errors.js';
 import { closeCodeFor, encode, maxPayloadFor, tokensToWire, PROTOCOL_VERSION, type GradsMsg, type HelloMsg, type WorkerMessage } from '../shared/protocol.js';
 import { decodeTensor, encodeTensor } from '../shared/wire-tensor.js';
-import { paramCount, type ModelDims } from '../shared/params.js';
+import type { ModelDescriptor } from '../shared/model/descriptor.js';
 import { ParameterServer } from '../shared/param-server.js';
-import { initialParams } from '../shared/local-trainer.js';
+import { initialParams, modelOf } from '../shared/local-trainer.js';
 import { Schedule } from '../shared/schedule.js';
-import { perplexityOf, predict } from '../shared/evaluate.js';
+import { perplexityOf, predict } from '../shared/model/evaluate.js';
 import { CHECKPOINT_FILE, checkCompatible, readCheckpoint, writeCheckpoint, type CheckpointData } from '../shared/checkpoint.js';
 import type { BackendInfo } from '../shared/backend.js';
 import { checkModelFits } from '../shared/model-limits.js';
 import { urlHost } from '../shared/listen.js';
 import { openCheckpointDir, processAlive, type CheckpointDirLock } from './checkpoint-dir.js';
 import { Membership, recordStepTime, type LeaveReason, type Member, type Peer } from './membership.js';
-import { Round, type RoundOutcome } from './round.js';
+import { Round, type Expected, type RoundOutcome } from './round.js';
 import { WsServer, type HelloResult } from './ws-server.js';
 import { createCoordinatorMetrics, initSeries, VERSION, type CoordinatorMetrics } from './metrics.js';
 import { ConsoleReporter } from './console-report.js';
@@ -91,7 +92,8 @@ export class Coordinator {
   /** Keeps `history` bounded (it is sent on every status poll and saved in checkpoints). */
   private readonly historyThinning = new LogThinning();
   corpus!: Corpus;
-  dims!: ModelDims;
+  model!: ModelDescriptor;
+  tokenizer!: TextTokenizer;
   server!: ParameterServer;
   schedule!: Schedule;
   ws!: WsServer;
@@ -156,18 +158,19 @@ export class Coordinator {
     });
     this.corpusSha1 = loaded.sha1;
     this.corpus = loaded.corpus;
-    this.dims = { vocabSize: this.corpus.vocab.size, hidden: cfg.hidden };
-    this.count = paramCount(this.dims);
-    checkModelFits({ paramCount: this.count, stateCount: cfg.batchSize * 2 * cfg.hidden, trainTokens: this.corpus.train.length, backend: this.deps.backend?.name ?? 'wasm', hidden: cfg.hidden });
+    this.model = modelOf(cfg, this.corpus);
+    this.count = this.model.paramCount;
+    checkModelFits({ paramCount: this.count, stateCount: cfg.batchSize * this.model.stateWidth, trainTokens: this.corpus.train.length, backend: this.deps.backend?.name ?? 'wasm', sizeFlags: this.model.sizeFlags });
     this.log(`corpus: ${loaded.summary}`);
     // The sample prefix goes through the corpus's own preprocessing, or 'Call Me' would reach the model as '<unk>all <unk>e'.
-    const prefix = preparePrefix(cfg.samplePrefix, cfg.preprocess, this.corpus.vocab);
+    this.tokenizer = tokenizerFromConfig(cfg, this.corpus.vocab);
+    const prefix = this.tokenizer.preparePrompt(cfg.samplePrefix);
     this.samplePrefix = prefix.text;
     for (const w of prefix.warnings) this.log(`--sample-prefix: ${w}`);
-    this.server = new ParameterServer(this.dims, initialParams(cfg, this.dims), cfg);
+    this.server = new ParameterServer(this.model, initialParams(cfg, this.model), cfg);
     this.schedule = new Schedule(this.corpus.train.length, cfg.batchSize, cfg.numSteps, cfg.partition, { seed: cfg.seed });
     this.owner = new Array(cfg.batchSize).fill(null);
-    this.streamState = new Float32Array(cfg.batchSize * 2 * cfg.hidden);
+    this.streamState = new Float32Array(cfg.batchSize * this.model.stateWidth);
     if (cfg.checkpointDir) await this.removeDeadTempFiles(cfg.checkpointDir);
     if (cfg.resume) await this.resume();
     if (this.schedule.peek().epoch >= cfg.epochs) {
@@ -178,7 +181,7 @@ export class Coordinator {
     }
     this.metrics.learningRate.set(cfg.lr);
     this.metrics.info.set({ backend: this.deps.backend?.name ?? 'unknown', device: this.deps.backend?.device ?? 'cpu', version: VERSION }, 1);
-    this.log(`model: LSTM hidden ${cfg.hidden}, vocabulary ${this.dims.vocabSize}, ${this.count} parameters; ${cfg.optimizer} lr ${cfg.lr}, clip ${cfg.clip}, batch ${cfg.batchSize} x ${cfg.numSteps}`);
+    this.log(`model: ${this.model.summary}, ${this.count} parameters; ${cfg.optimizer} lr ${cfg.lr}, clip ${cfg.clip}, batch ${cfg.batchSize} x ${cfg.numSteps}`);
 
     const gradBytes = this.count * 4;
     this.ws = new WsServer(
@@ -187,12 +190,12 @@ export class Coordinator {
         port: cfg.port,
         tls: cfg.tlsCert && cfg.tlsKey ? { certFile: cfg.tlsCert, keyFile: cfg.tlsKey } : undefined,
         token: this.token,
-        maxPayload: maxPayloadFor(this.count + cfg.batchSize * 2 * cfg.hidden, 0, 'float32'),
+        maxPayload: maxPayloadFor(this.count + cfg.batchSize * this.model.stateWidth, 0, 'float32'),
         maxConnections: cfg.maxWorkers + 16,
         helloTimeoutMs: cfg.helloTimeout * 1000,
         heartbeatMs: cfg.heartbeatInterval * 1000,
         maxBufferedBytes: 8 * gradBytes + (this.corpus.train.length * 2),
-        limits: { paramCount: this.count, maxTokenCount: cfg.batchSize * cfg.numSteps, stateCount: cfg.batchSize * 2 * cfg.hidden },
+        limits: { paramCount: this.count, maxTokenCount: cfg.batchSize * cfg.numSteps, stateCount: cfg.batchSize * this.model.stateWidth },
         log: this.log,
       },
       {
@@ -254,7 +257,12 @@ export class Coordinator {
       batchIndex: ck.batchIndex,
       epochRngState: ck.epochRngState,
     });
-    if (ck.streamState && ck.streamState.length === this.streamState.length) this.streamState.set(ck.streamState);
+    if (ck.streamState) {
+      if (ck.streamState.length !== this.streamState.length) {
+        throw new DptrainError(ErrorCodes.ERR_CHECKPOINT_MISMATCH, `The checkpoint's stream state holds ${ck.streamState.length} values, but batch ${this.cfg.batchSize} x state width ${this.model.stateWidth} need ${this.streamState.length}.`);
+      }
+      this.streamState.set(ck.streamState);
+    }
     for (const h of ck.history ?? []) this.history.push({ ...h, time: 0 });
     this.lastCheckpointStep = ck.step;
     this.metrics.steps.inc(ck.step);
@@ -275,14 +283,13 @@ export class Coordinator {
     if (this.membership.full) return { ok: false, code: ErrorCodes.ERR_TOO_MANY_CONNECTIONS, message: `--max-workers ${this.cfg.maxWorkers} reached` };
     const id = crypto.randomUUID();
     const m = this.membership.add(id, msg.info, peer, Date.now());
-    const { tokens, tokenWidth } = tokensToWire(this.corpus.train, this.dims.vocabSize);
+    const { tokens, tokenWidth } = tokensToWire(this.corpus.train, this.model.vocabSize);
     peer.send(
       encode({
         type: 'welcome',
         version: PROTOCOL_VERSION,
         workerId: id,
-        model: { vocabSize: this.dims.vocabSize, hidden: this.dims.hidden, numSteps: this.cfg.numSteps, paramCount: this.count },
-        vocab: [...this.corpus.vocab.idxToToken],
+        model: { name: this.model.name, hyper: { ...this.model.hyper }, vocabSize: this.model.vocabSize, numSteps: this.cfg.numSteps, paramCount: this.count, stateWidth: this.model.stateWidth },
         tokens,
         tokenWidth,
         wireDtype: this.cfg.wireDtype,
@@ -418,14 +425,14 @@ export class Coordinator {
 
   private async runRound(assignment: { member: Member; lo: number; hi: number }[]): Promise<RoundOutcome> {
     const cfg = this.cfg;
-    const H = cfg.hidden;
-    const { plan, epoch } = this.schedule.peek();
+    const W = this.model.stateWidth;
+    const { plan } = this.schedule.peek();
     const roundId = ++this.roundId;
     const t0 = performance.now();
     const b: RoundBreakdown = { round: roundId, workers: assignment.length, encodeMs: 0, sendMs: 0, waitMs: 0, decodeMs: 0, sumMs: 0, clipMs: 0, optimizerMs: 0, slowestComputeMs: 0, totalMs: 0 };
     this.breakdown = b;
     const paramsBytes = encode({ type: 'params', version: this.server.version, params: encodeTensor(this.server.params(), cfg.wireDtype) });
-    const expected = new Map<string, { lo: number; hi: number; tokenCount: number }>();
+    const expected = new Map<string, Expected>();
     let sent = 0;
     for (const { member, lo, hi } of assignment) {
       const rows = hi - lo;
@@ -437,14 +444,13 @@ export class Coordinator {
       }
       let state: Float32Array | undefined;
       if (needState) {
-        state = this.streamState.slice(lo * 2 * H, hi * 2 * H);
-        for (let r = 0; r < rows; r++) if (fresh[r]) state.fill(0, r * 2 * H, (r + 1) * 2 * H);
+        state = this.streamState.slice(lo * W, hi * W);
+        for (let r = 0; r < rows; r++) if (fresh[r]) state.fill(0, r * W, (r + 1) * W);
       }
       const stepBytes = encode({
         type: 'step',
         round: roundId,
         paramsVersion: this.server.version,
-        epoch,
         lo,
         hi,
         starts: plan.starts.slice(lo, hi),
@@ -457,7 +463,7 @@ export class Coordinator {
       b.sendMs += performance.now() - ts;
       sent += paramsBytes.byteLength + stepBytes.byteLength;
       for (let s = lo; s < hi; s++) this.owner[s] = member.id;
-      expected.set(member.id, { lo, hi, tokenCount: rows * cfg.numSteps });
+      expected.set(member.id, { lo, hi, tokenCount: rows * cfg.numSteps, stateLength: rows * W });
     }
     this.metrics.paramBytes.inc(sent);
     // A member may have gone between assign() and here; the round must not wait for it.
@@ -473,7 +479,7 @@ export class Coordinator {
 
   private finishRound(o: RoundOutcome): void {
     const cfg = this.cfg;
-    const H = cfg.hidden;
+    const W = this.model.stateWidth;
     for (const id of o.late) {
       const m = this.membership.get(id);
       // A round aborted by a second stop signal: its workers were not late, and
@@ -485,7 +491,8 @@ export class Coordinator {
     }
     for (const id of o.gone) for (let s = 0; s < this.owner.length; s++) if (this.owner[s] === id) this.owner[s] = null;
     for (const [id, { lo, state }] of o.states) {
-      if (state.length % (2 * H) === 0 && lo * 2 * H + state.length <= this.streamState.length) this.streamState.set(state, lo * 2 * H);
+      // Round.accept refused any state whose length does not match the streams sent.
+      this.streamState.set(state, lo * W);
       const m = this.membership.get(id);
       if (m) {
         m.rounds++;
@@ -497,7 +504,8 @@ export class Coordinator {
     for (const [id, ms] of o.computeMs) {
       const m = this.membership.get(id);
       if (!m) continue;
-      const tokens = (o.states.get(id)?.state.length ?? 0) / (2 * H) * cfg.numSteps;
+      // What its summed gradient covered, whether or not it sent its final state back.
+      const tokens = o.tokensBy.get(id) ?? 0;
       m.tokens += tokens;
       this.metrics.workerCompute.observe({ worker: m.slot }, ms / 1000);
       this.metrics.workerWait.observe({ worker: m.slot }, (o.waitMs.get(id) ?? 0) / 1000);
@@ -550,7 +558,7 @@ export class Coordinator {
     if ((epoch + 1) % cfg.logEvery === 0 || last || epoch === 0) {
       const elapsed = (performance.now() - this.intervalStart) / 1000;
       const tokensPerSecond = this.intervalTokens / Math.max(elapsed, 1e-9);
-      const validationPerplexity = this.corpus.validation.length > cfg.numSteps + 1 ? perplexityOf(this.server.params(), this.dims, this.corpus.validation, cfg.numSteps, cfg.batchSize) : undefined;
+      const validationPerplexity = this.corpus.validation.length > cfg.numSteps + 1 ? perplexityOf(this.server.params(), this.model, this.corpus.validation, cfg.numSteps, cfg.batchSize) : undefined;
       this.metrics.tokensPerSecond.set(tokensPerSecond);
       if (validationPerplexity !== undefined) this.metrics.validationPerplexity.set(validationPerplexity);
       const entry: LogEntry = { step: this.server.version, epoch: epoch + 1, trainPerplexity, validationPerplexity, tokensPerSecond, time: Date.now() };
@@ -562,7 +570,7 @@ export class Coordinator {
     if (cfg.sampleEvery > 0 && ((epoch + 1) % cfg.sampleEvery === 0 || last)) {
       // Greedy is d2l's predict_ch8 (50 characters); drawn at a temperature, a longer sample shows more of what the model learnt.
       const t = cfg.sampleTemperature;
-      this.lastSample = predict(this.server.params(), this.dims, this.corpus.vocab, this.samplePrefix, t > 0 ? 100 : 50, { temperature: t, seed: cfg.seed + epoch });
+      this.lastSample = predict(this.server.params(), this.model, this.tokenizer, this.samplePrefix, t > 0 ? 100 : 50, { temperature: t, seed: cfg.seed + epoch });
       this.report.sample(this.lastSample, t);
     }
   }
@@ -586,6 +594,7 @@ export class Coordinator {
         corpusSha1: this.corpusSha1,
         config: publicConfig(this.cfg, COORDINATOR_OPTIONS),
         streamState: this.streamState,
+        model: { name: this.model.name, hyper: { ...this.model.hyper } },
         history: this.history.map(({ time: _t, ...h }) => h),
       });
       this.lastCheckpointStep = this.server.version;

@@ -20,6 +20,8 @@ export interface Expected {
   lo: number;
   hi: number;
   tokenCount: number;
+  /** Values a returned state must hold: (hi - lo) x the model's stateWidth. A state of another length is refused, not dropped. */
+  stateLength?: number;
 }
 
 export interface RoundOutcome {
@@ -36,6 +38,8 @@ export interface RoundOutcome {
   /** Per worker: compute time it reported, and how long its reply waited for the round's last one. */
   computeMs: Map<string, number>;
   waitMs: Map<string, number>;
+  /** Tokens each worker's summed gradient covered. */
+  tokensBy: Map<string, number>;
   /** Final stream states reported, by worker. */
   states: Map<string, { lo: number; state: Float32Array }>;
   durationMs: number;
@@ -51,13 +55,13 @@ export class Round {
   private readonly replied: string[] = [];
   private readonly gone: string[] = [];
   private readonly computeMs = new Map<string, number>();
+  private readonly tokensBy = new Map<string, number>();
   private readonly states = new Map<string, { lo: number; state: Float32Array }>();
   private readonly gradSum: Float64Array;
   private tokens = 0;
   private lossSum = 0;
   private readonly timer: NodeJS.Timeout;
   private readonly t0: number;
-  private readonly expectedIds: Set<string>;
 
   constructor(
     readonly id: number,
@@ -67,7 +71,6 @@ export class Round {
     private readonly now: () => number = () => performance.now(),
   ) {
     this.pending = new Map(expected);
-    this.expectedIds = new Set(expected.keys());
     this.gradSum = new Float64Array(paramCount);
     this.t0 = now();
     this.done = new Promise((r) => (this.resolve = r));
@@ -96,12 +99,14 @@ export class Round {
     const exp = this.pending.get(r.workerId)!;
     if (r.tokenCount !== exp.tokenCount) return ErrorCodes.ERR_BAD_MESSAGE;
     if (r.grad.length !== this.gradSum.length) return ErrorCodes.ERR_BAD_TENSOR;
+    if (r.state && exp.stateLength !== undefined && r.state.length !== exp.stateLength) return ErrorCodes.ERR_BAD_TENSOR;
     const g = this.gradSum;
     const x = r.grad;
     for (let i = 0; i < g.length; i++) g[i] += x[i];
     this.tokens += r.tokenCount;
     this.lossSum += r.lossSum;
     this.computeMs.set(r.workerId, r.computeMs);
+    this.tokensBy.set(r.workerId, r.tokenCount);
     if (r.state) this.states.set(r.workerId, { lo: exp.lo, state: r.state });
     this.arrivedAt.set(r.workerId, this.now());
     this.pending.delete(r.workerId);
@@ -115,10 +120,6 @@ export class Round {
     if (this.settled || !this.pending.delete(workerId)) return;
     this.gone.push(workerId);
     if (this.pending.size === 0) this.finish(false);
-  }
-
-  expects(workerId: string): boolean {
-    return this.expectedIds.has(workerId);
   }
 
   /** Abandon the round now (shutdown); whatever arrived is returned. */
@@ -144,6 +145,7 @@ export class Round {
       lossSum: this.lossSum,
       computeMs: this.computeMs,
       waitMs,
+      tokensBy: this.tokensBy,
       states: this.states,
       durationMs: end - this.t0,
       timedOut: timedOut && this.pending.size > 0,

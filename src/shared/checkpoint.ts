@@ -18,7 +18,8 @@ import * as path from 'node:path';
 import { isDeepStrictEqual } from 'node:util';
 import { HOST_LITTLE_ENDIAN, plainPackr } from './msgpack.js';
 import { DptrainError, ErrorCodes } from './errors.js';
-import { paramCount } from './params.js';
+import { createModel, modelFromConfig } from './model/registry.js';
+import type { ModelDescriptor } from './model/descriptor.js';
 
 export const CHECKPOINT_FORMAT = 1;
 export const CHECKPOINT_FILE = 'checkpoint.dpt';
@@ -61,8 +62,19 @@ export interface CheckpointData {
   /** The effective training config (JSON-safe values). */
   config: Record<string, unknown>;
   history?: HistoryEntry[];
-  /** Carried LSTM state of every stream (batchSize x 2H, h then c), so a resumed sequential run continues exactly. */
+  /** Carried state of every stream (batchSize x the model's stateWidth), so a resumed sequential run continues exactly. */
   streamState?: Float32Array;
+  /**
+   * The model's registry name and hyperparameters. Checkpoints written before
+   * models had names lack it: their model follows from `config` (a char-LSTM
+   * of config.hidden units); see checkpointModel.
+   */
+  model?: { name: string; hyper: Record<string, number> };
+}
+
+/** The model a checkpoint holds: its `model` field, or for older checkpoints the one its config describes. */
+export function checkpointModel(ck: Pick<CheckpointData, 'model' | 'config' | 'vocab'>): ModelDescriptor {
+  return ck.model ? createModel(ck.model.name, ck.vocab.length, ck.model.hyper) : modelFromConfig(ck.config, ck.vocab.length);
 }
 
 const MAGIC = Uint8Array.from([0x44, 0x50, 0x54, 0x43]); // 'DPTC'
@@ -113,6 +125,7 @@ function encodeFile(data: CheckpointData): Uint8Array {
   };
   if (data.history !== undefined) payload.history = data.history.map(cleanHistoryEntry);
   if (data.streamState !== undefined) payload.streamState = f32ToBytes(data.streamState);
+  if (data.model !== undefined) payload.model = { name: data.model.name, hyper: { ...data.model.hyper } };
   const body: Uint8Array = packr.pack(payload);
   if (body.byteLength > 0xffffffff) {
     throw new RangeError(`checkpoint payload of ${body.byteLength} bytes exceeds the format's 4 GiB limit`);
@@ -214,14 +227,24 @@ function validate(raw: unknown): CheckpointData {
   need(new Set(raw.vocab).size === raw.vocab.length, 'vocab holds duplicate entries');
   need(typeof raw.corpusSha1 === 'string', 'corpusSha1 is not a string');
   need(isObject(raw.config), 'config is not a map');
-  const hidden = raw.config.hidden;
-  need(typeof hidden === 'number' && Number.isSafeInteger(hidden) && hidden > 0, 'config.hidden is not a positive integer');
+  let modelField: CheckpointData['model'];
+  if (raw.model != null) {
+    const m = raw.model;
+    need(isObject(m) && typeof m.name === 'string' && isObject(m.hyper), 'model is not a map with a name and hyperparameters');
+    need(Object.values(m.hyper).every((v) => typeof v === 'number'), 'model.hyper holds a value that is not a number');
+    modelField = { name: m.name, hyper: { ...(m.hyper as Record<string, number>) } };
+  }
+  let model: ModelDescriptor;
+  try {
+    model = checkpointModel({ model: modelField, config: raw.config, vocab: raw.vocab });
+  } catch (e) {
+    throw new Invalid(`its model cannot be built: ${(e as Error).message}`);
+  }
 
   const params = floatArrayField(raw.params, 'params');
-  const expectCount = paramCount({ vocabSize: raw.vocab.length, hidden });
   need(
-    params.length === expectCount,
-    `params holds ${params.length} values but vocab size ${raw.vocab.length} and hidden ${hidden} need ${expectCount}`,
+    params.length === model.paramCount,
+    `params holds ${params.length} values but vocab size ${raw.vocab.length} and ${model.sizeFlags.replace(/^--/, '')} need ${model.paramCount}`,
   );
   const bad = firstNonFinite(params);
   need(bad < 0, `params[${bad}] is ${params[bad]}`);
@@ -260,6 +283,7 @@ function validate(raw: unknown): CheckpointData {
     need(firstNonFinite(st) < 0, 'streamState holds a non-finite value');
     out.streamState = st;
   }
+  if (modelField) out.model = modelField;
   if (raw.history != null) {
     need(Array.isArray(raw.history), 'history is not a list');
     const num = (x: unknown) => typeof x === 'number';
@@ -454,7 +478,7 @@ function show(v: unknown): string {
  * Throws ERR_CHECKPOINT_MISMATCH listing every difference between the
  * checkpoint and the run that wants to resume from it.
  */
-const KEYS_ADDED_LATER: Record<string, unknown> = { preprocess: 'd2l' };
+const KEYS_ADDED_LATER: Record<string, unknown> = { preprocess: 'd2l', model: 'char-lstm', tokenizer: 'char' };
 
 export function checkCompatible(
   ck: CheckpointData,

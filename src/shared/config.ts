@@ -20,9 +20,13 @@ export interface TrainConfig {
   maxTokens: number;
   maxCorpusBytes: number;
   preprocess: Preprocess;
+  /** Registry name of the tokenizer (src/shared/data/tokenizer.ts). */
+  tokenizer: string;
   valFraction: number;
   batchSize: number;
   numSteps: number;
+  /** Registry name of the model (src/shared/model/registry.ts); its hyperparameters are keys of this config (hidden). */
+  model: string;
   hidden: number;
   epochs: number;
   lr: number;
@@ -77,7 +81,7 @@ export interface WorkerConfig {
 }
 
 /** Keys of TrainConfig that define the model and the data order: a resumed run must match them. */
-export const TRAIN_KEYS: (keyof TrainConfig)[] = ['corpus', 'maxTokens', 'preprocess', 'valFraction', 'batchSize', 'numSteps', 'hidden', 'optimizer', 'partition', 'seed'];
+export const TRAIN_KEYS: (keyof TrainConfig)[] = ['corpus', 'maxTokens', 'preprocess', 'tokenizer', 'valFraction', 'batchSize', 'numSteps', 'model', 'hidden', 'optimizer', 'partition', 'seed'];
 
 function bad(msg: string): never {
   throw new DptrainError('ERR_BAD_CONFIG', msg);

@@ -6,8 +6,8 @@
 import { gatherRows } from './batches.js';
 import type { TrainConfig } from './config.js';
 import type { Corpus } from './corpus.js';
-import { disposeState, disposeStepParams, lstmStep, makeStepParams, zeroState, type LstmState } from './lstm-step.js';
-import { initParams, type ModelDims } from './params.js';
+import type { ModelDescriptor } from './model/descriptor.js';
+import { modelFromConfig } from './model/registry.js';
 import { ParameterServer } from './param-server.js';
 import { Rng } from './rng.js';
 import { Schedule } from './schedule.js';
@@ -28,35 +28,32 @@ export interface LocalRunOptions {
   onEpoch?: (r: EpochReport, server: ParameterServer) => void;
 }
 
-export function modelDims(cfg: TrainConfig, corpus: Corpus): ModelDims {
-  return { vocabSize: corpus.vocab.size, hidden: cfg.hidden };
+/** The model the config names, for the corpus's vocabulary. */
+export function modelOf(cfg: Pick<TrainConfig, 'model' | 'hidden'>, corpus: Corpus): ModelDescriptor {
+  return modelFromConfig(cfg, corpus.vocab.size);
 }
 
-/** Fresh parameters for a run: normal(0, 0.01) from the run's seed. */
-export function initialParams(cfg: TrainConfig, dims: ModelDims): Float32Array {
-  return initParams(dims, new Rng(cfg.seed));
+/** Fresh parameters for a run, from the run's seed (the char-LSTM: normal(0, 0.01) weights, zero biases). */
+export function initialParams(cfg: Pick<TrainConfig, 'seed'>, model: ModelDescriptor): Float32Array {
+  return model.init(new Rng(cfg.seed));
 }
 
 export function trainLocal(cfg: TrainConfig, corpus: Corpus, opts: LocalRunOptions = {}): { server: ParameterServer; history: EpochReport[] } {
-  const dims = modelDims(cfg, corpus);
-  const server = new ParameterServer(dims, initialParams(cfg, dims), cfg);
+  const model = modelOf(cfg, corpus);
+  const server = new ParameterServer(model, initialParams(cfg, model), cfg);
   const schedule = new Schedule(corpus.train.length, cfg.batchSize, cfg.numSteps, cfg.partition, { seed: cfg.seed });
   const history: EpochReport[] = [];
-  let state: LstmState | null = null;
+  let state: Float32Array | null = null;
   let lossSum = 0;
   let tokens = 0;
   let t0 = performance.now();
   while (schedule.peek().epoch < cfg.epochs && (opts.maxSteps === undefined || server.version < opts.maxSteps)) {
     const { plan, epoch } = schedule.peek();
-    if (plan.resetState || state === null) {
-      if (state) disposeState(state);
-      state = zeroState(cfg.batchSize, cfg.hidden);
-    }
+    if (plan.resetState || state === null) state = new Float32Array(cfg.batchSize * model.stateWidth);
     const { x, y } = gatherRows(corpus.train, plan.starts, cfg.numSteps);
-    const sp = makeStepParams(server.params(), dims);
-    const r = lstmStep(sp, { x, y, rows: cfg.batchSize, numSteps: cfg.numSteps }, state);
-    disposeStepParams(sp);
-    disposeState(state);
+    const stepper = model.stepper(server.params());
+    const r = stepper.step({ x, y, rows: cfg.batchSize, numSteps: cfg.numSteps }, state);
+    stepper.dispose();
     state = r.state;
     server.apply(r.grad, r.tokenCount);
     lossSum += r.lossSum;
@@ -71,6 +68,5 @@ export function trainLocal(cfg: TrainConfig, corpus: Corpus, opts: LocalRunOptio
       t0 = performance.now();
     }
   }
-  if (state) disposeState(state);
   return { server, history };
 }

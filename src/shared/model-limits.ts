@@ -16,20 +16,21 @@ export const WASM_USABLE_BYTES = 2 * 1024 ** 3;
 /** Float32 copies of the parameters a step or an optimizer update holds at once: params, gradient, transposes and optimizer slots. */
 const PARAM_COPIES = 5;
 
-export function checkModelFits(o: { paramCount: number; stateCount: number; trainTokens: number; backend: string; hidden: number }): void {
+/** `sizeFlags` names the flags that size the model ('--hidden 256'), for the message. */
+export function checkModelFits(o: { paramCount: number; stateCount: number; trainTokens: number; backend: string; sizeFlags: string }): void {
   const frame = maxPayloadFor(o.paramCount + o.stateCount, o.trainTokens, 'float32');
   const mib = (b: number) => `${Math.round(b / 1024 ** 2)} MiB`;
   if (frame > WORKER_MAX_PAYLOAD) {
     throw new DptrainError(
       'ERR_MODEL_TOO_LARGE',
-      `--hidden ${o.hidden} gives ${o.paramCount.toLocaleString('en-US')} parameters: a ${mib(frame)} message, over the ${mib(WORKER_MAX_PAYLOAD)} a worker accepts in one WebSocket frame; use a smaller --hidden (or --max-tokens for a huge corpus)`,
+      `${o.sizeFlags} gives ${o.paramCount.toLocaleString('en-US')} parameters: a ${mib(frame)} message, over the ${mib(WORKER_MAX_PAYLOAD)} a worker accepts in one WebSocket frame; use a smaller ${o.sizeFlags.split(' ')[0]} (or --max-tokens for a huge corpus)`,
     );
   }
   const bytes = PARAM_COPIES * 4 * o.paramCount;
   if ((o.backend === 'wasm' || o.backend === 'cpu') && bytes > WASM_USABLE_BYTES) {
     throw new DptrainError(
       'ERR_MODEL_TOO_LARGE',
-      `--hidden ${o.hidden} gives ${o.paramCount.toLocaleString('en-US')} parameters, about ${mib(bytes)} for the ${o.backend} backend, over the ${mib(WASM_USABLE_BYTES)} it can hold; use a smaller --hidden or the tensorflow backend (@tensorflow/tfjs-node)`,
+      `${o.sizeFlags} gives ${o.paramCount.toLocaleString('en-US')} parameters, about ${mib(bytes)} for the ${o.backend} backend, over the ${mib(WASM_USABLE_BYTES)} it can hold; use a smaller ${o.sizeFlags.split(' ')[0]} or the tensorflow backend (@tensorflow/tfjs-node)`,
     );
   }
 }

@@ -4,6 +4,8 @@
  * manifests' test are all derived from it.
  */
 import { BACKEND_CHOICES } from './backend.js';
+import { DEFAULT_MODEL, MODEL_NAMES } from './model/registry.js';
+import { DEFAULT_TOKENIZER, TOKENIZER_NAMES } from './data/tokenizer.js';
 
 export interface OptionSpec {
   type: 'string' | 'number' | 'boolean';
@@ -26,9 +28,11 @@ const TRAIN_OPTIONS = {
   'max-tokens': { type: 'number', integer: true, min: 0, describe: 'use only the first N tokens of the corpus and stop reading there, 0 = all (default: 10000 for timemachine as d2l, else all)' },
   'max-corpus-bytes': { type: 'number', default: 268435456, integer: true, min: 1, describe: 'refuse a corpus (file, folder or download) larger than this many bytes (default 256 MiB); with --max-tokens only the bytes read count' },
   preprocess: { type: 'string', default: 'd2l', choices: ['d2l', 'none'], describe: 'd2l: keep only the letters A-Z, lower-cased, other runs one space (read_time_machine); none: every character is a token, as is (case kept, line ends as \\n)' },
+  tokenizer: { type: 'string', default: DEFAULT_TOKENIZER, choices: TOKENIZER_NAMES, describe: 'how text becomes token ids: char = every character of the preprocessed text is a token (d2l)' },
   'val-fraction': { type: 'number', default: 0.1, min: 0, max: 0.5, describe: 'last fraction of the corpus held out for validation perplexity' },
   'batch-size': { type: 'number', default: 32, integer: true, min: 1, max: 65536, describe: 'number of parallel streams (global batch), split over the workers' },
   'num-steps': { type: 'number', default: 35, integer: true, min: 1, max: 10000, describe: 'time steps per batch (truncated BPTT length)' },
+  model: { type: 'string', default: DEFAULT_MODEL, choices: MODEL_NAMES, describe: 'model to train: char-lstm = the d2l character LSTM (one layer of --hidden units)' },
   hidden: { type: 'number', default: 256, integer: true, min: 1, max: 16384, describe: 'LSTM hidden units' },
   epochs: { type: 'number', default: 500, integer: true, min: 1, describe: 'passes over the training split' },
   lr: { type: 'number', default: 1, min: 1e-12, max: 1e6, describe: 'learning rate' },

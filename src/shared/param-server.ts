@@ -8,7 +8,7 @@
  * was computed.
  */
 import * as tf from '@tensorflow/tfjs';
-import { paramCount, paramLayout, type ModelDims, type ParamEntry } from './params.js';
+import type { ModelDescriptor, ParamBlock } from './model/descriptor.js';
 
 export interface OptimizerConfig {
   optimizer: 'sgd' | 'adam';
@@ -35,11 +35,11 @@ export interface ApplyResult {
 let instances = 0;
 
 export class ParameterServer {
-  readonly dims: ModelDims;
+  readonly model: ModelDescriptor;
   readonly count: number;
   /** Number of optimizer steps applied. */
   version = 0;
-  private readonly layout: ParamEntry[];
+  private readonly layout: readonly ParamBlock[];
   private readonly vars: tf.Variable[];
   private readonly varNames: string[];
   private readonly optimizer: tf.Optimizer;
@@ -47,12 +47,13 @@ export class ParameterServer {
   private cache: Float32Array | null = null;
   private readonly mean: Float32Array;
 
-  constructor(dims: ModelDims, init: Float32Array, cfg: OptimizerConfig) {
-    this.dims = dims;
-    this.count = paramCount(dims);
+  /** One tfjs variable per block of the model's parameter layout. */
+  constructor(model: ModelDescriptor, init: Float32Array, cfg: OptimizerConfig) {
+    this.model = model;
+    this.count = model.paramCount;
     if (init.length !== this.count) throw new RangeError(`initial parameters hold ${init.length} values, the model has ${this.count}`);
     this.cfg = cfg;
-    this.layout = paramLayout(dims);
+    this.layout = model.blocks;
     // tfjs registers variables by name process-wide; tests and benchmarks hold several servers at once.
     const id = instances++;
     this.varNames = this.layout.map((p) => `dptrain${id}/${p.name}`);
@@ -65,10 +66,6 @@ export class ParameterServer {
     });
     this.optimizer = cfg.optimizer === 'adam' ? tf.train.adam(cfg.lr) : tf.train.sgd(cfg.lr);
     this.mean = new Float32Array(this.count);
-  }
-
-  get learningRate(): number {
-    return this.cfg.lr;
   }
 
   /** Current parameters, flat. The returned array is shared until the next apply: do not mutate it. */

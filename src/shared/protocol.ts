@@ -11,8 +11,13 @@ import { HOST_LITTLE_ENDIAN, plainPackr } from './msgpack.js';
 import { CloseCodes, DptrainError, ErrorCodes, isDptrainError, type ErrorCode } from './errors.js';
 import { bytesPerElement, isWireDtype, tensorAllFinite, type WireDtype, type WireTensor } from './wire-tensor.js';
 
-/** Bumped on any change a peer of the previous version would misread. */
-export const PROTOCOL_VERSION = 1;
+/**
+ * Bumped on any change a peer of the previous version would misread.
+ * 2: welcome.model names the model (name, hyper, stateWidth) instead of giving
+ * an LSTM's hidden size; the unread welcome.vocab, hello.resumeId and
+ * step.epoch are gone.
+ */
+export const PROTOCOL_VERSION = 2;
 
 export const MessageTypes = {
   // worker -> coordinator
@@ -43,8 +48,10 @@ export const LIMITS = {
   MAX_VOCAB: 65536,
   /** nesting of maps/arrays in a frame; real messages use 2 */
   MAX_DEPTH: 8,
-  /** msgpack values per frame; the largest real message is a welcome with a 65536-entry vocabulary */
+  /** msgpack values per frame; real messages hold a few dozen (typed arrays travel as one bin each) */
   MAX_VALUES: 1 << 17,
+  /** hyperparameters of a model in welcome.model.hyper */
+  MAX_HYPER: 32,
 } as const;
 
 export interface WorkerInfo {
@@ -62,8 +69,6 @@ export interface HelloMsg {
   version: number;
   token: string;
   info: WorkerInfo;
-  /** workerId from a previous welcome, when reconnecting */
-  resumeId?: string;
 }
 
 export interface GradsMsg {
@@ -73,7 +78,7 @@ export interface GradsMsg {
   lossSum: number;
   grads: WireTensor;
   computeMs: number;
-  /** Final carried state of the worker's rows, (hi-lo) x 2H float32: h then c per row. */
+  /** Final carried state of the worker's rows, (hi-lo) x model.stateWidth float32. */
   state?: WireTensor;
 }
 
@@ -84,11 +89,17 @@ export interface LeaveMsg {
 
 // coordinator -> worker
 
+/** What a worker needs to build the model (src/shared/model/registry.ts) and check it against the coordinator's. */
 export interface ModelShape {
+  /** Registry name, e.g. 'char-lstm'. */
+  name: string;
+  /** Its hyperparameters by config key, e.g. { hidden: 256 }. */
+  hyper: Record<string, number>;
   vocabSize: number;
-  hidden: number;
   numSteps: number;
+  /** Derived from the above; sent so that a worker whose model code differs says so instead of misreading the parameters. */
   paramCount: number;
+  stateWidth: number;
 }
 
 export interface WelcomeMsg {
@@ -96,11 +107,11 @@ export interface WelcomeMsg {
   version: number;
   workerId: string;
   model: ModelShape;
-  vocab: string[];
   /** training-split token ids: uint8 when tokenWidth is 1, uint16 little-endian when 2 */
   tokens: Uint8Array;
   tokenWidth: 1 | 2;
   wireDtype: WireDtype;
+  /** The coordinator's ping interval: a worker that hears nothing for 3 of them reconnects. */
   heartbeatMs: number;
 }
 
@@ -115,7 +126,6 @@ export interface StepMsg {
   type: 'step';
   round: number;
   paramsVersion: number;
-  epoch: number;
   /** stream range [lo, hi) */
   lo: number;
   hi: number;
@@ -123,7 +133,7 @@ export interface StepMsg {
   starts: Int32Array;
   /** hi - lo entries: 1 = start this stream from zero state */
   fresh: Uint8Array;
-  /** Initial state of all rows, (hi-lo) x 2H float32, when the worker does not hold it (streams moved, resume). */
+  /** Initial state of all rows, (hi-lo) x model.stateWidth float32, when the worker does not hold it (streams moved, resume). */
   state?: WireTensor;
 }
 
@@ -158,7 +168,7 @@ export interface WorkerMessageLimits {
   paramCount: number;
   /** largest tokenCount a worker may claim for one round */
   maxTokenCount: number;
-  /** largest carried-state tensor a worker may return (batch x 2H) */
+  /** largest carried-state tensor a worker may return (batch x stateWidth) */
   stateCount?: number;
 }
 
@@ -202,9 +212,7 @@ function toWire(msg: Message): Record<string, unknown> {
         pid: msg.info.pid,
       };
       if (msg.info.name !== undefined) info.name = msg.info.name;
-      const w: Record<string, unknown> = { type: msg.type, version: msg.version, token: msg.token, info };
-      if (msg.resumeId !== undefined) w.resumeId = msg.resumeId;
-      return w;
+      return { type: msg.type, version: msg.version, token: msg.token, info };
     }
     case 'grads':
       return {
@@ -224,12 +232,13 @@ function toWire(msg: Message): Record<string, unknown> {
         version: msg.version,
         workerId: msg.workerId,
         model: {
+          name: msg.model.name,
+          hyper: { ...msg.model.hyper },
           vocabSize: msg.model.vocabSize,
-          hidden: msg.model.hidden,
           numSteps: msg.model.numSteps,
           paramCount: msg.model.paramCount,
+          stateWidth: msg.model.stateWidth,
         },
-        vocab: msg.vocab,
         tokenWidth: msg.tokenWidth,
         wireDtype: msg.wireDtype,
         heartbeatMs: msg.heartbeatMs,
@@ -242,7 +251,6 @@ function toWire(msg: Message): Record<string, unknown> {
         type: msg.type,
         round: msg.round,
         paramsVersion: msg.paramsVersion,
-        epoch: msg.epoch,
         lo: msg.lo,
         hi: msg.hi,
         starts: int32ToWire(msg.starts),
@@ -566,10 +574,7 @@ function validateHello(o: Obj): HelloMsg {
   };
   const name = optStrField(i, 'name', 'hello.info', LIMITS.MAX_NAME_CHARS);
   if (name !== undefined) info.name = name;
-  const msg: HelloMsg = { type: 'hello', version, token, info };
-  const resumeId = optStrField(o, 'resumeId', w, LIMITS.MAX_NAME_CHARS);
-  if (resumeId !== undefined) msg.resumeId = resumeId;
-  return msg;
+  return { type: 'hello', version, token, info };
 }
 
 function validateGrads(o: Obj, limits: WorkerMessageLimits): GradsMsg {
@@ -601,25 +606,23 @@ function validateWelcome(o: Obj): WelcomeMsg {
   const version = versionField(o, w);
   const workerId = strField(o, 'workerId', w, LIMITS.MAX_NAME_CHARS, 1);
   const m = objField(o, 'model', w);
+  const h = objField(m, 'hyper', 'welcome.model');
+  const keys = Object.keys(h);
+  if (keys.length > LIMITS.MAX_HYPER) reject(ErrorCodes.ERR_BAD_MESSAGE, `welcome.model.hyper has ${keys.length} entries, at most ${LIMITS.MAX_HYPER} allowed`);
+  const hyper: Record<string, number> = {};
+  for (const k of keys) {
+    if (k === '__proto__') reject(ErrorCodes.ERR_BAD_MESSAGE, 'welcome.model.hyper has a key __proto__');
+    if (k.length > LIMITS.MAX_NAME_CHARS) reject(ErrorCodes.ERR_BAD_MESSAGE, `welcome.model.hyper has a key longer than ${LIMITS.MAX_NAME_CHARS} characters`);
+    hyper[k] = intField(h, k, 'welcome.model.hyper', 1);
+  }
   const model: ModelShape = {
+    name: strField(m, 'name', 'welcome.model', LIMITS.MAX_NAME_CHARS, 1),
+    hyper,
     vocabSize: intField(m, 'vocabSize', 'welcome.model', 1, LIMITS.MAX_VOCAB),
-    hidden: intField(m, 'hidden', 'welcome.model', 1),
     numSteps: intField(m, 'numSteps', 'welcome.model', 1),
     paramCount: intField(m, 'paramCount', 'welcome.model', 1),
+    stateWidth: intField(m, 'stateWidth', 'welcome.model', 0),
   };
-  const vocabRaw = o.vocab;
-  if (!Array.isArray(vocabRaw)) reject(ErrorCodes.ERR_BAD_MESSAGE, `${w}.vocab must be an array`);
-  if (vocabRaw.length !== model.vocabSize) {
-    reject(ErrorCodes.ERR_BAD_MESSAGE, `${w}.vocab has ${vocabRaw.length} entries, model.vocabSize is ${model.vocabSize}`);
-  }
-  const vocab: string[] = new Array<string>(vocabRaw.length);
-  for (let k = 0; k < vocabRaw.length; k++) {
-    const s: unknown = vocabRaw[k];
-    if (typeof s !== 'string' || s.length > LIMITS.MAX_NAME_CHARS) {
-      reject(ErrorCodes.ERR_BAD_MESSAGE, `${w}.vocab[${k}] must be a string of at most ${LIMITS.MAX_NAME_CHARS} characters`);
-    }
-    vocab[k] = s;
-  }
   const tokenWidth = o.tokenWidth;
   if (tokenWidth !== 1 && tokenWidth !== 2) reject(ErrorCodes.ERR_BAD_MESSAGE, `${w}.tokenWidth must be 1 or 2`);
   if (tokenWidth === 1 && model.vocabSize > 256) {
@@ -632,7 +635,7 @@ function validateWelcome(o: Obj): WelcomeMsg {
   const wireDtype = o.wireDtype;
   if (!isWireDtype(wireDtype)) reject(ErrorCodes.ERR_BAD_MESSAGE, `${w}.wireDtype is not a wire dtype`);
   const heartbeatMs = intField(o, 'heartbeatMs', w, 1);
-  return { type: 'welcome', version, workerId, model, vocab, tokens, tokenWidth, wireDtype, heartbeatMs };
+  return { type: 'welcome', version, workerId, model, tokens, tokenWidth, wireDtype, heartbeatMs };
 }
 
 function validateParams(o: Obj, limits: CoordinatorMessageLimits | undefined): ParamsMsg {
@@ -645,7 +648,6 @@ function validateStep(o: Obj): StepMsg {
   const w = 'step';
   const round = intField(o, 'round', w, 0);
   const paramsVersion = intField(o, 'paramsVersion', w, 0);
-  const epoch = intField(o, 'epoch', w, 0);
   const lo = intField(o, 'lo', w, 0);
   const hi = intField(o, 'hi', w, 0);
   if (hi <= lo) reject(ErrorCodes.ERR_BAD_MESSAGE, `${w}: empty range lo=${lo} hi=${hi}`);
@@ -679,7 +681,7 @@ function validateStep(o: Obj): StepMsg {
   for (let k = 0; k < rows; k++) {
     if (fresh[k] > 1) reject(ErrorCodes.ERR_BAD_MESSAGE, `${w}.fresh[${k}] must be 0 or 1`);
   }
-  const msg: StepMsg = { type: 'step', round, paramsVersion, epoch, lo, hi, starts, fresh };
+  const msg: StepMsg = { type: 'step', round, paramsVersion, lo, hi, starts, fresh };
   if (o.state !== undefined && o.state !== null) {
     const state = tensorField(o, 'state', w, undefined);
     if (state.dtype !== 'float32') reject(ErrorCodes.ERR_BAD_TENSOR, `${w}.state must be float32`);

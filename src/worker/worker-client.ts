@@ -9,6 +9,7 @@ import { CloseCodes, type ErrorCode } from '../shared/errors.js';
 import { decodeCoordinatorMessage, encode, tokensFromWire, PROTOCOL_VERSION, WORKER_MAX_PAYLOAD, type CoordinatorMessage, type WorkerInfo } from '../shared/protocol.js';
 import { decodeTensor, encodeTensor, type WireDtype } from '../shared/wire-tensor.js';
 import { ShardComputer } from './shard-compute.js';
+import { createModel } from '../shared/model/registry.js';
 import type { WorkerMetrics } from './metrics.js';
 
 export interface WorkerClientOptions {
@@ -150,7 +151,7 @@ export class WorkerClient {
       });
       ws.on('open', () => {
         this.lastHeard = performance.now();
-        ws.send(encode({ type: 'hello', version: PROTOCOL_VERSION, token: this.opts.token, info: this.opts.info, ...(this.workerId ? { resumeId: this.workerId } : {}) }));
+        ws.send(encode({ type: 'hello', version: PROTOCOL_VERSION, token: this.opts.token, info: this.opts.info }));
       });
       ws.on('message', (data: Buffer, isBinary) => {
         this.lastHeard = performance.now();
@@ -223,9 +224,13 @@ export class WorkerClient {
         this.heartbeatMs = msg.heartbeatMs;
         const tokens = tokensFromWire(msg.tokens, msg.tokenWidth, msg.model.vocabSize);
         this.computer?.dispose();
-        this.computer = new ShardComputer({ vocabSize: msg.model.vocabSize, hidden: msg.model.hidden }, msg.model.numSteps, tokens);
+        const model = createModel(msg.model.name, msg.model.vocabSize, msg.model.hyper);
+        if (model.paramCount !== msg.model.paramCount || model.stateWidth !== msg.model.stateWidth) {
+          throw new Error(`this worker builds ${msg.model.name} with ${model.paramCount} parameters and state width ${model.stateWidth}, the coordinator says ${msg.model.paramCount} and ${msg.model.stateWidth}: the two run different versions of the model`);
+        }
+        this.computer = new ShardComputer(model, msg.model.numSteps, tokens);
         this.opts.metrics?.setReady(true);
-        this.opts.log(`joined as ${msg.workerId.slice(0, 8)}: model hidden ${msg.model.hidden}, vocabulary ${msg.model.vocabSize}, ${tokens.length} tokens`);
+        this.opts.log(`joined as ${msg.workerId.slice(0, 8)}: model ${model.summary}, ${tokens.length} tokens`);
         return;
       }
       case 'params':

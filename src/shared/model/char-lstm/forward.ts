@@ -5,8 +5,8 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import { paramLayout, type ModelDims, type ParamName } from './params.js';
-import type { Batch, LstmState } from './lstm-step.js';
-import { toTimeMajor } from './lstm-step.js';
+import type { Batch, LstmState } from './step.js';
+import { toTimeMajor } from './step.js';
 
 export type NamedParams = Record<ParamName, tf.Tensor>;
 

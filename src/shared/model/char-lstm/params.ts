@@ -12,7 +12,7 @@
  * most on the wasm backend.
  * The transport only ever sees the flat vector; the compute views it by name.
  */
-import { Rng } from './rng.js';
+import { Rng } from '../../rng.js';
 
 export const GATES = ['i', 'f', 'o', 'c'] as const;
 export type Gate = (typeof GATES)[number];
@@ -53,10 +53,6 @@ export function paramCount(dims: ModelDims): number {
   return last.offset + last.size;
 }
 
-export function paramEntry(dims: ModelDims, name: ParamName): ParamEntry {
-  return paramLayout(dims).find((p) => p.name === name)!;
-}
-
 /** normal(0, 0.01) weights and zero biases, as the d2l chapter's get_lstm_params. */
 export function initParams(dims: ModelDims, rng: Rng): Float32Array {
   const flat = new Float32Array(paramCount(dims));
@@ -65,9 +61,4 @@ export function initParams(dims: ModelDims, rng: Rng): Float32Array {
     for (let i = p.offset; i < p.offset + p.size; i++) flat[i] = 0.01 * rng.normal();
   }
   return flat;
-}
-
-/** A named view (no copy) into the flat vector. */
-export function paramView(flat: Float32Array, entry: ParamEntry): Float32Array {
-  return flat.subarray(entry.offset, entry.offset + entry.size);
 }

@@ -1,21 +1,15 @@
 /**
  * Trained weights as a TF.js Layers model (model.json + weights.bin), so the
  * result loads with plain `tf.loadLayersModel` in a browser or in Node with no
- * dptrain code: one-hot sequences (batch, time, V) in, per-step softmax out.
- *
- * Our flat layout keeps one matrix per gate in the order i, f, o, c; a Keras /
- * tfjs-layers LSTM wants the gates side by side in kernel (V, 4H), recurrent
- * kernel (H, 4H) and bias (4H), in the order i, f, c, o (see LSTMCell.call in
- * tfjs-layers: z is split into i, f, candidate, o).
+ * dptrain code. The model descriptor builds the Layers model; this file only
+ * checks the output directory and writes the files.
  */
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
-import { DptrainError } from './errors.js';
-import { paramCount, paramLayout, type ModelDims, type ParamName } from './params.js';
-
-/** Gate order of tfjs-layers' fused LSTM weights. */
-const KERAS_GATES = ['i', 'f', 'c', 'o'] as const;
+import { DptrainError } from '../errors.js';
+import type { ModelDescriptor } from './descriptor.js';
+import type { TextTokenizer } from '../data/tokenizer.js';
 
 export const MODEL_JSON_FILE = 'model.json';
 export const WEIGHTS_FILE = 'weights.bin';
@@ -23,68 +17,13 @@ export const WEIGHTS_FILE = 'weights.bin';
 /** Stored under userDefinedMetadata.dptrain in model.json. */
 export interface ExportMetadata {
   vocab: string[];
-  hidden: number;
   vocabSize: number;
-}
-
-function fusedWeights(flat: Float32Array, dims: ModelDims) {
-  const { vocabSize: V, hidden: H } = dims;
-  const at = new Map(paramLayout(dims).map((p) => [p.name, p]));
-  const view = (n: ParamName) => {
-    const p = at.get(n)!;
-    return flat.subarray(p.offset, p.offset + p.size);
-  };
-  // Gate block k of a fused (rows, 4H) matrix is columns [kH, (k+1)H).
-  const fuse = (prefix: 'W_x' | 'W_h', rows: number) => {
-    const out = new Float32Array(rows * 4 * H);
-    KERAS_GATES.forEach((g, k) => {
-      const w = view(`${prefix}${g}` as ParamName);
-      for (let r = 0; r < rows; r++) out.set(w.subarray(r * H, (r + 1) * H), r * 4 * H + k * H);
-    });
-    return out;
-  };
-  const bias = new Float32Array(4 * H);
-  KERAS_GATES.forEach((g, k) => bias.set(view(`b_${g}` as ParamName), k * H));
-  return { kernel: fuse('W_x', V), recurrentKernel: fuse('W_h', H), bias, whq: view('W_hq'), bq: view('b_q') };
-}
-
-/** The Sequential model with our weights set; the caller owns (and disposes) it. */
-export function buildLayersModel(flat: Float32Array, dims: ModelDims): tf.LayersModel {
-  const { vocabSize: V, hidden: H } = dims;
-  if (flat.length !== paramCount(dims)) {
-    throw new RangeError(`params hold ${flat.length} values but vocab size ${V} and hidden ${H} need ${paramCount(dims)}`);
-  }
-  const w = fusedWeights(flat, dims);
-  const model = tf.sequential({ name: 'dptrain_char_lstm' });
-  // Fixed layer names keep the weight names in model.json stable, whatever
-  // else this process has built before.
-  model.add(
-    tf.layers.lstm({
-      name: 'lstm',
-      units: H,
-      inputShape: [null, V],
-      returnSequences: true,
-      activation: 'tanh',
-      recurrentActivation: 'sigmoid',
-      unitForgetBias: false,
-      useBias: true,
-    }),
-  );
-  model.add(
-    tf.layers.timeDistributed({
-      name: 'output',
-      layer: tf.layers.dense({ name: 'output_dense', units: V, activation: 'softmax' }),
-    }),
-  );
-  const lstmWeights = [tf.tensor2d(w.kernel, [V, 4 * H]), tf.tensor2d(w.recurrentKernel, [H, 4 * H]), tf.tensor1d(w.bias)];
-  const denseWeights = [tf.tensor2d(w.whq, [H, V]), tf.tensor1d(w.bq)];
-  try {
-    model.layers[0].setWeights(lstmWeights);
-    model.layers[1].setWeights(denseWeights);
-  } finally {
-    tf.dispose([...lstmWeights, ...denseWeights]);
-  }
-  return model;
+  /** The model's registry name and its hyperparameters (the char-LSTM's `hidden`). */
+  model: string;
+  /** How text becomes the one-hot inputs: the tokenizer's name and the corpus's preprocessing. */
+  tokenizer: string;
+  preprocess: string;
+  [hyper: string]: unknown;
 }
 
 /** Errors that mean "this --out cannot be written" (the user's choice, exit 2) rather than a failing disk (exit 1). */
@@ -161,14 +100,15 @@ export async function prepareExportDir(outDir: string, o: { overwrite?: boolean 
  * tfjs-node. weights.bin is written first, so a model.json on disk always has
  * its weights next to it.
  */
-export async function exportLayersModel(flat: Float32Array, dims: ModelDims, vocab: string[], outDir: string, opts: { overwrite?: boolean } = {}): Promise<void> {
-  if (vocab.length !== dims.vocabSize) {
-    throw new RangeError(`vocab has ${vocab.length} entries but the model's vocab size is ${dims.vocabSize}`);
+export async function exportLayersModel(flat: Float32Array, desc: ModelDescriptor, tokenizer: TextTokenizer, outDir: string, opts: { overwrite?: boolean } = {}): Promise<void> {
+  const vocab = tokenizer.vocab.idxToToken;
+  if (vocab.length !== desc.vocabSize) {
+    throw new RangeError(`vocab has ${vocab.length} entries but the model's vocab size is ${desc.vocabSize}`);
   }
   await prepareExportDir(outDir, opts);
-  const model = buildLayersModel(flat, dims);
+  const model = desc.layersModel(flat);
   try {
-    const metadata: ExportMetadata = { vocab: [...vocab], hidden: dims.hidden, vocabSize: dims.vocabSize };
+    const metadata: ExportMetadata = { vocab: [...vocab], ...desc.hyper, vocabSize: desc.vocabSize, model: desc.name, tokenizer: tokenizer.name, preprocess: tokenizer.preprocess };
     model.setUserDefinedMetadata({ dptrain: metadata });
     await model.save(
       tf.io.withSaveHandler(async (artifacts) => {

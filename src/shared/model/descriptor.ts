@@ -1,0 +1,80 @@
+/**
+ * What the rest of dptrain knows about a model, and nothing more.
+ *
+ * The coordinator, the wire protocol, the worker and the checkpoint see the
+ * parameters as one flat Float32Array of `paramCount` values and the carried
+ * state of a stream as `stateWidth` values; only the model's own files know
+ * what is inside. A model is a file in this folder (a ModelKind) plus one line
+ * in registry.ts.
+ */
+import type * as tf from '@tensorflow/tfjs';
+import type { Rng } from '../rng.js';
+
+/** A named block of the flat parameter vector (the optimizer keeps one variable per block). */
+export interface ParamBlock {
+  name: string;
+  shape: number[];
+  offset: number;
+  size: number;
+}
+
+/** Token ids of a batch, row-major (rows x numSteps): inputs x and targets y. */
+export interface TokenBatch {
+  x: Int32Array;
+  y: Int32Array;
+  rows: number;
+  numSteps: number;
+}
+
+export interface TrainStepResult {
+  /** Gradient SUM over all rows and steps, in the flat parameter layout. */
+  grad: Float32Array;
+  lossSum: number;
+  tokenCount: number;
+  /** Carried state after the batch, rows x stateWidth. */
+  state: Float32Array;
+}
+
+/** The training step for one parameter version: (batch, carried state) -> sums and new state. */
+export interface TrainStepper {
+  /** `state` is rows x stateWidth (zeros for a fresh stream). */
+  step(batch: TokenBatch, state: Float32Array): TrainStepResult;
+  dispose(): void;
+}
+
+/** The forward pass over `rows` parallel streams, carrying their state from call to call (evaluation, generation). */
+export interface ForwardSession {
+  /** Logits (numSteps * rows, vocabSize) for time-major inputs; the caller disposes the tensor. */
+  logits(xTimeMajor: Int32Array, numSteps: number): tf.Tensor2D;
+  dispose(): void;
+}
+
+export interface ModelDescriptor {
+  /** Registry name, e.g. 'char-lstm'. */
+  readonly name: string;
+  /** Hyperparameters by their config key (e.g. { hidden: 256 }): with `name` and the vocabulary size they determine the model. */
+  readonly hyper: Readonly<Record<string, number>>;
+  readonly vocabSize: number;
+  readonly blocks: readonly ParamBlock[];
+  readonly paramCount: number;
+  /** Float32 values of carried state per stream (0 for a model without state). */
+  readonly stateWidth: number;
+  /** One line for logs: 'LSTM hidden 256, vocabulary 28'. */
+  readonly summary: string;
+  /** The flags that size it, for messages: '--hidden 256'. */
+  readonly sizeFlags: string;
+  /** Fresh parameters from the run's RNG. */
+  init(rng: Rng): Float32Array;
+  stepper(params: Float32Array): TrainStepper;
+  forward(params: Float32Array, rows: number): ForwardSession;
+  /** The trained model as a TF.js Layers model (one-hot in, softmax out); the caller disposes it. */
+  layersModel(params: Float32Array): tf.LayersModel;
+}
+
+/** A registry entry: how to build a descriptor from a vocabulary size and the run's config. */
+export interface ModelKind {
+  readonly name: string;
+  /** Config keys (camelCase) holding its hyperparameters; each a positive integer. */
+  readonly hyperKeys: readonly string[];
+  create(vocabSize: number, hyper: Readonly<Record<string, number>>): ModelDescriptor;
+}
