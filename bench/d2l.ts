@@ -50,6 +50,11 @@ export const d2lPart: BenchPart = {
     const evalEvery = Math.max(1, Math.round(ctx.flag<number>('eval-every')));
     const source = ensureTimeMachine(ctx);
     const text = await loadCorpusText('timemachine', { dataDir: ctx.dataDir, onWarning: (m) => ctx.log(m) });
+    // d2l's own numbers for this file (load_corpus_time_machine): checked on the real book here, since tests cannot have it.
+    const whole = buildCorpus(text.text, { valFraction: 0 });
+    if (whole.totalTokens !== 170580 || whole.vocab.size !== 28 || whole.vocab.idxToToken.slice(0, 5).join('|') !== '<unk>| |e|t|a') {
+      throw new Error(`The Time Machine does not give d2l's corpus: ${whole.totalTokens} tokens, vocabulary ${whole.vocab.size} (d2l: 170580 and 28)`);
+    }
     // Flags and DPTRAIN_* variables of the CLI do not apply here: the d2l values are spelled out.
     const cfg = resolveOptions<TrainConfig>(
       COORDINATOR_OPTIONS,

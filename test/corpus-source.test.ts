@@ -1,17 +1,15 @@
 import assert from 'node:assert/strict';
+import crypto from 'node:crypto';
 import fs from 'node:fs';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { after, describe, it } from 'node:test';
-import { fileURLToPath } from 'node:url';
 import { TIMEMACHINE_SHA1, loadCorpusText } from '../src/shared/corpus-source.js';
 import { buildCorpus } from '../src/shared/corpus.js';
 import { isDptrainError, type ErrorCode } from '../src/shared/errors.js';
 
-const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-const sharedTimeMachine = process.env.DPTRAIN_TEST_TIMEMACHINE || path.resolve(repoRoot, '../shared/data/timemachine.txt');
 
 const tmpRoot = fs.mkdtempSync(path.join(os.tmpdir(), 'dptrain-source-'));
 after(() => fs.rmSync(tmpRoot, { recursive: true, force: true }));
@@ -22,12 +20,14 @@ function freshDir(): string {
   return d;
 }
 
+/**
+ * A stand-in for d2l's file, generated here so the test needs nothing outside the repository: the
+ * download, checksum and cache paths are the real ones, with the stand-in's SHA-1 injected.
+ */
+const BOOK = Buffer.from('The Time Traveller (for so it will be convenient to speak of him) was expounding a recondite matter to us.\n'.repeat(300));
+const BOOK_SHA1 = crypto.createHash('sha1').update(BOOK).digest('hex');
 function realFile(): Buffer {
-  assert.ok(
-    fs.existsSync(sharedTimeMachine),
-    `The Time Machine test file is missing: expected it at ${sharedTimeMachine} (set DPTRAIN_TEST_TIMEMACHINE to override).`,
-  );
-  return fs.readFileSync(sharedTimeMachine);
+  return BOOK;
 }
 
 interface Served {
@@ -76,17 +76,18 @@ describe('timemachine download and cache', () => {
   it('downloads, verifies, caches, and then loads offline', async () => {
     const dataDir = path.join(freshDir(), 'nested', 'data');
     const server = await serveBytes(realFile());
-    const first = await loadCorpusText('timemachine', { dataDir, timemachineUrl: server.url });
+    const first = await loadCorpusText('timemachine', { dataDir, timemachineUrl: server.url, timemachineSha1: BOOK_SHA1 });
     await server.close();
     assert.equal(server.requests(), 1);
-    assert.equal(first.sha1, TIMEMACHINE_SHA1);
+    assert.equal(first.sha1, BOOK_SHA1);
     assert.match(first.source, /downloaded/);
     assert.deepEqual(fs.readdirSync(dataDir), ['timemachine.txt']);
 
-    const second = await loadCorpusText('timemachine', { dataDir, timemachineUrl: server.url });
+    const second = await loadCorpusText('timemachine', { dataDir, timemachineUrl: server.url, timemachineSha1: BOOK_SHA1 });
     assert.equal(second.text, first.text);
     assert.match(second.source, /cached at/);
-    assert.equal(buildCorpus(second.text).totalTokens, 170580);
+    // d2l preprocessing: 300 lines of "the time traveller for so it ... matter to us", 103 characters each, joined without separators.
+    assert.equal(buildCorpus(second.text).totalTokens, 300 * 103);
   });
 
   it('rejects a download with the wrong SHA-1 and caches nothing', async () => {
@@ -107,8 +108,8 @@ describe('timemachine download and cache', () => {
     const warnings: string[] = [];
     const server = await serveBytes(realFile());
     try {
-      const got = await loadCorpusText('timemachine', { dataDir, timemachineUrl: server.url, onWarning: (m) => warnings.push(m) });
-      assert.equal(got.sha1, TIMEMACHINE_SHA1);
+      const got = await loadCorpusText('timemachine', { dataDir, timemachineUrl: server.url, timemachineSha1: BOOK_SHA1, onWarning: (m) => warnings.push(m) });
+      assert.equal(got.sha1, BOOK_SHA1);
     } finally {
       await server.close();
     }

@@ -17,6 +17,7 @@ import { dirname, join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { spawn, spawnSync } from 'node:child_process';
 import YAML from 'yaml';
+import { Ajv } from 'ajv';
 import { COORDINATOR_OPTIONS, WORKER_OPTIONS, envVarFor } from '../src/shared/options.js';
 import { createCoordinatorMetrics } from '../src/coordinator/metrics.js';
 import { WorkerMetrics } from '../src/worker/metrics.js';
@@ -528,6 +529,17 @@ const flagOrEnv = (args: ParsedArgs, env: Map<string, string>, flag: string): st
   const v = args.flags.get(flag) ?? env.get(flag);
   return v === true ? 'true' : v;
 };
+
+test('compose: the file is valid against the Compose Specification schema', () => {
+  const schema = JSON.parse(readFileSync(join(ROOT, 'test', 'fixtures', 'compose-spec', 'compose-spec.json'), 'utf8'));
+  const ajv = new Ajv({ allErrors: true, strict: false, validateFormats: false });
+  // The schema names its meta-schema by a URL Ajv does not know offline; it is draft-07, Ajv's own.
+  const validate = ajv.compile({ ...schema, $schema: undefined });
+  assert.ok(validate(COMPOSE), `docker-compose.yml: ${ajv.errorsText(validate.errors, { separator: '\n' })}`);
+  // The schema catches what it is meant to: a misspelt key is refused.
+  const compose = COMPOSE as { services: Record<string, object> };
+  assert.equal(validate({ ...compose, services: { ...compose.services, coordinator: { ...compose.services.coordinator, restrat: 'always' } } }), false);
+});
 
 test('compose: every published port is bound to 127.0.0.1', () => {
   for (const [name, svc] of Object.entries<any>(COMPOSE.services)) {

