@@ -11,10 +11,9 @@ import { pathToFileURL } from 'node:url';
 import fs from 'node:fs';
 import { COORDINATOR_OPTIONS, WORKER_OPTIONS, GENERATE_OPTIONS, EXPORT_OPTIONS, envVarFor, type OptionTable } from './shared/options.js';
 import { resolveCoordinatorConfig, resolveWorkerConfig, resolveOptions } from './shared/config.js';
-import { DptrainError } from './shared/errors.js';
+import { DptrainError, exitCodeFor } from './shared/errors.js';
 
 /** Exit code 2 for mistakes in what the user gave us; 1 for failures while running. */
-const USAGE_CODES = new Set(['ERR_BAD_CONFIG', 'ERR_CORPUS_NOT_FOUND', 'ERR_CORPUS_DOWNLOAD', 'ERR_CORPUS_CHECKSUM', 'ERR_CORPUS_EMPTY', 'ERR_CORPUS_BINARY', 'ERR_CORPUS_TOO_SMALL', 'ERR_CORPUS_TOO_LARGE', 'ERR_CORPUS_ENCODING', 'ERR_EXPORT_PATH', 'ERR_EXPORT_EXISTS', 'ERR_BACKEND_UNAVAILABLE', 'ERR_CHECKPOINT_NOT_FOUND', 'ERR_CHECKPOINT_CORRUPT', 'ERR_CHECKPOINT_MISMATCH', 'ERR_PORT_IN_USE', 'ERR_MODEL_TOO_LARGE', 'ERR_NOT_A_COORDINATOR', 'ERR_CHECKPOINT_DIR', 'ERR_CHECKPOINT_EXISTS', 'ERR_CHECKPOINT_LOCKED']);
 
 function yargsOptions(table: OptionTable): Record<string, Options> {
   const out: Record<string, Options> = {};
@@ -51,7 +50,7 @@ function given(argv: Record<string, unknown>, table: OptionTable): Record<string
 function fail(e: unknown): never {
   if (e instanceof DptrainError) {
     console.error(`error: ${e.message} (${e.code})`);
-    process.exit(USAGE_CODES.has(e.code) ? 2 : 1);
+    process.exit(exitCodeFor(e.code));
   }
   console.error(`error: ${(e as Error)?.stack ?? String(e)}`);
   process.exit(1);

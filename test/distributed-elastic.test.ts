@@ -13,8 +13,10 @@ test('a third worker joins mid-run and gets streams; a worker SIGKILLed mid-roun
     const url = `ws://127.0.0.1:${c.port}`;
     procs.push(spawnWorker(url), spawnWorker(url));
     const running = c.run();
-    await waitFor(() => c.membership.size === 2 && c.state.step > 20, 30_000, 'two workers training');
-    const lossAtStart = c.history[0]?.trainPerplexity ?? Infinity;
+    // The first epoch's perplexity is the baseline the end of the run must beat: wait for it, do not assume it.
+    await waitFor(() => c.membership.size === 2 && c.state.step > 20 && c.history.length > 0, 30_000, 'two workers through the first epoch');
+    const lossAtStart = c.history[0].trainPerplexity;
+    assert.ok(Number.isFinite(lossAtStart), `first epoch's perplexity ${lossAtStart}`);
 
     procs.push(spawnWorker(url, ['--name', 'late-joiner']));
     await waitFor(() => c.membership.list().some((m) => m.info.name === 'late-joiner' && m.rounds >= 3), 30_000, 'the third worker to compute rounds');

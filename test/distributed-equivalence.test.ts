@@ -5,7 +5,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { loadCorpus } from '../src/shared/corpus-source.js';
-import { trainLocal } from '../src/shared/local-trainer.js';
+import { initialParams, trainLocal } from '../src/shared/local-trainer.js';
 import { killAll, relativeError, spawnWorker, startCoordinator, tinyCoordinatorConfig, waitFor, type WorkerProc } from './support/cluster.js';
 
 async function equivalence(workers: number, batchSize: number): Promise<void> {
@@ -27,6 +27,8 @@ async function equivalence(workers: number, batchSize: number): Promise<void> {
     const rel = relativeError(c.server.params(), local.server.params());
     assert.ok(rel <= 1e-5, `parameters differ: relative error ${rel.toExponential(2)} after ${c.server.version} steps`);
     // And training did something: the parameters moved away from their init.
+    const moved = relativeError(c.server.params(), initialParams(cfg, c.model));
+    assert.ok(moved > 1e-2, `parameters moved only ${moved.toExponential(2)} from their init`);
     local.server.dispose();
   } finally {
     killAll(procs);

@@ -1,12 +1,11 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { Packr } from 'msgpackr';
-import { CloseCodes, ErrorCodes, isDptrainError, type ErrorCode } from '../src/shared/errors.js';
+import { CloseCodes, closeCodeFor, ErrorCodes, errorSpec, exitCodeFor, finalRefusalFor, isDptrainError, type ErrorCode } from '../src/shared/errors.js';
 import { Rng } from '../src/shared/rng.js';
 import {
   LIMITS,
   PROTOCOL_VERSION,
-  closeCodeFor,
   decode,
   decodeCoordinatorMessage,
   decodeWorkerMessage,
@@ -489,9 +488,21 @@ describe('close codes', () => {
     }
   });
 
-  it('gives every error code one of the defined close codes', () => {
-    const defined = new Set<number>(Object.values(CloseCodes));
-    for (const code of Object.keys(ErrorCodes) as ErrorCode[]) assert.ok(defined.has(closeCodeFor(code)), code);
+  it('codes that are not about the wire close as going away; only a bad token and another version stop a worker', () => {
+    for (const code of ['ERR_BAD_CONFIG', 'ERR_CORPUS_NOT_FOUND', 'ERR_CHECKPOINT_WRITE', 'ERR_PORT_IN_USE'] as const) {
+      assert.equal(closeCodeFor(code), CloseCodes.GOING_AWAY, code);
+    }
+    assert.equal(finalRefusalFor(CloseCodes.BAD_TOKEN), 'ERR_BAD_TOKEN');
+    assert.equal(finalRefusalFor(CloseCodes.VERSION_MISMATCH), 'ERR_VERSION_MISMATCH');
+    for (const close of [CloseCodes.SHUTTING_DOWN, CloseCodes.BAD_MESSAGE, CloseCodes.HEARTBEAT_TIMEOUT, CloseCodes.GOING_AWAY, CloseCodes.TRAINING_DONE]) {
+      assert.equal(finalRefusalFor(close), null, String(close));
+    }
+  });
+
+  it('exit codes: 2 for what the user gave, 1 for what failed while running', () => {
+    for (const code of ['ERR_BAD_CONFIG', 'ERR_CHECKPOINT_DIR', 'ERR_CHECKPOINT_LOCKED', 'ERR_MODEL_TOO_LARGE', 'ERR_PORT_IN_USE'] as const) assert.equal(exitCodeFor(code), 2, code);
+    for (const code of ['ERR_CHECKPOINT_WRITE', 'ERR_WORKERS_EXITED', 'ERR_COORDINATOR_GONE', 'ERR_EXPORT_WRITE', 'ERR_BAD_TOKEN'] as const) assert.equal(exitCodeFor(code), 1, code);
+    assert.equal(errorSpec('ERR_BAD_TOKEN').final, true);
   });
 });
 

@@ -98,6 +98,12 @@ test('checkpoint writes that fail: one clear line each, training goes on, the la
 
   console.log(
     'reliability-counts',
-    JSON.stringify({ test: 'checkpoint-write-failures', failedWrites: failures.length, steps: interrupted.summary.steps, parametersLost: 0 }),
+    JSON.stringify({
+      test: 'checkpoint-write-failures',
+      failedWrites: failures.length,
+      steps: interrupted.summary.steps,
+      // Parameters that end anywhere else than in the run without failures.
+      parametersLost: interrupted.params.reduce((n, v, i) => n + (v === reference.params[i] ? 0 : 1), 0),
+    }),
   );
 });

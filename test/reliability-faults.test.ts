@@ -122,7 +122,8 @@ test('SIGKILL at random moments, 10 times over: every round meets its deadline, 
         slowestRoundMs: Math.round(slowest),
         roundTimeoutMs: ROUND_TIMEOUT_MS,
         steps: summary.steps,
-        parametersLost: 0,
+        // Applied rounds against optimizer steps: a round summed but never applied, or applied twice, shows here.
+        roundsLostOrDoubled: Math.abs(summary.steps - rounds.length),
       }),
     );
   } finally {

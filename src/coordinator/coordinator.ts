@@ -14,8 +14,8 @@ import { tokenizerFromConfig, type TextTokenizer } from '../shared/data/tokenize
 import { defaultDataDir, loadCorpus } from '../shared/corpus-source.js';
 import { TRAIN_KEYS, publicConfig, type CoordinatorConfig } from '../shared/config.js';
 import { COORDINATOR_OPTIONS } from '../shared/options.js';
-import { CloseCodes, DptrainError, ErrorCodes, type ErrorCode } from '../shared/errors.js';
-import { closeCodeFor, encode, maxPayloadFor, tokensToWire, PROTOCOL_VERSION, type GradsMsg, type HelloMsg, type WorkerMessage } from '../shared/protocol.js';
+import { CloseCodes, closeCodeFor, DptrainError, ErrorCodes, type ErrorCode } from '../shared/errors.js';
+import { encode, maxPayloadFor, tokensToWire, PROTOCOL_VERSION, type GradsMsg, type HelloMsg, type WorkerMessage } from '../shared/protocol.js';
 import { decodeTensor, encodeTensor } from '../shared/wire-tensor.js';
 import type { ModelDescriptor } from '../shared/model/descriptor.js';
 import { ParameterServer } from '../shared/param-server.js';

@@ -11,9 +11,8 @@ import https from 'node:https';
 import type { Socket } from 'node:net';
 import { listenOn } from '../shared/listen.js';
 import { WebSocketServer, type WebSocket, type RawData } from 'ws';
-import { CloseCodes, ErrorCodes, type ErrorCode } from '../shared/errors.js';
+import { CloseCodes, closeCodeFor, ErrorCodes, type ErrorCode } from '../shared/errors.js';
 import {
-  closeCodeFor,
   decodeWorkerMessage,
   encode,
   type HelloMsg,

@@ -8,7 +8,7 @@
  * the validators answer with a stable error code instead of throwing.
  */
 import { HOST_LITTLE_ENDIAN, plainPackr } from './msgpack.js';
-import { CloseCodes, DptrainError, ErrorCodes, isDptrainError, type ErrorCode } from './errors.js';
+import { DptrainError, ErrorCodes, isDptrainError, type ErrorCode } from './errors.js';
 import { bytesPerElement, isWireDtype, tensorAllFinite, type WireDtype, type WireTensor } from './wire-tensor.js';
 
 /**
@@ -802,34 +802,6 @@ export function decodeCoordinatorMessage(bytes: Uint8Array, limits?: Coordinator
     return { ok: false, code: isDptrainError(e) ? e.code : ErrorCodes.ERR_MALFORMED, message: (e as Error)?.message ?? String(e) };
   }
   return validateCoordinatorMessage(x, limits);
-}
-
-// The protocol errors' close codes. Any other code (configuration, corpus, checkpoint, port) that ends a
-// connection is the coordinator failing, so it is going away (1001).
-const CLOSE_CODE_FOR: Partial<Record<ErrorCode, number>> = {
-  ERR_MALFORMED: CloseCodes.MALFORMED,
-  ERR_BAD_MESSAGE: CloseCodes.BAD_MESSAGE,
-  ERR_UNKNOWN_TYPE: CloseCodes.BAD_MESSAGE,
-  ERR_BAD_TENSOR: CloseCodes.BAD_MESSAGE,
-  ERR_NON_FINITE: CloseCodes.BAD_MESSAGE,
-  ERR_STALE_ROUND: CloseCodes.BAD_MESSAGE,
-  ERR_FUTURE_ROUND: CloseCodes.BAD_MESSAGE,
-  ERR_DUPLICATE_REPLY: CloseCodes.BAD_MESSAGE,
-  ERR_VERSION_MISMATCH: CloseCodes.VERSION_MISMATCH,
-  ERR_BAD_TOKEN: CloseCodes.BAD_TOKEN,
-  ERR_NOT_AUTHENTICATED: CloseCodes.NOT_AUTHENTICATED,
-  ERR_HELLO_TIMEOUT: CloseCodes.HELLO_TIMEOUT,
-  ERR_TOO_MANY_CONNECTIONS: CloseCodes.TOO_MANY_CONNECTIONS,
-  ERR_PAYLOAD_TOO_LARGE: CloseCodes.MESSAGE_TOO_BIG,
-  ERR_HEARTBEAT_TIMEOUT: CloseCodes.HEARTBEAT_TIMEOUT,
-  // A worker that misses its round deadline is unresponsive in the same sense as a missed heartbeat.
-  ERR_ROUND_TIMEOUT: CloseCodes.HEARTBEAT_TIMEOUT,
-  ERR_SLOW_CONSUMER: CloseCodes.SLOW_CONSUMER,
-  ERR_SHUTTING_DOWN: CloseCodes.SHUTTING_DOWN,
-};
-
-export function closeCodeFor(code: ErrorCode): number {
-  return CLOSE_CODE_FOR[code] ?? CloseCodes.GOING_AWAY;
 }
 
 // ---------------------------------------------------------------------------

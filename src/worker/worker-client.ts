@@ -5,7 +5,7 @@
  */
 import WebSocket from 'ws';
 import fs from 'node:fs';
-import { CloseCodes, type ErrorCode } from '../shared/errors.js';
+import { CloseCodes, finalRefusalFor, type ErrorCode } from '../shared/errors.js';
 import { decodeCoordinatorMessage, encode, tokensFromWire, PROTOCOL_VERSION, WORKER_MAX_PAYLOAD, type CoordinatorMessage, type WorkerInfo } from '../shared/protocol.js';
 import { decodeTensor, encodeTensor, type WireDtype } from '../shared/wire-tensor.js';
 import { ShardComputer } from './shard-compute.js';
@@ -43,7 +43,6 @@ const zeroMask = (mask: Buffer): void => {
 };
 
 /** Close codes after which reconnecting cannot help. */
-const FATAL = new Set<number>([CloseCodes.BAD_TOKEN, CloseCodes.VERSION_MISMATCH]);
 
 export class WorkerClient {
   private ws: WebSocket | null = null;
@@ -189,9 +188,9 @@ export class WorkerClient {
         } else if (code === CloseCodes.TRAINING_DONE) this.exit ??= 'done';
         else if (code === CloseCodes.SHUTTING_DOWN) {
           if (!this.stopped) this.opts.log(`the coordinator is going away (a restart, a rollout or a drain); reconnecting${this.opts.reconnectGrace ? ` for up to ${this.opts.reconnectGrace} s` : ''}`);
-        } else if (FATAL.has(code)) {
+        } else if (finalRefusalFor(code)) {
           this.reason = `refused by the coordinator: ${reason || code}`;
-          this.refusal = code === CloseCodes.BAD_TOKEN ? 'ERR_BAD_TOKEN' : 'ERR_VERSION_MISMATCH';
+          this.refusal = finalRefusalFor(code);
           this.exit ??= 'rejected';
         } else if (!this.stopped) this.opts.log(`connection closed (${code}${reason ? ` ${reason}` : ''})`);
         resolve(welcomed);
