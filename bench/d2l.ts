@@ -8,12 +8,12 @@
  * the model trains on the first 9,000.
  */
 import { resolveOptions, type TrainConfig } from '../src/shared/config.js';
-import { buildCorpus } from '../src/shared/corpus.js';
-import { loadCorpusText } from '../src/shared/corpus-source.js';
+import { buildCorpus } from '../src/shared/data/corpus.js';
+import { loadCorpusText } from '../src/shared/data/corpus-source.js';
 import { perplexityOf, predict } from '../src/shared/model/evaluate.js';
-import { modelOf, trainLocal, type EpochReport } from '../src/shared/local-trainer.js';
+import { modelOf, trainLocal, type EpochReport } from '../src/shared/train/local-trainer.js';
 import { COORDINATOR_OPTIONS } from '../src/shared/options.js';
-import type { ParameterServer } from '../src/shared/param-server.js';
+import type { ParameterServer } from '../src/shared/train/param-server.js';
 import { ensureTimeMachine } from './lib/cluster.js';
 import { downsample, fmt, sig, sparkline, table } from './lib/stats.js';
 import type { BenchContext, BenchPart, Section } from './lib/types.js';

@@ -12,7 +12,7 @@
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { BACKEND_CHOICES, selectBackend, type BackendChoice, type BackendInfo } from '../src/shared/backend.js';
-import { defaultDataDir } from '../src/shared/corpus-source.js';
+import { defaultDataDir } from '../src/shared/data/corpus-source.js';
 import { collectEnv, envLine } from './lib/env.js';
 import { writeResult, writeSection } from './lib/report.js';
 import type { BenchContext, BenchPart, FlagSpec, FlagValue } from './lib/types.js';

@@ -20,7 +20,7 @@ import * as tf from '@tensorflow/tfjs';
 import { lossSumOf, namedParams, type NamedParams } from '../src/shared/model/char-lstm/forward.js';
 import { disposeState, disposeStepParams, lstmStep, makeStepParams, zeroState, type Batch, type LstmState } from '../src/shared/model/char-lstm/step.js';
 import { initParams, paramLayout, type ModelDims } from '../src/shared/model/char-lstm/params.js';
-import { Rng } from '../src/shared/rng.js';
+import { Rng } from '../src/shared/data/rng.js';
 import { computeMs, fmt, mean, measure, median, pct, sig, table, timeMs, type Sample } from './lib/stats.js';
 import type { BenchContext, BenchPart, Section } from './lib/types.js';
 import { waitForQuiet, LOAD_FLAGS } from './lib/cluster.js';

@@ -2,7 +2,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import WebSocket from 'ws';
-import { encode, decode, PROTOCOL_VERSION } from '../src/shared/protocol.js';
+import { encode, decode, PROTOCOL_VERSION } from '../src/shared/wire/protocol.js';
 import { CloseCodes } from '../src/shared/errors.js';
 import { startCoordinator, tinyCoordinatorConfig, TOKEN } from './support/cluster.js';
 

@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { batchesPerEpoch, gatherRows, planEpoch, splitStreams } from '../src/shared/batches.js';
+import { batchesPerEpoch, gatherRows, planEpoch, splitStreams } from '../src/shared/data/batches.js';
 import { isDptrainError } from '../src/shared/errors.js';
-import { Rng } from '../src/shared/rng.js';
+import { Rng } from '../src/shared/data/rng.js';
 
 const range = (n: number) => Int32Array.from({ length: n }, (_, i) => i);
 

@@ -13,7 +13,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { CHECKPOINT_FILE, checkpointModel, readCheckpoint } from '../src/shared/checkpoint.js';
+import { CHECKPOINT_FILE, checkpointModel, readCheckpoint } from '../src/shared/store/checkpoint.js';
 import { spawn } from 'node:child_process';
 import { cliPath, tmpDir } from './support/cluster.js';
 

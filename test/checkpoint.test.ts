@@ -11,10 +11,10 @@ import {
   readCheckpoint,
   writeCheckpoint,
   type CheckpointData,
-} from '../src/shared/checkpoint.js';
+} from '../src/shared/store/checkpoint.js';
 import { isDptrainError, type ErrorCode } from '../src/shared/errors.js';
 import { paramCount, type ModelDims } from '../src/shared/model/char-lstm/params.js';
-import { Rng } from '../src/shared/rng.js';
+import { Rng } from '../src/shared/data/rng.js';
 
 const dims: ModelDims = { vocabSize: 6, hidden: 4 };
 const vocab = ['a', 'b', 'c', ' ', '\n', 'é'];
@@ -202,7 +202,7 @@ test('invalid data is refused before anything is written', async () => {
 });
 
 test('a checkpoint written before --preprocess existed resumes as the d2l preprocessing it ran with', async () => {
-  const { checkCompatible } = await import('../src/shared/checkpoint.js');
+  const { checkCompatible } = await import('../src/shared/store/checkpoint.js');
   const ck = { vocab: ['<unk>', ' ', 'a'], corpusSha1: 'x', config: { hidden: 4 }, params: new Float32Array(3) } as unknown as Parameters<typeof checkCompatible>[0];
   const expect = (preprocess: string) => ({ vocab: ['<unk>', ' ', 'a'], corpusSha1: 'x', config: { hidden: 4, preprocess }, paramCount: 3 });
   checkCompatible(ck, expect('d2l'), ['hidden', 'preprocess']);

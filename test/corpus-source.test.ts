@@ -6,8 +6,8 @@ import type { AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { after, describe, it } from 'node:test';
-import { TIMEMACHINE_SHA1, loadCorpusText } from '../src/shared/corpus-source.js';
-import { buildCorpus } from '../src/shared/corpus.js';
+import { TIMEMACHINE_SHA1, loadCorpusText } from '../src/shared/data/corpus-source.js';
+import { buildCorpus } from '../src/shared/data/corpus.js';
 import { isDptrainError, type ErrorCode } from '../src/shared/errors.js';
 
 

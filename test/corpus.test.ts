@@ -4,10 +4,10 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { loadCorpusText } from '../src/shared/corpus-source.js';
-import { buildCorpus, preprocessLines } from '../src/shared/corpus.js';
+import { loadCorpusText } from '../src/shared/data/corpus-source.js';
+import { buildCorpus, preprocessLines } from '../src/shared/data/corpus.js';
 import { isDptrainError } from '../src/shared/errors.js';
-import { Vocab } from '../src/shared/vocab.js';
+import { Vocab } from '../src/shared/data/vocab.js';
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 

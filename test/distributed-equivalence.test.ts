@@ -4,8 +4,8 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { loadCorpus } from '../src/shared/corpus-source.js';
-import { initialParams, trainLocal } from '../src/shared/local-trainer.js';
+import { loadCorpus } from '../src/shared/data/corpus-source.js';
+import { initialParams, trainLocal } from '../src/shared/train/local-trainer.js';
 import { killAll, relativeError, spawnWorker, startCoordinator, tinyCoordinatorConfig, waitFor, type WorkerProc } from './support/cluster.js';
 
 async function equivalence(workers: number, batchSize: number): Promise<void> {

@@ -8,11 +8,11 @@ import { exportLayersModel } from '../src/shared/model/export-tfjs.js';
 import { buildLayersModel } from '../src/shared/model/char-lstm/layers.js';
 import { createModel } from '../src/shared/model/registry.js';
 import { createTokenizer } from '../src/shared/data/tokenizer.js';
-import { Vocab } from '../src/shared/vocab.js';
+import { Vocab } from '../src/shared/data/vocab.js';
 import { lstmForward, namedParams } from '../src/shared/model/char-lstm/forward.js';
 import { zeroState, toTimeMajor } from '../src/shared/model/char-lstm/step.js';
 import { paramCount, type ModelDims } from '../src/shared/model/char-lstm/params.js';
-import { Rng } from '../src/shared/rng.js';
+import { Rng } from '../src/shared/data/rng.js';
 
 const dims: ModelDims = { vocabSize: 6, hidden: 4 };
 const vocab = ['<unk>', 'a', 'b', 'c', ' ', '\n'];

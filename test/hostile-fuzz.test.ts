@@ -8,8 +8,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { CloseCodes, ErrorCodes } from '../src/shared/errors.js';
-import { decode, PROTOCOL_VERSION, validateWorkerMessage } from '../src/shared/protocol.js';
-import { Rng } from '../src/shared/rng.js';
+import { decode, PROTOCOL_VERSION, validateWorkerMessage } from '../src/shared/wire/protocol.js';
+import { Rng } from '../src/shared/data/rng.js';
 import { TOKEN, waitFor } from './support/cluster.js';
 import { heapAfterGc, honestCluster, recordAccepted, rejectedByCode, tokensTotal } from './support/hostile.js';
 import { INFO, pack, RawClient } from './support/raw-client.js';

@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
-import { CHECKPOINT_FILE } from '../src/shared/checkpoint.js';
+import { CHECKPOINT_FILE } from '../src/shared/store/checkpoint.js';
 import { corpusFile, killAll, spawnWorker, tmpDir, type WorkerProc } from './support/cluster.js';
 import { scrape, startCoordinatorProc, within, type CoordinatorProc } from './support/processes.js';
 

@@ -7,8 +7,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { CloseCodes, ErrorCodes } from '../src/shared/errors.js';
-import { maxPayloadFor, PROTOCOL_VERSION } from '../src/shared/protocol.js';
-import { Rng } from '../src/shared/rng.js';
+import { maxPayloadFor, PROTOCOL_VERSION } from '../src/shared/wire/protocol.js';
+import { Rng } from '../src/shared/data/rng.js';
 import { TOKEN, waitFor } from './support/cluster.js';
 import { counter, heapAfterGc, honestCluster, recordAccepted, rejectedByCode, tokensTotal } from './support/hostile.js';
 import { gradsFrame, helloFrame, INFO, pack, RawClient, tcpIdle, type Closed } from './support/raw-client.js';

@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
-import { readCheckpoint } from '../src/shared/checkpoint.js';
+import { readCheckpoint } from '../src/shared/store/checkpoint.js';
 import { corpusFile, relativeError, tmpDir, TOKEN, waitFor } from './support/cluster.js';
 import { dptrain, freePort, NO_STACK, type Proc } from './support/proc.js';
 

@@ -1,8 +1,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { tf, testBackend } from './support/tf.js';
-import { buildCorpus } from '../src/shared/corpus.js';
-import { trainLocal } from '../src/shared/local-trainer.js';
+import { buildCorpus } from '../src/shared/data/corpus.js';
+import { trainLocal } from '../src/shared/train/local-trainer.js';
 import { resolveOptions, type TrainConfig } from '../src/shared/config.js';
 import { COORDINATOR_OPTIONS } from '../src/shared/options.js';
 import { perplexityOf, predict } from '../src/shared/model/evaluate.js';

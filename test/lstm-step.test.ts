@@ -4,7 +4,7 @@ import { tf, testBackend } from './support/tf.js';
 import { initParams, paramLayout, PARAM_NAMES, type ModelDims } from '../src/shared/model/char-lstm/params.js';
 import { lstmStep, makeStepParams, disposeStepParams, zeroState, disposeState, type Batch } from '../src/shared/model/char-lstm/step.js';
 import { lossSumOf, namedParams } from '../src/shared/model/char-lstm/forward.js';
-import { Rng } from '../src/shared/rng.js';
+import { Rng } from '../src/shared/data/rng.js';
 
 function randomBatch(rng: Rng, rows: number, numSteps: number, V: number): Batch {
   const x = new Int32Array(rows * numSteps).map(() => rng.int(0, V - 1));

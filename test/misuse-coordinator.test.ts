@@ -12,7 +12,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { corpusFile, tmpDir, TOKEN, waitFor } from './support/cluster.js';
 import { dptrain, NO_STACK } from './support/proc.js';
-import { readCheckpoint } from '../src/shared/checkpoint.js';
+import { readCheckpoint } from '../src/shared/store/checkpoint.js';
 import { LOCK_FILE } from '../src/coordinator/checkpoint-dir.js';
 
 const corpus = corpusFile();

@@ -12,8 +12,8 @@ import fs from 'node:fs';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import path from 'node:path';
-import { loadCorpus, SAMPLE_BYTES } from '../src/shared/corpus-source.js';
-import { buildCorpus, preprocessLines, Tokenizer } from '../src/shared/corpus.js';
+import { loadCorpus, SAMPLE_BYTES } from '../src/shared/data/corpus-source.js';
+import { buildCorpus, preprocessLines, Tokenizer } from '../src/shared/data/corpus.js';
 import { isDptrainError, type ErrorCode } from '../src/shared/errors.js';
 import { cliPath, repoRoot, tmpDir } from './support/cluster.js';
 

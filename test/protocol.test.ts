@@ -2,7 +2,7 @@ import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { Packr } from 'msgpackr';
 import { CloseCodes, closeCodeFor, ErrorCodes, errorSpec, exitCodeFor, finalRefusalFor, isDptrainError, type ErrorCode } from '../src/shared/errors.js';
-import { Rng } from '../src/shared/rng.js';
+import { Rng } from '../src/shared/data/rng.js';
 import {
   LIMITS,
   PROTOCOL_VERSION,
@@ -23,8 +23,8 @@ import {
   type Validation,
   type WelcomeMsg,
   type WorkerMessage,
-} from '../src/shared/protocol.js';
-import { decodeTensor, encodeTensor, type WireDtype } from '../src/shared/wire-tensor.js';
+} from '../src/shared/wire/protocol.js';
+import { decodeTensor, encodeTensor, type WireDtype } from '../src/shared/wire/tensor.js';
 
 const PARAMS = 16;
 const WORKER_LIMITS = { paramCount: PARAMS, maxTokenCount: 1000 };

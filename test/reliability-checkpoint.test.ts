@@ -11,7 +11,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { Coordinator } from '../src/coordinator/coordinator.js';
-import { CHECKPOINT_FILE, readCheckpoint } from '../src/shared/checkpoint.js';
+import { CHECKPOINT_FILE, readCheckpoint } from '../src/shared/store/checkpoint.js';
 import { isDptrainError } from '../src/shared/errors.js';
 import { corpusFile, killAll, relativeError, spawnWorker, tinyCoordinatorConfig, tmpDir, TOKEN, waitFor, type WorkerProc } from './support/cluster.js';
 import { within } from './support/processes.js';

@@ -7,8 +7,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
-import { readCheckpoint, CHECKPOINT_FILE } from '../src/shared/checkpoint.js';
-import { Rng } from '../src/shared/rng.js';
+import { readCheckpoint, CHECKPOINT_FILE } from '../src/shared/store/checkpoint.js';
+import { Rng } from '../src/shared/data/rng.js';
 import { corpusFile, killAll, spawnWorker, tmpDir, TOKEN, waitFor, type WorkerProc } from './support/cluster.js';
 import { freePort, scrape, startCoordinatorProc, within, type CoordinatorProc } from './support/processes.js';
 

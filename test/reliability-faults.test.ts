@@ -6,7 +6,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Coordinator, type RoundBreakdown } from '../src/coordinator/coordinator.js';
 import { ErrorCodes } from '../src/shared/errors.js';
-import { Rng } from '../src/shared/rng.js';
+import { Rng } from '../src/shared/data/rng.js';
 import { killAll, spawnWorker, tinyCoordinatorConfig, TOKEN, waitFor, type WorkerProc } from './support/cluster.js';
 import { counter, recordAccepted } from './support/hostile.js';
 import { within } from './support/processes.js';

@@ -5,7 +5,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { readCheckpoint } from '../src/shared/checkpoint.js';
+import { readCheckpoint } from '../src/shared/store/checkpoint.js';
 import { cliPath, corpusFile, relativeError, tmpDir, waitFor } from './support/cluster.js';
 
 function coordinator(args: string[]) {

@@ -1,7 +1,7 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { isDptrainError } from '../src/shared/errors.js';
-import { Rng } from '../src/shared/rng.js';
+import { Rng } from '../src/shared/data/rng.js';
 import {
   WIRE_DTYPES,
   allFinite,
@@ -15,7 +15,7 @@ import {
   isWireDtype,
   tensorAllFinite,
   type WireTensor,
-} from '../src/shared/wire-tensor.js';
+} from '../src/shared/wire/tensor.js';
 
 function randomValues(n: number, seed: number, scale = 1): Float32Array {
   const rng = new Rng(seed);

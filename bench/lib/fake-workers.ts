@@ -15,9 +15,9 @@
  */
 import os from 'node:os';
 import WebSocket from 'ws';
-import { decodeCoordinatorMessage, encode, PROTOCOL_VERSION } from '../../src/shared/protocol.js';
-import { encodeTensor, type WireDtype, type WireTensor } from '../../src/shared/wire-tensor.js';
-import { Rng } from '../../src/shared/rng.js';
+import { decodeCoordinatorMessage, encode, PROTOCOL_VERSION } from '../../src/shared/wire/protocol.js';
+import { encodeTensor, type WireDtype, type WireTensor } from '../../src/shared/wire/tensor.js';
+import { Rng } from '../../src/shared/data/rng.js';
 
 const [url, countArg, name = 'fake'] = process.argv.slice(2);
 const count = Number(countArg);

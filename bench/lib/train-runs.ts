@@ -5,10 +5,10 @@
  * the same configuration, each with a train/validation perplexity per epoch.
  */
 import { resolveOptions, type TrainConfig } from '../../src/shared/config.js';
-import { buildCorpus } from '../../src/shared/corpus.js';
-import { loadCorpusText } from '../../src/shared/corpus-source.js';
+import { buildCorpus } from '../../src/shared/data/corpus.js';
+import { loadCorpusText } from '../../src/shared/data/corpus-source.js';
 import { perplexityOf } from '../../src/shared/model/evaluate.js';
-import { modelOf, trainLocal, type EpochReport } from '../../src/shared/local-trainer.js';
+import { modelOf, trainLocal, type EpochReport } from '../../src/shared/train/local-trainer.js';
 import { COORDINATOR_OPTIONS } from '../../src/shared/options.js';
 import { ensureTimeMachine, startCluster, sleep, type RoundRecord } from './cluster.js';
 import { median } from './stats.js';

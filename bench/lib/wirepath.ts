@@ -5,13 +5,13 @@
  * say where a round's time goes besides the workers' compute.
  */
 import * as tf from '@tensorflow/tfjs';
-import { decodeCoordinatorMessage, decodeWorkerMessage, encode, type GradsMsg } from '../../src/shared/protocol.js';
-import { decodeTensor, encodeTensor, type WireDtype } from '../../src/shared/wire-tensor.js';
+import { decodeCoordinatorMessage, decodeWorkerMessage, encode, type GradsMsg } from '../../src/shared/wire/protocol.js';
+import { decodeTensor, encodeTensor, type WireDtype } from '../../src/shared/wire/tensor.js';
 import { disposeStepParams, makeStepParams } from '../../src/shared/model/char-lstm/step.js';
 import { initParams, paramCount, type ModelDims } from '../../src/shared/model/char-lstm/params.js';
 import { createModel } from '../../src/shared/model/registry.js';
-import { ParameterServer } from '../../src/shared/param-server.js';
-import { Rng } from '../../src/shared/rng.js';
+import { ParameterServer } from '../../src/shared/train/param-server.js';
+import { Rng } from '../../src/shared/data/rng.js';
 import { computeMs, measure, median } from './stats.js';
 
 export interface WirePathStep {

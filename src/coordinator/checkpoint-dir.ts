@@ -14,7 +14,7 @@ import { promises as fsp } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { DptrainError } from '../shared/errors.js';
-import { CHECKPOINT_FILE, CHECKPOINT_PREV_FILE, mkdirp } from '../shared/checkpoint.js';
+import { CHECKPOINT_FILE, CHECKPOINT_PREV_FILE, mkdirp } from '../shared/store/checkpoint.js';
 
 export const LOCK_FILE = '.dptrain.lock';
 export const LOCK_REFRESH_MS = 10_000;

@@ -3,8 +3,8 @@
  * bumped on every join and leave (Horovod's rendezvous counter), bounded
  * metric slots ("w0".."wN-1"), and the assignment of streams to workers.
  */
-import type { WorkerInfo } from '../shared/protocol.js';
-import { splitStreams } from '../shared/batches.js';
+import type { WorkerInfo } from '../shared/wire/protocol.js';
+import { splitStreams } from '../shared/data/batches.js';
 
 /** What membership needs of a connection; the WebSocket server provides it. */
 export interface Peer {

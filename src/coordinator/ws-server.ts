@@ -18,7 +18,7 @@ import {
   type HelloMsg,
   type WorkerMessage,
   type WorkerMessageLimits,
-} from '../shared/protocol.js';
+} from '../shared/wire/protocol.js';
 import type { LeaveReason, Peer } from './membership.js';
 
 export interface WsServerOptions {

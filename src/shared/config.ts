@@ -6,12 +6,12 @@
  */
 import tls from 'node:tls';
 import YAML from 'yaml';
-import type { Partition } from './batches.js';
+import type { Partition } from './data/batches.js';
 import type { BackendChoice } from './backend.js';
-import type { WireDtype } from './wire-tensor.js';
+import type { WireDtype } from './wire/tensor.js';
 import { DptrainError } from './errors.js';
 import { readSmallFile } from './small-file.js';
-import { D2L_MAX_TOKENS, type Preprocess } from './corpus.js';
+import { D2L_MAX_TOKENS, type Preprocess } from './data/corpus.js';
 import { camel, envVarFor, type OptionTable, COORDINATOR_OPTIONS, WORKER_OPTIONS } from './options.js';
 
 export interface TrainConfig {

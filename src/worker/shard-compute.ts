@@ -7,7 +7,7 @@
  * its state from the coordinator (or starts from zero when the data order says so).
  * What a stream's state holds is the model's business: here it is stateWidth floats.
  */
-import { gatherRows } from '../shared/batches.js';
+import { gatherRows } from '../shared/data/batches.js';
 import type { ModelDescriptor, TrainStepper } from '../shared/model/descriptor.js';
 
 export interface ShardTask {

@@ -6,8 +6,8 @@
 import WebSocket from 'ws';
 import fs from 'node:fs';
 import { CloseCodes, finalRefusalFor, type ErrorCode } from '../shared/errors.js';
-import { decodeCoordinatorMessage, encode, tokensFromWire, PROTOCOL_VERSION, WORKER_MAX_PAYLOAD, type CoordinatorMessage, type WorkerInfo } from '../shared/protocol.js';
-import { decodeTensor, encodeTensor, type WireDtype } from '../shared/wire-tensor.js';
+import { decodeCoordinatorMessage, encode, tokensFromWire, PROTOCOL_VERSION, WORKER_MAX_PAYLOAD, type CoordinatorMessage, type WorkerInfo } from '../shared/wire/protocol.js';
+import { decodeTensor, encodeTensor, type WireDtype } from '../shared/wire/tensor.js';
 import { ShardComputer } from './shard-compute.js';
 import { createModel } from '../shared/model/registry.js';
 import type { WorkerMetrics } from './metrics.js';

@@ -6,7 +6,7 @@ import net from 'node:net';
 import tls from 'node:tls';
 import WebSocket from 'ws';
 import { Packr } from 'msgpackr';
-import { decode, encode, PROTOCOL_VERSION } from '../../src/shared/protocol.js';
+import { decode, encode, PROTOCOL_VERSION } from '../../src/shared/wire/protocol.js';
 import { TOKEN } from './cluster.js';
 
 export const INFO = { backend: 'cpu', device: 'cpu', host: 'raw-client', pid: 1 };

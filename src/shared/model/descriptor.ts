@@ -8,7 +8,7 @@
  * in registry.ts.
  */
 import type * as tf from '@tensorflow/tfjs';
-import type { Rng } from '../rng.js';
+import type { Rng } from '../data/rng.js';
 
 /** A named block of the flat parameter vector (the optimizer keeps one variable per block). */
 export interface ParamBlock {

@@ -4,7 +4,7 @@
 import * as tf from '@tensorflow/tfjs';
 import type { ModelDescriptor } from './descriptor.js';
 import type { TextTokenizer } from '../data/tokenizer.js';
-import { Rng } from '../rng.js';
+import { Rng } from '../data/rng.js';
 
 /**
  * Perplexity of `tokens` read as `streams` parallel streams in chunks of

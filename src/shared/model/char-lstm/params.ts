@@ -12,7 +12,7 @@
  * most on the wasm backend.
  * The transport only ever sees the flat vector; the compute views it by name.
  */
-import { Rng } from '../../rng.js';
+import { Rng } from '../../data/rng.js';
 
 export const GATES = ['i', 'f', 'o', 'c'] as const;
 export type Gate = (typeof GATES)[number];

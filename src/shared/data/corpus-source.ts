@@ -19,7 +19,7 @@ import type { Stats } from 'node:fs';
 import fs from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import path from 'node:path';
-import { DptrainError } from './errors.js';
+import { DptrainError } from '../errors.js';
 import { checkBuildOptions, Tokenizer, type BuildOptions, type Corpus } from './corpus.js';
 
 export const TIMEMACHINE_URL = 'http://d2l-data.s3-accelerate.amazonaws.com/timemachine.txt';

@@ -4,7 +4,7 @@
  * coordinator can send a worker its few row starts instead of token data, and
  * any shard of streams can be gathered independently.
  */
-import { DptrainError } from './errors.js';
+import { DptrainError } from '../errors.js';
 import type { Rng } from './rng.js';
 
 export type Partition = 'sequential' | 'random';

@@ -3,14 +3,14 @@
  * distributed trainer must match, and the baseline of the benchmarks.
  * Same data schedule, same step, same ParameterServer as the coordinator.
  */
-import { gatherRows } from './batches.js';
-import type { TrainConfig } from './config.js';
-import type { Corpus } from './corpus.js';
-import type { ModelDescriptor } from './model/descriptor.js';
-import { modelFromConfig } from './model/registry.js';
+import { gatherRows } from '../data/batches.js';
+import type { TrainConfig } from '../config.js';
+import type { Corpus } from '../data/corpus.js';
+import type { ModelDescriptor } from '../model/descriptor.js';
+import { modelFromConfig } from '../model/registry.js';
 import { ParameterServer } from './param-server.js';
-import { Rng } from './rng.js';
-import { Schedule } from './schedule.js';
+import { Rng } from '../data/rng.js';
+import { Schedule } from '../data/schedule.js';
 
 export interface EpochReport {
   epoch: number;

@@ -7,9 +7,9 @@
  * bytes. Whatever arrives is `unknown` until a validator has checked it, and
  * the validators answer with a stable error code instead of throwing.
  */
-import { HOST_LITTLE_ENDIAN, plainPackr } from './msgpack.js';
-import { DptrainError, ErrorCodes, isDptrainError, type ErrorCode } from './errors.js';
-import { bytesPerElement, isWireDtype, tensorAllFinite, type WireDtype, type WireTensor } from './wire-tensor.js';
+import { HOST_LITTLE_ENDIAN, plainPackr } from '../msgpack.js';
+import { DptrainError, ErrorCodes, isDptrainError, type ErrorCode } from '../errors.js';
+import { bytesPerElement, isWireDtype, tensorAllFinite, type WireDtype, type WireTensor } from './tensor.js';
 
 /**
  * Bumped on any change a peer of the previous version would misread.

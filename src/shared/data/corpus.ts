@@ -9,7 +9,7 @@
  * tokens are in.
  */
 import { createHash, type Hash } from 'node:crypto';
-import { DptrainError } from './errors.js';
+import { DptrainError } from '../errors.js';
 import { UNK, Vocab } from './vocab.js';
 
 /** d2l: letters A–Z only, lower-cased, every other run one space (read_time_machine). none: every character as is. */

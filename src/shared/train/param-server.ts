@@ -8,7 +8,7 @@
  * was computed.
  */
 import * as tf from '@tensorflow/tfjs';
-import type { ModelDescriptor, ParamBlock } from './model/descriptor.js';
+import type { ModelDescriptor, ParamBlock } from '../model/descriptor.js';
 
 export interface OptimizerConfig {
   optimizer: 'sgd' | 'adam';

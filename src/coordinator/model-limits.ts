@@ -4,8 +4,8 @@
  * 32-bit memory of the wasm backend, would otherwise fail on every worker and
  * reconnect forever, or grow to gigabytes and crash.
  */
-import { DptrainError } from './errors.js';
-import { maxPayloadFor, WORKER_MAX_PAYLOAD } from './protocol.js';
+import { DptrainError } from '../shared/errors.js';
+import { maxPayloadFor, WORKER_MAX_PAYLOAD } from '../shared/wire/protocol.js';
 
 /**
  * wasm32 addresses at most 4 GiB and tfjs-backend-wasm grows its heap in one

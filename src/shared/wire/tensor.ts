@@ -6,7 +6,7 @@
  * the coordinator picks one dtype per run and says which in `welcome`.
  * Bytes on the wire are always little-endian, whatever the host.
  */
-import { DptrainError, ErrorCodes } from './errors.js';
+import { DptrainError, ErrorCodes } from '../errors.js';
 
 export type WireDtype = 'float32' | 'float16' | 'bfloat16';
 

@@ -16,10 +16,10 @@ import { createHash } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 import { isDeepStrictEqual } from 'node:util';
-import { HOST_LITTLE_ENDIAN, plainPackr } from './msgpack.js';
-import { DptrainError, ErrorCodes } from './errors.js';
-import { createModel, modelFromConfig } from './model/registry.js';
-import type { ModelDescriptor } from './model/descriptor.js';
+import { HOST_LITTLE_ENDIAN, plainPackr } from '../msgpack.js';
+import { DptrainError, ErrorCodes } from '../errors.js';
+import { createModel, modelFromConfig } from '../model/registry.js';
+import type { ModelDescriptor } from '../model/descriptor.js';
 
 export const CHECKPOINT_FORMAT = 1;
 export const CHECKPOINT_FILE = 'checkpoint.dpt';
