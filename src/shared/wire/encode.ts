@@ -1,0 +1,107 @@
+/** Messages -> msgpack frames, with exactly the protocol's fields. */
+import { HOST_LITTLE_ENDIAN, plainPackr } from '../msgpack.js';
+import { DptrainError, ErrorCodes } from '../errors.js';
+import type { WireTensor } from './tensor.js';
+import type { Message } from './messages.js';
+
+// The decoder refuses extensions, so nothing here may produce one.
+const packr = plainPackr({ copyBuffers: false });
+
+// ---------------------------------------------------------------------------
+// Encoding
+
+function bytesView(a: ArrayBufferView): Uint8Array {
+  return new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
+}
+
+function int32ToWire(a: Int32Array): Uint8Array {
+  if (HOST_LITTLE_ENDIAN) return bytesView(a);
+  const out = new Uint8Array(a.length * 4);
+  const dv = new DataView(out.buffer);
+  for (let i = 0; i < a.length; i++) dv.setInt32(i * 4, a[i], true);
+  return out;
+}
+
+function tensorToWire(t: WireTensor): Record<string, unknown> {
+  return { dtype: t.dtype, length: t.length, data: bytesView(t.data) };
+}
+
+// Fields are copied one by one so a message object carrying extra properties
+// (or undefined optionals) puts exactly the protocol's fields on the wire.
+function toWire(msg: Message): Record<string, unknown> {
+  switch (msg.type) {
+    case 'hello': {
+      const info: Record<string, unknown> = {
+        backend: msg.info.backend,
+        device: msg.info.device,
+        host: msg.info.host,
+        pid: msg.info.pid,
+      };
+      if (msg.info.name !== undefined) info.name = msg.info.name;
+      return { type: msg.type, version: msg.version, token: msg.token, info };
+    }
+    case 'grads':
+      return {
+        type: msg.type,
+        round: msg.round,
+        tokenCount: msg.tokenCount,
+        lossSum: msg.lossSum,
+        computeMs: msg.computeMs,
+        grads: tensorToWire(msg.grads),
+        ...(msg.state ? { state: tensorToWire(msg.state) } : {}),
+      };
+    case 'leave':
+      return { type: msg.type, reason: msg.reason };
+    case 'welcome':
+      return {
+        type: msg.type,
+        version: msg.version,
+        workerId: msg.workerId,
+        model: {
+          name: msg.model.name,
+          hyper: { ...msg.model.hyper },
+          vocabSize: msg.model.vocabSize,
+          numSteps: msg.model.numSteps,
+          paramCount: msg.model.paramCount,
+          stateWidth: msg.model.stateWidth,
+        },
+        tokenWidth: msg.tokenWidth,
+        wireDtype: msg.wireDtype,
+        heartbeatMs: msg.heartbeatMs,
+        tokens: bytesView(msg.tokens),
+      };
+    case 'params':
+      return { type: msg.type, version: msg.version, params: tensorToWire(msg.params) };
+    case 'step':
+      return {
+        type: msg.type,
+        round: msg.round,
+        paramsVersion: msg.paramsVersion,
+        lo: msg.lo,
+        hi: msg.hi,
+        starts: int32ToWire(msg.starts),
+        fresh: bytesView(msg.fresh),
+        ...(msg.state ? { state: tensorToWire(msg.state) } : {}),
+      };
+    case 'pause':
+      return { type: msg.type, reason: msg.reason, workers: msg.workers, minWorkers: msg.minWorkers };
+    case 'bye':
+      return { type: msg.type, reason: msg.reason, message: msg.message };
+    case 'error':
+      return { type: msg.type, code: msg.code, message: msg.message };
+    default: {
+      const t: unknown = (msg as { type?: unknown }).type;
+      throw new DptrainError(ErrorCodes.ERR_UNKNOWN_TYPE, `cannot encode message of type ${JSON.stringify(t)}`);
+    }
+  }
+}
+
+/**
+ * Encodes without validating: the receiver validates. The result does not
+ * alias the message's arrays, so one encoded `params` frame can be sent to
+ * every worker while the next round's parameters are computed.
+ */
+export function encode(msg: Message): Buffer {
+  return packr.pack(toWire(msg));
+}
+
