@@ -116,26 +116,31 @@ test('busy ports are one sentence naming the flag, exit 2', async () => {
 });
 
 test('blank and short tokens are refused by the coordinator and the worker', async () => {
-  for (const t of ['', ' ', '\t']) {
-    await expectExit(['coordinator', 'start', ...TINY, '--token', t], 2, /(--token \(or DPTRAIN_TOKEN\) is blank|--token was given without a value).*\(ERR_BAD_CONFIG\)/, {});
-    await expectExit(['worker', 'join', '--coordinator', 'ws://127.0.0.1:1', '--token', t], 2, /(is blank|without a value).*\(ERR_BAD_CONFIG\)/, {});
-  }
-  await expectExit(['coordinator', 'start', ...TINY], 2, /is blank/, { DPTRAIN_TOKEN: '   ' });
-  await expectExit(['coordinator', 'start', ...TINY, '--token', 'abc'], 2, /has 3 characters; use at least 8 .*\(ERR_BAD_CONFIG\)/, {});
+  // Independent processes: run side by side.
+  await Promise.all([
+    ...['', ' ', '\t'].flatMap((t) => [
+      expectExit(['coordinator', 'start', ...TINY, '--token', t], 2, /(--token \(or DPTRAIN_TOKEN\) is blank|--token was given without a value).*\(ERR_BAD_CONFIG\)/, {}),
+      expectExit(['worker', 'join', '--coordinator', 'ws://127.0.0.1:1', '--token', t], 2, /(is blank|without a value).*\(ERR_BAD_CONFIG\)/, {}),
+    ]),
+    expectExit(['coordinator', 'start', ...TINY], 2, /is blank/, { DPTRAIN_TOKEN: '   ' }),
+    expectExit(['coordinator', 'start', ...TINY, '--token', 'abc'], 2, /has 3 characters; use at least 8 .*\(ERR_BAD_CONFIG\)/, {}),
+  ]);
 });
 
 test('flags without values, timers past what Node can hold, NaN and models that cannot fit are refused before anything starts', async () => {
-  await expectExit(['coordinator', 'start', ...TINY, '--hidden', '--epochs', '3'], 2, /--hidden was given without a value.*\(ERR_BAD_CONFIG\)/);
-  await expectExit(['coordinator', 'start', ...TINY, '--corpus='], 2, /--corpus was given without a value/);
-  await expectExit(['worker', 'join', '--coordinator', '--backend', 'cpu'], 2, /--coordinator was given without a value/);
-  await expectExit(['coordinator', 'start', ...TINY, '--round-timeout', '1e9'], 2, /--round-timeout must be at most 86400/);
-  await expectExit(['worker', 'join', '--reconnect-grace', '1e9'], 2, /--reconnect-grace must be at most 86400/);
-  await expectExit(['coordinator', 'start', ...TINY, '--lr', 'NaN'], 2, /--lr must be a number, got NaN \(command line\)/);
-  await expectExit(['coordinator', 'start', ...TINY, '--epochs', '3', '--epochs', '4'], 2, /--epochs was given 2 times/);
   const big = TINY.map((a, i) => (TINY[i - 1] === '--hidden' ? '8192' : a));
-  await expectExit(['coordinator', 'start', ...big, '--spawn', '1'], 2, /--hidden 8192 gives [\d,]+ parameters: a \d+ MiB message, over the 1024 MiB a worker accepts .*\(ERR_MODEL_TOO_LARGE\)/);
   const wasmBig = TINY.map((a, i) => (TINY[i - 1] === '--hidden' ? '6144' : a));
-  await expectExit(['coordinator', 'start', ...wasmBig, '--spawn', '1'], 2, /about \d+ MiB for the cpu backend, over the 2048 MiB .*\(ERR_MODEL_TOO_LARGE\)/);
+  await Promise.all([
+    expectExit(['coordinator', 'start', ...TINY, '--hidden', '--epochs', '3'], 2, /--hidden was given without a value.*\(ERR_BAD_CONFIG\)/),
+    expectExit(['coordinator', 'start', ...TINY, '--corpus='], 2, /--corpus was given without a value/),
+    expectExit(['worker', 'join', '--coordinator', '--backend', 'cpu'], 2, /--coordinator was given without a value/),
+    expectExit(['coordinator', 'start', ...TINY, '--round-timeout', '1e9'], 2, /--round-timeout must be at most 86400/),
+    expectExit(['worker', 'join', '--reconnect-grace', '1e9'], 2, /--reconnect-grace must be at most 86400/),
+    expectExit(['coordinator', 'start', ...TINY, '--lr', 'NaN'], 2, /--lr must be a number, got NaN \(command line\)/),
+    expectExit(['coordinator', 'start', ...TINY, '--epochs', '3', '--epochs', '4'], 2, /--epochs was given 2 times/),
+    expectExit(['coordinator', 'start', ...big, '--spawn', '1'], 2, /--hidden 8192 gives [\d,]+ parameters: a \d+ MiB message, over the 1024 MiB a worker accepts .*\(ERR_MODEL_TOO_LARGE\)/),
+    expectExit(['coordinator', 'start', ...wasmBig, '--spawn', '1'], 2, /about \d+ MiB for the cpu backend, over the 2048 MiB .*\(ERR_MODEL_TOO_LARGE\)/),
+  ]);
 });
 
 test('SIGINT or SIGTERM to a --spawn run, to the process or its whole group, exits 0 with a checkpoint and no stack trace', async () => {
@@ -185,14 +190,16 @@ test('token, config, certificate and checkpoint paths that name a device, a FIFO
   const huge = path.join(dir, 'huge.yaml');
   fs.writeFileSync(huge, '');
   fs.truncateSync(huge, 64 * 1024 * 1024);
-  await expectExit(['worker', 'join', '--token-file', '/dev/zero'], 2, /--token-file \/dev\/zero is not a regular file \(ERR_BAD_CONFIG\)/, {});
-  await expectExit(['coordinator', 'start', ...TINY, '--config', '/dev/urandom'], 2, /config file \/dev\/urandom is not a regular file/);
-  await expectExit(['coordinator', 'start', ...TINY, '--config', huge], 2, /config file .*huge\.yaml is 67108864 bytes, more than/);
-  await expectExit(['coordinator', 'start', ...TINY, '--tls-cert', '/dev/zero', '--tls-key', '/dev/zero'], 2, /--tls-cert \/dev\/zero is not a regular file/);
-  await expectExit(['worker', 'join', '--coordinator', 'wss://127.0.0.1:1', '--ca', '/dev/zero'], 2, /--ca \/dev\/zero is not a regular file/);
   const ckdir = tmpDir();
   fs.symlinkSync('/dev/zero', path.join(ckdir, 'checkpoint.dpt'));
-  await expectExit(['generate', '--checkpoint', ckdir], 2, /checkpoint .* is not a regular file.*\(ERR_CHECKPOINT_CORRUPT\)/);
+  await Promise.all([
+    expectExit(['worker', 'join', '--token-file', '/dev/zero'], 2, /--token-file \/dev\/zero is not a regular file \(ERR_BAD_CONFIG\)/, {}),
+    expectExit(['coordinator', 'start', ...TINY, '--config', '/dev/urandom'], 2, /config file \/dev\/urandom is not a regular file/),
+    expectExit(['coordinator', 'start', ...TINY, '--config', huge], 2, /config file .*huge\.yaml is 67108864 bytes, more than/),
+    expectExit(['coordinator', 'start', ...TINY, '--tls-cert', '/dev/zero', '--tls-key', '/dev/zero'], 2, /--tls-cert \/dev\/zero is not a regular file/),
+    expectExit(['worker', 'join', '--coordinator', 'wss://127.0.0.1:1', '--ca', '/dev/zero'], 2, /--ca \/dev\/zero is not a regular file/),
+    expectExit(['generate', '--checkpoint', ckdir], 2, /checkpoint .* is not a regular file.*\(ERR_CHECKPOINT_CORRUPT\)/),
+  ]);
 });
 
 test('--checkpoint-dir under /proc ends with one sentence instead of spinning', async () => {
