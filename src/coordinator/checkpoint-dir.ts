@@ -15,6 +15,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { DptrainError } from '../shared/errors.js';
 import { CHECKPOINT_FILE, CHECKPOINT_PREV_FILE, mkdirp } from '../shared/store/checkpoint.js';
+import { processAlive } from '../shared/store/temp-files.js';
 
 export const LOCK_FILE = '.dptrain.lock';
 export const LOCK_REFRESH_MS = 10_000;
@@ -170,11 +171,3 @@ function lockedError(dir: string, held: LockInfo | null): DptrainError {
   );
 }
 
-export function processAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}

@@ -5,10 +5,15 @@
  * A round: encode the parameters once, send the same bytes to every worker,
  * send each its stream range; sum the gradient sums that come back before the
  * deadline; divide by the tokens that came back; clip; optimizer step.
+ *
+ * (Over 350 lines: the round loop, membership events and stop/pause share one
+ * state machine, kept in one class. What is not that state machine lives
+ * beside it: streams.ts (who holds which stream, state hand-over), round.ts
+ * (one round's replies and deadline), membership.ts, run-observer.ts (metrics
+ * and console), ws-server.ts (sockets), and src/shared/store/ (checkpoint
+ * assembly, resume checks, temp-file cleanup).)
  */
 import crypto from 'node:crypto';
-import { promises as fsp } from 'node:fs';
-import { join } from 'node:path';
 import type { Corpus } from '../shared/data/corpus.js';
 import { tokenizerFromConfig, type TextTokenizer } from '../shared/data/tokenizer.js';
 import { defaultDataDir, loadCorpus } from '../shared/data/corpus-source.js';
@@ -22,16 +27,20 @@ import { ParameterServer } from '../shared/train/param-server.js';
 import { initialParams, modelOf } from '../shared/train/local-trainer.js';
 import { Schedule } from '../shared/data/schedule.js';
 import { perplexityOf, predict } from '../shared/model/evaluate.js';
-import { CHECKPOINT_FILE, checkCompatible, readCheckpoint, writeCheckpoint, type CheckpointData } from '../shared/store/checkpoint.js';
+import { writeCheckpoint } from '../shared/store/checkpoint.js';
+import { assembleCheckpoint, readResumePoint } from '../shared/store/run-state.js';
+import { removeDeadTempFiles } from '../shared/store/temp-files.js';
 import type { BackendInfo } from '../shared/backend.js';
 import { checkModelFits } from './model-limits.js';
 import { urlHost } from '../shared/listen.js';
-import { openCheckpointDir, processAlive, type CheckpointDirLock } from './checkpoint-dir.js';
+import { openCheckpointDir, type CheckpointDirLock } from './checkpoint-dir.js';
 import { Membership, recordStepTime, type LeaveReason, type Member, type Peer } from './membership.js';
 import { Round, type Expected, type RoundOutcome } from './round.js';
+import { StreamTable } from './streams.js';
 import { WsServer, type HelloResult } from './ws-server.js';
 import { createCoordinatorMetrics, initSeries, VERSION, type CoordinatorMetrics } from './metrics.js';
 import { ConsoleReporter } from './console-report.js';
+import { RunObserver } from './run-observer.js';
 import { LogThinning, RoundSeries } from './round-series.js';
 
 export interface LogEntry {
@@ -111,15 +120,11 @@ export class Coordinator {
   private dirLock: CheckpointDirLock | null = null;
   private samplePrefix = '';
   private wake: (() => void) | null = null;
-  private owner: (string | null)[] = [];
-  private streamState!: Float32Array;
+  private streams!: StreamTable;
   private paused = false;
   private readonly log: (line: string) => void;
   private readonly report: ConsoleReporter;
-  private epochLoss = 0;
-  private epochTokens = 0;
-  private intervalTokens = 0;
-  private intervalStart = performance.now();
+  private readonly observer: RunObserver;
   private lastCheckpointStep = -1;
   private recentRoundMs: number[] = [];
   private breakdown: RoundBreakdown | null = null;
@@ -137,6 +142,7 @@ export class Coordinator {
     initSeries(this.metrics);
     this.membership = new Membership(cfg.maxWorkers);
     this.report = new ConsoleReporter(this.log, deps.progress === undefined ? (process.stderr.isTTY ? process.stderr : null) : deps.progress);
+    this.observer = new RunObserver(this.metrics, this.report, this.series);
   }
 
   get state(): { paused: boolean; stopping: boolean; step: number; epoch: number; round: number } {
@@ -169,9 +175,8 @@ export class Coordinator {
     for (const w of prefix.warnings) this.log(`--sample-prefix: ${w}`);
     this.server = new ParameterServer(this.model, initialParams(cfg, this.model), cfg);
     this.schedule = new Schedule(this.corpus.train.length, cfg.batchSize, cfg.numSteps, cfg.partition, { seed: cfg.seed });
-    this.owner = new Array(cfg.batchSize).fill(null);
-    this.streamState = new Float32Array(cfg.batchSize * this.model.stateWidth);
-    if (cfg.checkpointDir) await this.removeDeadTempFiles(cfg.checkpointDir);
+    this.streams = new StreamTable(cfg.batchSize, this.model.stateWidth);
+    if (cfg.checkpointDir) await removeDeadTempFiles(cfg.checkpointDir, this.log);
     if (cfg.resume) await this.resume();
     if (this.schedule.peek().epoch >= cfg.epochs) {
       // Nothing to train: say so instead of opening a server that workers would join only to be sent away.
@@ -210,45 +215,18 @@ export class Coordinator {
     return this.port;
   }
 
-  /**
-   * A coordinator killed while writing a checkpoint leaves its temp file behind
-   * (the checkpoint itself stays whole). Each is as large as a checkpoint, and a
-   * restarted process has another pid, so nothing else would ever remove them.
-   */
-  private async removeDeadTempFiles(dir: string): Promise<void> {
-    let names: string[];
-    try {
-      names = await fsp.readdir(dir);
-    } catch {
-      return;
-    }
-    const prefix = `.${CHECKPOINT_FILE}.tmp-`;
-    for (const name of names) {
-      if (!name.startsWith(prefix)) continue;
-      const pid = Number(name.slice(prefix.length));
-      if (!Number.isSafeInteger(pid) || pid <= 0 || pid === process.pid || processAlive(pid)) continue;
-      await fsp.rm(join(dir, name), { force: true }).catch(() => {});
-      this.log(`checkpoint: removed ${name}, a partial write of a process that died`);
-    }
-  }
-
   private async resume(): Promise<void> {
     const dir = this.cfg.checkpointDir!;
-    let ck: CheckpointData;
-    try {
-      ck = await readCheckpoint(dir, { log: this.log });
-    } catch (e) {
-      if (e instanceof DptrainError && e.code === 'ERR_CHECKPOINT_NOT_FOUND') {
-        this.log(`resume: no checkpoint in ${dir} yet; starting fresh`);
-        return;
-      }
-      throw e;
-    }
-    checkCompatible(
-      ck,
-      { vocab: [...this.corpus.vocab.idxToToken], corpusSha1: this.corpusSha1, config: publicConfig(this.cfg, COORDINATOR_OPTIONS), paramCount: this.count },
+    const ck = await readResumePoint(
+      dir,
+      { vocab: this.corpus.vocab.idxToToken, corpusSha1: this.corpusSha1, config: publicConfig(this.cfg, COORDINATOR_OPTIONS), model: this.model, streams: this.cfg.batchSize },
       TRAIN_KEYS,
+      this.log,
     );
+    if (!ck) {
+      this.log(`resume: no checkpoint in ${dir} yet; starting fresh`);
+      return;
+    }
     this.server.setParams(ck.params);
     await this.server.loadOptimizerState(ck.optimizer.state);
     this.server.version = ck.step;
@@ -257,12 +235,7 @@ export class Coordinator {
       batchIndex: ck.batchIndex,
       epochRngState: ck.epochRngState,
     });
-    if (ck.streamState) {
-      if (ck.streamState.length !== this.streamState.length) {
-        throw new DptrainError(ErrorCodes.ERR_CHECKPOINT_MISMATCH, `The checkpoint's stream state holds ${ck.streamState.length} values, but batch ${this.cfg.batchSize} x state width ${this.model.stateWidth} need ${this.streamState.length}.`);
-      }
-      this.streamState.set(ck.streamState);
-    }
+    if (ck.streamState) this.streams.restore(ck.streamState);
     for (const h of ck.history ?? []) this.history.push({ ...h, time: 0 });
     this.lastCheckpointStep = ck.step;
     this.metrics.steps.inc(ck.step);
@@ -346,7 +319,7 @@ export class Coordinator {
     const m = this.membership.remove(id);
     if (!m) return;
     this.round?.drop(id);
-    for (let s = 0; s < this.owner.length; s++) if (this.owner[s] === id) this.owner[s] = null;
+    this.streams.release(id);
     if (reason === 'leave' || reason === 'shutdown') this.metrics.leaves.inc();
     else this.metrics.failures.inc({ reason: reason === 'protocol' ? 'protocol' : reason === 'timeout' ? 'timeout' : 'disconnect' });
     this.metrics.workersConnected.set(this.membership.size);
@@ -384,7 +357,7 @@ export class Coordinator {
   /** Train until the last epoch or stop(); returns after the final checkpoint. */
   async run(): Promise<RunSummary> {
     const cfg = this.cfg;
-    this.intervalStart = performance.now();
+    this.observer.start();
     while (!this.stopping && this.schedule.peek().epoch < cfg.epochs) {
       const assignment = this.membership.assign(cfg.batchSize);
       if (assignment.length < cfg.minWorkers) {
@@ -436,17 +409,8 @@ export class Coordinator {
     let sent = 0;
     for (const { member, lo, hi } of assignment) {
       const rows = hi - lo;
-      const fresh = new Uint8Array(rows);
-      let needState = false;
-      for (let s = lo; s < hi; s++) {
-        if (plan.resetState) fresh[s - lo] = 1;
-        else if (this.owner[s] !== member.id) needState = true;
-      }
-      let state: Float32Array | undefined;
-      if (needState) {
-        state = this.streamState.slice(lo * W, hi * W);
-        for (let r = 0; r < rows; r++) if (fresh[r]) state.fill(0, r * W, (r + 1) * W);
-      }
+      // Streams this worker did not compute last travel with their state.
+      const { fresh, state } = this.streams.handOver(member.id, lo, hi, plan.resetState);
       const stepBytes = encode({
         type: 'step',
         round: roundId,
@@ -462,7 +426,6 @@ export class Coordinator {
       member.peer.send(stepBytes);
       b.sendMs += performance.now() - ts;
       sent += paramsBytes.byteLength + stepBytes.byteLength;
-      for (let s = lo; s < hi; s++) this.owner[s] = member.id;
       expected.set(member.id, { lo, hi, tokenCount: rows * cfg.numSteps, stateLength: rows * W });
     }
     this.metrics.paramBytes.inc(sent);
@@ -479,20 +442,19 @@ export class Coordinator {
 
   private finishRound(o: RoundOutcome): void {
     const cfg = this.cfg;
-    const W = this.model.stateWidth;
     for (const id of o.late) {
       const m = this.membership.get(id);
       // A round aborted by a second stop signal: its workers were not late, and
       // they must hear 'shutting down' (and exit), not 'round timeout' (and reconnect).
       if (!m || this.stopping) continue;
       this.log(`worker ${m.slot} missed the round deadline (${Math.round(o.durationMs)} ms); dropping it`);
-      for (let s = 0; s < this.owner.length; s++) if (this.owner[s] === id) this.owner[s] = null;
+      this.streams.release(id);
       m.peer.close(CloseCodes.HEARTBEAT_TIMEOUT, ErrorCodes.ERR_ROUND_TIMEOUT);
     }
-    for (const id of o.gone) for (let s = 0; s < this.owner.length; s++) if (this.owner[s] === id) this.owner[s] = null;
+    for (const id of o.gone) this.streams.release(id);
     for (const [id, { lo, state }] of o.states) {
       // Round.accept refused any state whose length does not match the streams sent.
-      this.streamState.set(state, lo * W);
+      this.streams.store(lo, state);
       const m = this.membership.get(id);
       if (m) {
         m.rounds++;
@@ -507,9 +469,7 @@ export class Coordinator {
       // What its summed gradient covered, whether or not it sent its final state back.
       const tokens = o.tokensBy.get(id) ?? 0;
       m.tokens += tokens;
-      this.metrics.workerCompute.observe({ worker: m.slot }, ms / 1000);
-      this.metrics.workerWait.observe({ worker: m.slot }, (o.waitMs.get(id) ?? 0) / 1000);
-      this.metrics.workerTokens.inc({ worker: m.slot }, tokens);
+      this.observer.workerRound(m.slot, ms, o.waitMs.get(id) ?? 0, tokens);
     }
     if (o.tokens === 0) {
       // Nobody answered: the same batch is tried again with whoever is left.
@@ -527,45 +487,35 @@ export class Coordinator {
     }
     this.recentRoundMs.push(o.durationMs);
     if (this.recentRoundMs.length > 20) this.recentRoundMs.shift();
-    const meanLoss = o.lossSum / o.tokens;
-    this.epochLoss += o.lossSum;
-    this.epochTokens += o.tokens;
-    this.intervalTokens += o.tokens;
-    const m = this.metrics;
-    m.tokens.inc(o.tokens);
-    m.steps.inc();
-    m.step.set(this.server.version);
-    m.trainLoss.set(meanLoss);
-    m.trainPerplexity.set(Math.exp(this.epochLoss / this.epochTokens));
-    m.gradNorm.set(gradNorm);
-    m.roundDuration.observe(o.durationMs / 1000);
-    m.lastStep.set(Date.now() / 1000);
     const { epoch, batchIndex, batchesInEpoch } = this.schedule.peek();
-    m.epoch.set(epoch);
-    this.series.add({ step: this.server.version, epoch, loss: meanLoss, tokens: o.tokens, durationMs: o.durationMs });
-    const elapsed = (performance.now() - this.intervalStart) / 1000;
-    const tps = this.intervalTokens / Math.max(elapsed, 1e-9);
-    this.report.progress(epoch, cfg.epochs, batchIndex + 1, batchesInEpoch, Math.exp(this.epochLoss / this.epochTokens), tps, this.membership.size);
+    this.observer.roundApplied({
+      step: this.server.version,
+      epoch,
+      epochs: cfg.epochs,
+      batch: batchIndex + 1,
+      batches: batchesInEpoch,
+      lossSum: o.lossSum,
+      tokens: o.tokens,
+      durationMs: o.durationMs,
+      gradNorm,
+      workers: this.membership.size,
+    });
     if (this.schedule.advance()) this.endEpoch(epoch);
   }
 
   private endEpoch(epoch: number): void {
     const cfg = this.cfg;
-    const trainPerplexity = Math.exp(this.epochLoss / this.epochTokens);
-    this.epochLoss = 0;
-    this.epochTokens = 0;
+    const trainPerplexity = this.observer.endEpoch();
     const last = epoch + 1 === cfg.epochs;
     if ((epoch + 1) % cfg.logEvery === 0 || last || epoch === 0) {
-      const elapsed = (performance.now() - this.intervalStart) / 1000;
-      const tokensPerSecond = this.intervalTokens / Math.max(elapsed, 1e-9);
+      const tokensPerSecond = this.observer.tokensPerSecond();
       const validationPerplexity = this.corpus.validation.length > cfg.numSteps + 1 ? perplexityOf(this.server.params(), this.model, this.corpus.validation, cfg.numSteps, cfg.batchSize) : undefined;
       this.metrics.tokensPerSecond.set(tokensPerSecond);
       if (validationPerplexity !== undefined) this.metrics.validationPerplexity.set(validationPerplexity);
       const entry: LogEntry = { step: this.server.version, epoch: epoch + 1, trainPerplexity, validationPerplexity, tokensPerSecond, time: Date.now() };
       this.historyThinning.push(this.history, entry);
       this.report.line(entry, cfg.epochs, this.membership.size);
-      this.intervalTokens = 0;
-      this.intervalStart = performance.now();
+      this.observer.restartInterval();
     }
     if (cfg.sampleEvery > 0 && ((epoch + 1) % cfg.sampleEvery === 0 || last)) {
       // Greedy is d2l's predict_ch8 (50 characters); drawn at a temperature, a longer sample shows more of what the model learnt.
@@ -578,25 +528,19 @@ export class Coordinator {
   async checkpoint(): Promise<string | undefined> {
     const dir = this.cfg.checkpointDir;
     if (!dir) return undefined;
-    const pos = this.schedule.position();
     try {
-      const path = await writeCheckpoint(dir, {
-        format: 1,
-        createdAt: new Date().toISOString(),
-        step: this.server.version,
-        epoch: pos.epoch,
-        batchIndex: pos.batchIndex,
-        epochRngState: pos.epochRngState,
-        rngState: this.schedule.rngState(),
-        params: this.server.params(),
-        optimizer: { name: this.cfg.optimizer, state: await this.server.optimizerState() },
-        vocab: [...this.corpus.vocab.idxToToken],
+      const data = await assembleCheckpoint({
+        server: this.server,
+        schedule: this.schedule,
+        model: this.model,
+        vocab: this.corpus.vocab.idxToToken,
         corpusSha1: this.corpusSha1,
         config: publicConfig(this.cfg, COORDINATOR_OPTIONS),
-        streamState: this.streamState,
-        model: { name: this.model.name, hyper: { ...this.model.hyper } },
+        optimizer: this.cfg.optimizer,
+        streamState: this.streams.state,
         history: this.history.map(({ time: _t, ...h }) => h),
       });
+      const path = await writeCheckpoint(dir, data);
       this.lastCheckpointStep = this.server.version;
       this.metrics.lastCheckpoint.set(Date.now() / 1000);
       return path;
