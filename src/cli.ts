@@ -64,6 +64,9 @@ function run(table: OptionTable, fn: (argv: Record<string, unknown>) => Promise<
   return async (argv) => {
     try {
       checkFlagValues(rawArgs, table);
+      for (const [flag, spec] of Object.entries(table)) {
+        if (spec.required && (argv[flag] === undefined || argv[flag] === '') && process.env[envVarFor(flag)] === undefined) throw new DptrainError('ERR_BAD_CONFIG', `--${flag} is required`);
+      }
       process.exit(await fn(argv));
     } catch (e) {
       fail(e);

@@ -121,6 +121,8 @@ export class Coordinator {
   private samplePrefix = '';
   private wake: (() => void) | null = null;
   private streams!: StreamTable;
+  /** The training split as the welcome message carries it. */
+  private trainOnWire: { tokens: Uint8Array; tokenWidth: 1 | 2 } | null = null;
   private paused = false;
   private readonly log: (line: string) => void;
   private readonly report: ConsoleReporter;
@@ -256,7 +258,9 @@ export class Coordinator {
     if (this.membership.full) return { ok: false, code: ErrorCodes.ERR_TOO_MANY_CONNECTIONS, message: `--max-workers ${this.cfg.maxWorkers} reached` };
     const id = crypto.randomUUID();
     const m = this.membership.add(id, msg.info, peer, Date.now());
-    const { tokens, tokenWidth } = tokensToWire(this.corpus.train, this.model.vocabSize);
+    // Encoded once per run, not per join: every welcome carries the same bytes.
+    this.trainOnWire ??= tokensToWire(this.corpus.train, this.model.vocabSize);
+    const { tokens, tokenWidth } = this.trainOnWire;
     peer.send(
       encode({
         type: 'welcome',

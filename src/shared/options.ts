@@ -18,6 +18,8 @@ export interface OptionSpec {
   integer?: boolean;
   /** Kept out of logs, checkpoints and the effective-config print. */
   secret?: boolean;
+  /** The command refuses to run without it (ERR_BAD_CONFIG): checked by the CLI for every table. */
+  required?: boolean;
 }
 
 export type OptionTable = Record<string, OptionSpec>;
@@ -101,9 +103,9 @@ export const GENERATE_OPTIONS = {
 
 export const EXPORT_OPTIONS = {
   checkpoint: { type: 'string', default: './checkpoints', describe: 'checkpoint directory' },
-  out: { type: 'string', demandOption: true, describe: 'output directory for model.json + weights.bin (tf.loadLayersModel); created if missing, its parent must exist' },
+  out: { type: 'string', required: true, describe: 'output directory for model.json + weights.bin (tf.loadLayersModel); created if missing, its parent must exist' },
   overwrite: { type: 'boolean', default: false, describe: 'replace a model.json already in --out' },
-} as const satisfies OptionTable & Record<string, { demandOption?: boolean }>;
+} as const satisfies OptionTable;
 
 /** `metrics-port` -> `DPTRAIN_METRICS_PORT`. */
 export function envVarFor(flag: string): string {
