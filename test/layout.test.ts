@@ -1,0 +1,51 @@
+/**
+ * The layout's rules, read from the imports (docs/architecture.md): the model
+ * and the data know no sockets, the wire knows no tfjs, src/shared knows
+ * neither process, and a file over 350 lines says why at its top.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
+import { repoRoot } from './support/cluster.js';
+
+function sources(dir: string): string[] {
+  const out: string[] = [];
+  for (const e of fs.readdirSync(path.join(repoRoot, dir), { withFileTypes: true })) {
+    const rel = path.join(dir, e.name);
+    if (e.isDirectory()) out.push(...sources(rel));
+    else if (e.name.endsWith('.ts')) out.push(rel);
+  }
+  return out;
+}
+
+function imports(file: string): string[] {
+  const text = fs.readFileSync(path.join(repoRoot, file), 'utf8');
+  return [...text.matchAll(/^(?:import|export)[^;]*?from '([^']+)';/gms)].map((m) => m[1]);
+}
+
+const SOCKETS = /^(ws|node:net|node:http|node:https|node:tls|node:dgram)$|\/(wire|coordinator|worker)\//;
+
+test('model/ and data/ import no sockets, no wire and no process code', () => {
+  const files = [...sources('src/shared/model'), ...sources('src/shared/data')];
+  assert.ok(files.length > 10);
+  for (const f of files) for (const i of imports(f)) assert.doesNotMatch(i, SOCKETS, `${f} imports ${i}`);
+});
+
+test('wire/ imports no tfjs and no model', () => {
+  const files = sources('src/shared/wire');
+  assert.ok(files.length >= 6);
+  for (const f of files) for (const i of imports(f)) assert.doesNotMatch(i, /tensorflow|\/model\//, `${f} imports ${i}`);
+});
+
+test('src/shared imports nothing from the coordinator or the worker', () => {
+  for (const f of sources('src/shared')) for (const i of imports(f)) assert.doesNotMatch(i, /(^|\/)(coordinator|worker)\//, `${f} imports ${i}`);
+});
+
+test('a source file over 350 lines states why at its top', () => {
+  for (const f of sources('src')) {
+    const lines = fs.readFileSync(path.join(repoRoot, f), 'utf8').split('\n');
+    if (lines.length <= 351) continue;
+    assert.match(lines.slice(0, 40).join('\n'), /Over 350 lines/, `${f} has ${lines.length} lines and no reason at its top`);
+  }
+});
