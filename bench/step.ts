@@ -2,7 +2,7 @@
  * Part `step`: throughput of one training step of the char-LSTM (d2l sizes:
  * H=256, B=32, T=35, V=28) on the chosen backend.
  *
- *  (a) the hand-derived BPTT step of src/shared/lstm-step.ts;
+ *  (a) the hand-derived BPTT step of src/shared/model/char-lstm/step.ts;
  *  (b) the same model differentiated by tfjs (tf.grads of lossSumOf), with the
  *      gradients copied to host memory as the hand step does;
  *  (c) a roofline: the step's matMul FLOPs at the rate a single large matMul
@@ -393,7 +393,7 @@ export const stepPart: BenchPart = {
     md.push('Times are medians over the samples unless marked mean.');
     md.push('');
     md.push(
-      'The hand-derived step (`src/shared/lstm-step.ts`) runs, per time step, one matMul per gate of [onehot(x_t), h_{t-1}, 1] with that gate\'s contiguous block [W_x; W_h; b] of the flat parameters ' +
+      'The hand-derived step (`src/shared/model/char-lstm/step.ts`) runs, per time step, one matMul per gate of [onehot(x_t), h_{t-1}, 1] with that gate\'s contiguous block [W_x; W_h; b] of the flat parameters ' +
         '(the bias is a row of the weights: no add in the forward pass, no sum in the backward pass), computes tanh as 2·sigmoid(2x) − 1 (the candidate gate\'s block is doubled once per parameter version), ' +
         'computes the gates\' derivative factors in the forward pass, and folds the output layer\'s share of dh into the recurrence matMul ([dZ_t, dLogits_{t-1}] × [W_h^T; W_hq^T]).',
     );

@@ -166,7 +166,7 @@ test('reading /dev/zero, /dev/urandom and an endless HTTP body stays small in me
     for (const [spec, extra, code] of cases) {
       // A child process, so its peak RSS is the loader's alone.
       const script =
-        `import { loadCorpus } from ${JSON.stringify(path.join(repoRoot, 'src/shared/corpus-source.ts'))};` +
+        `import { loadCorpus } from ${JSON.stringify(path.join(repoRoot, 'src/shared/data/corpus-source.ts'))};` +
         `try { await loadCorpus(${JSON.stringify(spec)}, { dataDir: '.', onProgress: () => {}${extra} }); console.log('loaded'); }` +
         `catch (e) { console.log(JSON.stringify({ code: e.code, message: e.message, rssMiB: process.resourceUsage().maxRSS / 1024 })); }`;
       const child = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
