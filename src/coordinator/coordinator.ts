@@ -38,6 +38,7 @@ import { Membership, recordStepTime, type LeaveReason, type Member, type Peer } 
 import { Round, type Expected, type RoundOutcome } from './round.js';
 import { StreamTable } from './streams.js';
 import { WsServer, type HelloResult } from './ws-server.js';
+import { realClock, type Clock, type Transport, type TransportFactory } from './transport.js';
 import { createCoordinatorMetrics, initSeries, VERSION, type CoordinatorMetrics } from './metrics.js';
 import { ConsoleReporter } from './console-report.js';
 import { RunObserver } from './run-observer.js';
@@ -79,6 +80,10 @@ export interface CoordinatorDeps {
   backend?: BackendInfo;
   /** Where a TTY progress line goes (default: stderr when it is a TTY). */
   progress?: NodeJS.WriteStream | null;
+  /** The workers' connections (default: the WebSocket server); a test passes an in-process one. */
+  transport?: TransportFactory;
+  /** The round deadline's clock (default: performance.now and timers). */
+  clock?: Clock;
 }
 
 export interface RunSummary {
@@ -105,7 +110,8 @@ export class Coordinator {
   tokenizer!: TextTokenizer;
   server!: ParameterServer;
   schedule!: Schedule;
-  ws!: WsServer;
+  /** The workers' connections: a WsServer unless deps.transport says otherwise. */
+  ws!: Transport;
   port = 0;
   token: string;
   lastSample = '';
@@ -191,7 +197,7 @@ export class Coordinator {
     this.log(`model: ${this.model.summary}, ${this.count} parameters; ${cfg.optimizer} lr ${cfg.lr}, clip ${cfg.clip}, batch ${cfg.batchSize} x ${cfg.numSteps}`);
 
     const gradBytes = this.count * 4;
-    this.ws = new WsServer(
+    this.ws = (this.deps.transport ?? ((o, h) => new WsServer(o, h)))(
       {
         host: cfg.host,
         port: cfg.port,
@@ -436,7 +442,7 @@ export class Coordinator {
     // A member may have gone between assign() and here; the round must not wait for it.
     b.encodeMs = performance.now() - t0 - b.sendMs;
     const tw = performance.now();
-    this.round = new Round(roundId, expected, this.count, this.roundDeadlineMs());
+    this.round = new Round(roundId, expected, this.count, this.roundDeadlineMs(), this.deps.clock ?? realClock);
     for (const id of expected.keys()) if (!this.membership.get(id)) this.round.drop(id);
     const outcome = await this.round.done;
     this.round = null;

@@ -5,6 +5,7 @@
  * never later. Replies are summed into a float64 gradient as they arrive.
  */
 import { ErrorCodes, type ErrorCode } from '../shared/errors.js';
+import { realClock, type Clock } from './transport.js';
 
 export interface Reply {
   workerId: string;
@@ -60,7 +61,7 @@ export class Round {
   private readonly gradSum: Float64Array;
   private tokens = 0;
   private lossSum = 0;
-  private readonly timer: NodeJS.Timeout;
+  private readonly timer: unknown;
   private readonly t0: number;
 
   constructor(
@@ -68,13 +69,13 @@ export class Round {
     expected: Map<string, Expected>,
     paramCount: number,
     deadlineMs: number,
-    private readonly now: () => number = () => performance.now(),
+    private readonly clock: Clock = realClock,
   ) {
     this.pending = new Map(expected);
     this.gradSum = new Float64Array(paramCount);
-    this.t0 = now();
+    this.t0 = clock.now();
     this.done = new Promise((r) => (this.resolve = r));
-    this.timer = setTimeout(() => this.finish(true), deadlineMs);
+    this.timer = clock.setTimeout(() => this.finish(true), deadlineMs);
     if (this.pending.size === 0) this.finish(false);
   }
 
@@ -108,7 +109,7 @@ export class Round {
     this.computeMs.set(r.workerId, r.computeMs);
     this.tokensBy.set(r.workerId, r.tokenCount);
     if (r.state) this.states.set(r.workerId, { lo: exp.lo, state: r.state });
-    this.arrivedAt.set(r.workerId, this.now());
+    this.arrivedAt.set(r.workerId, this.clock.now());
     this.pending.delete(r.workerId);
     this.replied.push(r.workerId);
     if (this.pending.size === 0) this.finish(false);
@@ -130,8 +131,8 @@ export class Round {
   private finish(timedOut: boolean): void {
     if (this.settled) return;
     this.settled = true;
-    clearTimeout(this.timer);
-    const end = this.now();
+    this.clock.clearTimeout(this.timer);
+    const end = this.clock.now();
     const last = Math.max(0, ...this.arrivedAt.values());
     const waitMs = new Map<string, number>();
     for (const [id, t] of this.arrivedAt) waitMs.set(id, Math.max(0, last - t));
