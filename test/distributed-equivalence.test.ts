@@ -8,8 +8,8 @@ import { loadCorpus } from '../src/shared/data/corpus-source.js';
 import { initialParams, trainLocal } from '../src/shared/train/local-trainer.js';
 import { killAll, relativeError, spawnWorker, startCoordinator, tinyCoordinatorConfig, waitFor, type WorkerProc } from './support/cluster.js';
 
-async function equivalence(workers: number, batchSize: number): Promise<void> {
-  const cfg = tinyCoordinatorConfig({ minWorkers: workers, batchSize });
+async function equivalence(workers: number, batchSize: number, over: Record<string, unknown> = {}): Promise<number> {
+  const cfg = tinyCoordinatorConfig({ minWorkers: workers, batchSize, ...over });
   const c = await startCoordinator(cfg);
   const procs: WorkerProc[] = [];
   try {
@@ -30,6 +30,7 @@ async function equivalence(workers: number, batchSize: number): Promise<void> {
     const moved = relativeError(c.server.params(), initialParams(cfg, c.model));
     assert.ok(moved > 1e-2, `parameters moved only ${moved.toExponential(2)} from their init`);
     local.server.dispose();
+    return rel;
   } finally {
     killAll(procs);
     c.dispose();
@@ -43,3 +44,10 @@ test('coordinator + 2 worker processes equal the in-process loop (sequential par
 test('coordinator + 3 worker processes on uneven shards (7 streams: 3+2+2) equal the in-process loop', async () => {
   await equivalence(3, 7);
 });
+
+for (const cell of ['gru', 'rnn']) {
+  test(`--cell ${cell}: coordinator + 2 worker processes equal the in-process loop`, async () => {
+    const rel = await equivalence(2, 6, { cell });
+    console.log(`${cell}: relative error of the parameters, 2 workers vs one process: ${rel.toExponential(2)}`);
+  });
+}

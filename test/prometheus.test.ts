@@ -87,6 +87,8 @@ test('promtool check metrics accepts real scrapes of the coordinator and of both
     for (const [who, text] of scrapes) {
       // The scrape is the real thing: training has been counted in it.
       assert.match(text, who.startsWith('coordinator') ? /^dptrain_steps_total [1-9]\d*$/m : /^dptrain_worker_steps_total [1-9]\d*$/m, who);
+      // The coordinator's dptrain_info names the model it trains.
+      if (who.startsWith('coordinator')) assert.match(text, /^dptrain_info\{[^}]*model="char-lstm",model_hyper="hidden=\d+"[^}]*\} 1$/m, who);
       const r = promtoolCheckMetrics(text);
       assert.equal(r.status, 0, `promtool check metrics on the ${who} scrape:\n${r.output}`);
       assert.equal(r.output.trim(), '', `${who}: promtool printed problems`);

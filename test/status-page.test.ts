@@ -109,7 +109,7 @@ test('log history thinning: bounded, evenly spaced from the first entry, newest 
 });
 
 test('status page HTTP: page and assets with types and CSP, only whitelisted assets, ETag revalidation, /status.json', async () => {
-  const c = await startCoordinator(tinyCoordinatorConfig({ epochs: 3 }));
+  const c = await startCoordinator(tinyCoordinatorConfig({ epochs: 3, cell: 'gru' }));
   const http = new HttpServer(c);
   try {
     const port = await http.listen('127.0.0.1', 0);
@@ -147,6 +147,9 @@ test('status page HTTP: page and assets with types and CSP, only whitelisted ass
     assert.equal(s.state, 'waiting', 'no worker yet, min-workers 1');
     assert.equal(s.epochs, 3);
     assert.equal(s.step, 0);
+    assert.deepEqual(s.model, { name: 'char-gru', summary: c.model.summary, paramCount: c.model.paramCount });
+    assert.match(s.model.summary, /^GRU hidden 16, vocabulary \d+$/);
+    assert.match(html, /id="model"/);
     assert.deepEqual(s.workers, []);
     assert.deepEqual(s.series.points, []);
     assert.equal(s.series.latest, null);

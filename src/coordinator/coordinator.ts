@@ -193,7 +193,16 @@ export class Coordinator {
       return 0;
     }
     this.metrics.learningRate.set(cfg.lr);
-    this.metrics.info.set({ backend: this.deps.backend?.name ?? 'unknown', device: this.deps.backend?.device ?? 'cpu', version: VERSION }, 1);
+    this.metrics.info.set(
+      {
+        backend: this.deps.backend?.name ?? 'unknown',
+        device: this.deps.backend?.device ?? 'cpu',
+        version: VERSION,
+        model: this.model.name,
+        model_hyper: Object.entries(this.model.hyper).map(([k, v]) => `${k}=${v}`).join(','),
+      },
+      1,
+    );
     this.log(`model: ${this.model.summary}, ${this.count} parameters; ${cfg.optimizer} lr ${cfg.lr}, clip ${cfg.clip}, batch ${cfg.batchSize} x ${cfg.numSteps}`);
 
     const gradBytes = this.count * 4;

@@ -25,6 +25,7 @@ export const STATUS_HTML = `<!doctype html>
   <h1>dptrain</h1>
   <span id="state" class="badge" data-state="connecting">connecting</span>
   <span id="conn" class="conn" hidden>connection lost; retrying</span>
+  <span id="model" class="muted"></span>
   <span class="spacer"></span>
   <span id="updated" class="muted"></span>
 </header>
@@ -274,6 +275,7 @@ export const STATUS_JS = `(function () {
     var shownEpoch = Math.min(s.epoch + 1, s.epochs);
     setParts('epoch', fmtInt(shownEpoch), ' / ' + fmtInt(s.epochs));
     setText('step', fmtInt(s.step));
+    setText('model', s.model ? s.model.summary + ' \u00b7 ' + fmtInt(s.model.paramCount) + ' parameters' : '');
     setText('workers-count', s.workersConnected + (s.minWorkers > 1 ? ' (min ' + s.minWorkers + ')' : ''));
     var latest = s.series.latest;
     var lastLog = s.history.length ? s.history[s.history.length - 1] : null;

@@ -25,7 +25,9 @@ export interface TrainConfig {
   valFraction: number;
   batchSize: number;
   numSteps: number;
-  /** Registry name of the model (src/shared/model/registry.ts); its hyperparameters are keys of this config (hidden). */
+  /** `--cell`: lstm, gru or rnn; checkTrainConfig sets `model` from it. */
+  cell?: string;
+  /** Registry name of the model (src/shared/model/registry.ts): char-<cell>; its hyperparameters are keys of this config (hidden). */
   model: string;
   hidden: number;
   epochs: number;
@@ -164,6 +166,7 @@ export function resolveOptions<T>(table: OptionTable, explicit: Record<string, u
 }
 
 export function checkTrainConfig(c: TrainConfig): void {
+  if (c.cell !== undefined) c.model = `char-${c.cell}`;
   // d2l's 10,000-token cut belongs to the d2l setup; any other corpus is used whole unless --max-tokens says otherwise.
   // Resolved here, before a checkpoint compares it (TRAIN_KEYS), so a resume sees the number the run used.
   if (c.maxTokens === undefined) c.maxTokens = c.corpus.trim() === 'timemachine' ? D2L_MAX_TOKENS : 0;

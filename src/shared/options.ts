@@ -4,7 +4,7 @@
  * manifests' test are all derived from it.
  */
 import { BACKEND_CHOICES } from './backend.js';
-import { DEFAULT_MODEL, MODEL_NAMES } from './model/registry.js';
+import { CELLS, DEFAULT_CELL } from './model/registry.js';
 import { DEFAULT_TOKENIZER, TOKENIZER_NAMES } from './data/tokenizer.js';
 
 export interface OptionSpec {
@@ -34,8 +34,8 @@ const TRAIN_OPTIONS = {
   'val-fraction': { type: 'number', default: 0.1, min: 0, max: 0.5, describe: 'last fraction of the corpus held out for validation perplexity' },
   'batch-size': { type: 'number', default: 32, integer: true, min: 1, max: 65536, describe: 'number of parallel streams (global batch), split over the workers' },
   'num-steps': { type: 'number', default: 35, integer: true, min: 1, max: 10000, describe: 'time steps per batch (truncated BPTT length)' },
-  model: { type: 'string', default: DEFAULT_MODEL, choices: MODEL_NAMES, describe: 'model to train: char-lstm = the d2l character LSTM (one layer of --hidden units)' },
-  hidden: { type: 'number', default: 256, integer: true, min: 1, max: 16384, describe: 'LSTM hidden units' },
+  cell: { type: 'string', default: DEFAULT_CELL, choices: CELLS, describe: 'recurrent cell of the d2l character model (one layer of --hidden units, one-hot inputs): lstm, gru (reset gate before the recurrent matMul, as d2l) or rnn (tanh)' },
+  hidden: { type: 'number', default: 256, integer: true, min: 1, max: 16384, describe: 'hidden units of the recurrent layer' },
   epochs: { type: 'number', default: 500, integer: true, min: 1, describe: 'passes over the training split' },
   lr: { type: 'number', default: 1, min: 1e-12, max: 1e6, describe: 'learning rate' },
   optimizer: { type: 'string', default: 'sgd', choices: ['sgd', 'adam'], describe: 'optimizer (tfjs): sgd as d2l, or adam' },

@@ -4,10 +4,13 @@
  */
 import { DptrainError, ErrorCodes } from '../errors.js';
 import { charLstm } from './char-lstm/index.js';
+import { charGru, charRnn } from './char-cells/index.js';
 import type { ModelDescriptor, ModelKind } from './descriptor.js';
 
 const MODELS: Record<string, ModelKind> = {
   [charLstm.name]: charLstm,
+  [charGru.name]: charGru,
+  [charRnn.name]: charRnn,
 };
 
 export const MODEL_NAMES: readonly string[] = Object.keys(MODELS);
@@ -34,6 +37,10 @@ export function createModel(name: string, vocabSize: number, hyper: Readonly<Rec
   if (!Number.isSafeInteger(vocabSize) || vocabSize < 1) throw new DptrainError(ErrorCodes.ERR_BAD_CONFIG, `model ${name}: vocabulary size must be a positive integer, got ${vocabSize}`);
   return kind.create(vocabSize, h);
 }
+
+/** The cells `--cell` chooses from; cell X is the model char-X. */
+export const CELLS = ['lstm', 'gru', 'rnn'] as const;
+export const DEFAULT_CELL = 'lstm';
 
 /** The model a run's config names (`model`, default char-lstm), with its hyperparameters read from the same config. */
 export function modelFromConfig(config: Readonly<Record<string, unknown>>, vocabSize: number): ModelDescriptor {

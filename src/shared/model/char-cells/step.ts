@@ -1,0 +1,179 @@
+/**
+ * One training step of the character RNN or GRU with a hand-derived backward
+ * pass through time; the same contract and the same performance rules as the
+ * LSTM's step (char-lstm/step.ts): sums not means, no column slicing, each
+ * gate one matMul of A_t = [onehot(x_t), h_{t-1}, 1] with its contiguous
+ * [W_xg; W_hg; b_g] block, tanh as 2·sigmoid(2z) − 1 with the block doubled,
+ * the output layer's dh riding along in the recurrence matMul, and each
+ * block's weight gradient one matMul over all time steps.
+ *
+ * RNN: h_t = tanh(z_t), z_t = A_t W_h.  Backward, with dh the total gradient of h_t:
+ *   dz_t = dh ⊙ (1 − h_t²);  dh_{t-1} = [dz_t, dLogits_{t-1}] x [W_hh^T; W_hq^T].
+ * GRU (reset before the recurrent matMul, as d2l):
+ *   z = σ(A W_z), r = σ(A W_r), h~ = tanh(A' W_h) with A' = [onehot, r ⊙ h_{t-1}, 1],
+ *   h_t = z ⊙ h_{t-1} + (1 − z) ⊙ h~.  Backward:
+ *   da_h = dh ⊙ (1 − z)(1 − h~²);  d(r⊙h) = da_h W_hh^T;
+ *   dz_z = dh ⊙ (h_{t-1} − h~) ⊙ z(1 − z);  dz_r = d(r⊙h) ⊙ h_{t-1} ⊙ r(1 − r);
+ *   dh_{t-1} = dh ⊙ z + d(r⊙h) ⊙ r + [dz_z, dz_r, dLogits_{t-1}] x [W_hz^T; W_hr^T; W_hq^T].
+ *
+ * Shapes: B = rows, T = numSteps, H = hidden, V = vocab; tensors over all
+ * steps are time-major (row t*B + r is stream r at time t).
+ */
+import * as tf from '@tensorflow/tfjs';
+import type { TokenBatch } from '../descriptor.js';
+import { toTimeMajor } from '../char-lstm/step.js';
+import { blockOf, CELL_GATES, viewOf, type CellDims } from './params.js';
+
+export interface CellStepParams {
+  dims: CellDims;
+  /** Per gate, [W_xg; W_hg; b_g] (V+H+1, H); the tanh gate's block doubled. */
+  wcat: tf.Tensor2D[];
+  /** rnn: [W_hh^T; W_hq^T]; gru: [W_hz^T; W_hr^T; W_hq^T]. */
+  whT: tf.Tensor2D;
+  /** gru only: W_hh^T (H, H). */
+  whhT: tf.Tensor2D | null;
+  whq: tf.Tensor2D;
+  bq: tf.Tensor1D;
+  whqT: tf.Tensor2D;
+}
+
+export function makeCellStepParams(flat: Float32Array, dims: CellDims): CellStepParams {
+  const { vocabSize: V, hidden: H } = dims;
+  const gates = CELL_GATES[dims.cell];
+  const t = tf.tidy(() => {
+    const block = (g: string) => tf.tensor2d(viewOf(flat, blockOf(dims, `W_x${g}`), (V + H + 1) * H), [V + H + 1, H]);
+    const wcat = gates.map((g) => (g === 'h' ? tf.mul(block(g), tf.scalar(2)) : block(g))) as tf.Tensor2D[];
+    const whq = tf.tensor2d(viewOf(flat, blockOf(dims, 'W_hq')), [H, V]);
+    const whqT = tf.transpose(whq) as tf.Tensor2D;
+    const recT = (g: string) => tf.transpose(tf.tensor2d(viewOf(flat, blockOf(dims, `W_h${g}`)), [H, H]));
+    const whT = tf.concat([...(dims.cell === 'rnn' ? [recT('h')] : [recT('z'), recT('r')]), whqT], 0) as tf.Tensor2D;
+    const whhT = dims.cell === 'gru' ? [recT('h') as tf.Tensor2D] : [];
+    const bq = tf.tensor1d(viewOf(flat, blockOf(dims, 'b_q')));
+    return { wcat, whT, whhT, whq, bq, whqT };
+  });
+  return { dims, wcat: t.wcat, whT: t.whT, whhT: t.whhT[0] ?? null, whq: t.whq, bq: t.bq, whqT: t.whqT };
+}
+
+export function disposeCellStepParams(p: CellStepParams): void {
+  tf.dispose([...p.wcat, p.whT, p.whq, p.bq, p.whqT, ...(p.whhT ? [p.whhT] : [])]);
+}
+
+function oneHotAt(batch: TokenBatch, t: number, V: number): Float32Array {
+  const out = new Float32Array(batch.rows * V);
+  for (let r = 0; r < batch.rows; r++) out[r * V + batch.x[r * batch.numSteps + t]] = 1;
+  return out;
+}
+
+function checkBatch(batch: TokenBatch, h0: tf.Tensor2D, dims: CellDims): void {
+  const n = batch.rows * batch.numSteps;
+  if (batch.x.length !== n || batch.y.length !== n) throw new RangeError(`batch holds ${batch.x.length}/${batch.y.length} ids, expected rows*numSteps = ${n}`);
+  if (h0.shape[0] !== batch.rows || h0.shape[1] !== dims.hidden) throw new RangeError(`state is [${h0.shape}], expected [${batch.rows}, ${dims.hidden}]`);
+  for (let k = 0; k < n; k++) {
+    if (!(batch.x[k] >= 0 && batch.x[k] < dims.vocabSize && batch.y[k] >= 0 && batch.y[k] < dims.vocabSize)) {
+      throw new RangeError(`token id out of range [0, ${dims.vocabSize}) at ${k}`);
+    }
+  }
+}
+
+export interface CellStepResult {
+  grad: Float32Array;
+  lossSum: number;
+  tokenCount: number;
+  /** Hidden state after the last step (B, H); the caller owns it. */
+  h: tf.Tensor2D;
+}
+
+/** Forward + backward; h0 and the params are not disposed. */
+export function cellStep(p: CellStepParams, batch: TokenBatch, h0: tf.Tensor2D): CellStepResult {
+  const dims = p.dims;
+  checkBatch(batch, h0, dims);
+  const { rows: B, numSteps: T } = batch;
+  const V = dims.vocabSize;
+  const gru = dims.cell === 'gru';
+
+  const out = tf.tidy(() => {
+    const one = tf.scalar(1);
+    const ones = tf.ones([B, 1]);
+    let h: tf.Tensor = h0;
+    const As: tf.Tensor[] = []; // [onehot, h_{t-1}, 1]
+    const Ahs: tf.Tensor[] = []; // gru: [onehot, r ⊙ h_{t-1}, 1]
+    const hs: tf.Tensor[] = [];
+    const ka: tf.Tensor[] = []; // dh -> dz of the tanh gate
+    const kz: tf.Tensor[] = []; // gru: dh -> dz_z
+    const kr: tf.Tensor[] = []; // gru: d(r⊙h) -> dz_r
+    const zs: tf.Tensor[] = [];
+    const rs: tf.Tensor[] = [];
+    for (let t = 0; t < T; t++) {
+      const x = tf.tensor2d(oneHotAt(batch, t, V), [B, V]);
+      const A = tf.concat([x, h, ones], 1);
+      As.push(A);
+      if (!gru) {
+        const s = tf.sigmoid(tf.matMul(A, p.wcat[0]));
+        h = tf.sub(tf.add(s, s), one);
+        ka.push(tf.sub(one, tf.square(h)));
+      } else {
+        const z = tf.sigmoid(tf.matMul(A, p.wcat[0]));
+        const r = tf.sigmoid(tf.matMul(A, p.wcat[1]));
+        const Ah = tf.concat([x, tf.mul(r, h), ones], 1);
+        Ahs.push(Ah);
+        const s = tf.sigmoid(tf.matMul(Ah, p.wcat[2]));
+        const hTilde = tf.sub(tf.add(s, s), one);
+        const oneMinusZ = tf.sub(one, z);
+        ka.push(tf.sub(oneMinusZ, tf.mul(oneMinusZ, tf.square(hTilde))));
+        kz.push(tf.mul(tf.sub(h, hTilde), tf.sub(z, tf.square(z))));
+        kr.push(tf.mul(h, tf.sub(r, tf.square(r))));
+        zs.push(z);
+        rs.push(r);
+        h = tf.add(hTilde, tf.mul(z, tf.sub(h, hTilde)));
+      }
+      hs.push(h);
+    }
+
+    const Hs = tf.concat(hs, 0); // (T*B, H)
+    const logp = tf.logSoftmax(tf.add(tf.matMul(Hs, p.whq), p.bq));
+    const yOneHot = tf.oneHot(tf.tensor1d(toTimeMajor(batch.y, B, T), 'int32'), V).asType('float32');
+    const lossSum = tf.neg(tf.sum(tf.mul(yOneHot, logp)));
+    const dLogits = tf.sub(tf.exp(logp), yOneHot);
+    const dWhq = tf.matMul(tf.transpose(Hs), dLogits);
+    const dbq = tf.sum(dLogits, 0);
+    const dLogitsT = tf.split(dLogits, T, 0);
+
+    const gates = CELL_GATES[dims.cell].length;
+    const dz: tf.Tensor[][] = Array.from({ length: gates }, () => []);
+    let dh: tf.Tensor = tf.matMul(dLogitsT[T - 1], p.whqT);
+    for (let t = T - 1; t >= 0; t--) {
+      if (!gru) {
+        const dza = tf.mul(dh, ka[t]);
+        dz[0][t] = dza;
+        if (t > 0) dh = tf.matMul(tf.concat([dza, dLogitsT[t - 1]], 1), p.whT);
+      } else {
+        const dza = tf.mul(dh, ka[t]);
+        const dzz = tf.mul(dh, kz[t]);
+        const drh = tf.matMul(dza, p.whhT!);
+        const dzr = tf.mul(drh, kr[t]);
+        dz[0][t] = dzz;
+        dz[1][t] = dzr;
+        dz[2][t] = dza;
+        if (t > 0) {
+          const direct = tf.add(tf.mul(dh, zs[t]), tf.mul(drh, rs[t]));
+          dh = tf.add(direct, tf.matMul(tf.concat([dzz, dzr, dLogitsT[t - 1]], 1), p.whT));
+        }
+      }
+    }
+    // The first step's dh_{-1} is not needed: the carried state is a constant of this batch.
+
+    const AT = tf.transpose(tf.concat(As, 0)); // (V+H+1, T*B)
+    const parts: tf.Tensor[] = [];
+    for (let k = 0; k < gates; k++) {
+      const Ak = gru && k === 2 ? tf.transpose(tf.concat(Ahs, 0)) : AT;
+      parts.push(tf.reshape(tf.matMul(Ak, tf.concat(dz[k], 0)), [-1]));
+    }
+    parts.push(tf.reshape(dWhq, [-1]), dbq);
+    return { grad: tf.concat(parts, 0), lossSum, h: h as tf.Tensor2D };
+  });
+
+  const grad = out.grad.dataSync() as Float32Array;
+  const lossSum = out.lossSum.dataSync()[0];
+  tf.dispose([out.grad, out.lossSum]);
+  return { grad, lossSum, tokenCount: B * T, h: out.h };
+}
