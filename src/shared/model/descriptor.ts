@@ -18,6 +18,22 @@ export interface ParamBlock {
   size: number;
 }
 
+/** The length of the flat vector a layout describes. */
+export function layoutSize(blocks: readonly ParamBlock[]): number {
+  const last = blocks.at(-1);
+  return last ? last.offset + last.size : 0;
+}
+
+/** d2l's initialisation: normal(0, 0.01) weights, zero biases (blocks named b_*), drawn block by block in layout order. */
+export function initD2lParams(blocks: readonly ParamBlock[], rng: Rng): Float32Array {
+  const flat = new Float32Array(layoutSize(blocks));
+  for (const p of blocks) {
+    if (p.name.startsWith('b_')) continue;
+    for (let i = p.offset; i < p.offset + p.size; i++) flat[i] = 0.01 * rng.normal();
+  }
+  return flat;
+}
+
 /** Token ids of a batch, row-major (rows x numSteps): inputs x and targets y. */
 export interface TokenBatch {
   x: Int32Array;

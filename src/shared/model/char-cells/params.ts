@@ -10,7 +10,7 @@
  * one per gate for its whole weight gradient, with no column slicing.
  */
 import type { Rng } from '../../data/rng.js';
-import type { ParamBlock } from '../descriptor.js';
+import { initD2lParams, layoutSize, type ParamBlock } from '../descriptor.js';
 
 export type CellName = 'rnn' | 'gru';
 
@@ -42,18 +42,12 @@ export function cellLayout({ cell, vocabSize: V, hidden: H }: CellDims): ParamBl
 }
 
 export function cellParamCount(dims: CellDims): number {
-  const last = cellLayout(dims).at(-1)!;
-  return last.offset + last.size;
+  return layoutSize(cellLayout(dims));
 }
 
 /** normal(0, 0.01) weights and zero biases, as d2l's get_params. */
 export function initCellParams(dims: CellDims, rng: Rng): Float32Array {
-  const flat = new Float32Array(cellParamCount(dims));
-  for (const p of cellLayout(dims)) {
-    if (p.name.startsWith('b_')) continue;
-    for (let i = p.offset; i < p.offset + p.size; i++) flat[i] = 0.01 * rng.normal();
-  }
-  return flat;
+  return initD2lParams(cellLayout(dims), rng);
 }
 
 /** The block by name (throws on a name the layout lacks). */

@@ -13,6 +13,7 @@
  * The transport only ever sees the flat vector; the compute views it by name.
  */
 import { Rng } from '../../data/rng.js';
+import { initD2lParams, layoutSize } from '../descriptor.js';
 
 export const GATES = ['i', 'f', 'o', 'c'] as const;
 export type Gate = (typeof GATES)[number];
@@ -49,16 +50,10 @@ export function paramLayout({ vocabSize: V, hidden: H }: ModelDims): ParamEntry[
 }
 
 export function paramCount(dims: ModelDims): number {
-  const last = paramLayout(dims).at(-1)!;
-  return last.offset + last.size;
+  return layoutSize(paramLayout(dims));
 }
 
 /** normal(0, 0.01) weights and zero biases, as the d2l chapter's get_lstm_params. */
 export function initParams(dims: ModelDims, rng: Rng): Float32Array {
-  const flat = new Float32Array(paramCount(dims));
-  for (const p of paramLayout(dims)) {
-    if (p.name.startsWith('b_')) continue;
-    for (let i = p.offset; i < p.offset + p.size; i++) flat[i] = 0.01 * rng.normal();
-  }
-  return flat;
+  return initD2lParams(paramLayout(dims), rng);
 }
