@@ -79,3 +79,11 @@ test('--dropout needs --layers 2 or more, and is below 1 (ERR_BAD_CONFIG, exit 2
   assert.equal(all.code, 2, all.out);
   assert.match(all.out, /--dropout must be below 1/);
 });
+
+test('a stack too large for one frame is refused before anything starts (ERR_MODEL_TOO_LARGE), naming its size flags', async () => {
+  const ck = tmpDir();
+  const big = common(ck).map((a, i, all) => (all[i - 1] === '--hidden' ? '4096' : a));
+  const run = await cli(['coordinator', 'start', '--spawn', '1', '--layers', '8', '--epochs', '1', ...big]);
+  assert.equal(run.code, 2, run.out);
+  assert.match(run.out, /--hidden 4096 --layers 8 --cell lstm gives [\d,]+ parameters: a \d+ MiB message, over the 1024 MiB a worker accepts in one WebSocket frame; use a smaller --hidden .*\(ERR_MODEL_TOO_LARGE\)/);
+});

@@ -10,6 +10,7 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { loadCorpus } from '../src/shared/data/corpus-source.js';
 import { readCheckpoint } from '../src/shared/store/checkpoint.js';
+import { statusJson } from '../src/coordinator/status.js';
 import { initialParams, trainLocal } from '../src/shared/train/local-trainer.js';
 import { cliPath, corpusFile, killAll, relativeError, spawnWorker, startCoordinator, tinyCoordinatorConfig, tmpDir, waitFor, type WorkerProc } from './support/cluster.js';
 
@@ -22,6 +23,9 @@ test('2-layer LSTM with dropout 0.3 and embedding 8: coordinator + 2 worker proc
     for (let k = 0; k < 2; k++) procs.push(spawnWorker(`ws://127.0.0.1:${c.port}`));
     const summary = await c.run();
     assert.equal(summary.reason, 'done');
+    // The status page and dptrain_info name the stack.
+    assert.equal(statusJson(c).model.summary, '2-layer LSTM hidden 16, embedding 8, dropout 0.3, vocabulary ' + c.model.vocabSize);
+    assert.match(await c.metrics.registry.metrics(), /^dptrain_info\{[^}]*model="stack-lstm",model_hyper="hidden=16,layers=2,embedding=8,dropout=0.3,seed=0"[^}]*\} 1$/m);
     const exits = await Promise.all(procs.map((p) => p.exited));
     for (const [k, e] of exits.entries()) assert.equal(e.code, 0, `worker ${k} exit ${JSON.stringify(e)}:\n${procs[k].output()}`);
 
