@@ -40,7 +40,7 @@ const RUNS = [
 ];
 
 for (const r of RUNS) {
-  test(`coordinator start --spawn 2 --cell ${r.cell} --layers 2 ${r.extra.join(' ')} exits 0; generate and export accept its checkpoint; another stack refuses to resume it`, async () => {
+  test(`coordinator start --spawn 2 --cell ${r.cell} ${['--layers', '2', ...r.extra].join(' ')} exits 0; generate and export accept its checkpoint; another stack refuses to resume it`, async () => {
     const ck = tmpDir();
     const run = await cli(['coordinator', 'start', '--spawn', '2', '--cell', r.cell, '--layers', '2', ...r.extra, '--epochs', '2', ...common(ck)]);
     assert.equal(run.code, 0, run.out);
