@@ -206,7 +206,7 @@ export class Coordinator {
       },
       1,
     );
-    this.log(`model: ${this.model.summary} (${this.tokenizer.label} tokens), ${this.count} parameters; ${cfg.optimizer} lr ${cfg.lr}, clip ${cfg.clip}, batch ${cfg.batchSize} x ${cfg.numSteps}`);
+    this.log(`model: ${this.model.summary} (tokens: ${this.tokenizer.label}), ${this.count} parameters; ${cfg.optimizer} lr ${cfg.lr}, clip ${cfg.clip}, batch ${cfg.batchSize} x ${cfg.numSteps}`);
 
     const gradBytes = this.count * 4;
     this.ws = (this.deps.transport ?? ((o, h) => new WsServer(o, h)))(
