@@ -12,6 +12,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { loadCorpus } from '../src/shared/data/corpus-source.js';
 import { readCheckpoint } from '../src/shared/store/checkpoint.js';
+import { statusJson } from '../src/coordinator/status.js';
 import { initialParams, trainLocal } from '../src/shared/train/local-trainer.js';
 import { cliPath, corpusFile, killAll, relativeError, spawnWorker, startCoordinator, tinyCoordinatorConfig, tmpDir, type WorkerProc } from './support/cluster.js';
 
@@ -45,6 +46,9 @@ test('--tokens word: coordinator + 2 worker processes equal the in-process loop'
   const c = await startCoordinator(cfg);
   const procs: WorkerProc[] = [];
   try {
+    // The status page and dptrain_info name the tokenizer.
+    assert.equal(statusJson(c).model.tokenizer, 'word, min-freq 2');
+    assert.match(await c.metrics.registry.metrics(), /^dptrain_info\{[^}]*tokenizer="word,min_freq=2"[^}]*\} 1$/m);
     for (let k = 0; k < 2; k++) procs.push(spawnWorker(`ws://127.0.0.1:${c.port}`));
     const summary = await c.run();
     assert.equal(summary.reason, 'done');
