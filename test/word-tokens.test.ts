@@ -11,6 +11,8 @@ import { buildCorpus, createStreamTokenizer, type Preprocess } from '../src/shar
 import { createTokenizer, tokenizerFromConfig } from '../src/shared/data/tokenizer.js';
 import { Vocab } from '../src/shared/data/vocab.js';
 import { isPyWhitespace, splitWords } from '../src/shared/data/words.js';
+import { MAX_VOCAB_SIZE } from '../src/shared/data/ranked.js';
+import { LIMITS } from '../src/shared/wire/messages.js';
 import { isDptrainError } from '../src/shared/errors.js';
 import { resolveCoordinatorConfig, TRAIN_KEYS } from '../src/shared/config.js';
 import { checkCompatible, checkpointTokenizer, CHECKPOINT_FORMAT, decodeFile, encodeFile, type CheckpointData } from '../src/shared/store/checkpoint.js';
@@ -113,6 +115,8 @@ describe('the streaming word reader', () => {
       (e) => isDptrainError(e, 'ERR_CORPUS_TOO_LARGE') && /70,010 distinct words .*--min-freq 2 or higher/.test((e as Error).message),
     );
     assert.equal(buildCorpus(text, { tokens: 'word', preprocess: 'none', minFreq: 2 }).vocab.size, 11);
+    // The cap is the protocol's: a vocabulary that fits is one the welcome and the token ids can carry.
+    assert.equal(MAX_VOCAB_SIZE, LIMITS.MAX_VOCAB);
   });
 });
 
