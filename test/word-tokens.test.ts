@@ -217,7 +217,7 @@ describe('flags, checkpoints and limits', () => {
   test('a model too large for its word vocabulary is refused, suggesting --min-freq', () => {
     assert.throws(
       () => checkModelFits({ paramCount: 400e6, stateCount: 0, trainTokens: 0, backend: 'wasm', sizeFlags: '--hidden 2048', vocab: { size: 60000, tokens: 'word', minFreq: 2 } }),
-      (e) => isDptrainError(e, 'ERR_MODEL_TOO_LARGE') && /a higher --min-freq than 2 \(the vocabulary has 60,000 words\)/.test((e as Error).message),
+      (e) => isDptrainError(e, 'ERR_MODEL_TOO_LARGE') && /^--hidden 2048 with a vocabulary of 60,000 words \(--min-freq 2\) gives 400,000,000 parameters: .*; use a smaller --hidden or a higher --min-freq /.test((e as Error).message),
     );
   });
 });

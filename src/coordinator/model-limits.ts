@@ -32,18 +32,20 @@ export function checkModelFits(o: {
   const frame = maxPayloadFor(o.paramCount + o.stateCount, o.trainTokens, 'float32');
   const mib = (b: number) => `${Math.round(b / 1024 ** 2)} MiB`;
   const v = o.vocab;
-  const vocabHint = v && v.tokens === 'word' ? `, a higher --min-freq than ${v.minFreq} (the vocabulary has ${v.size.toLocaleString('en-US')} words)` : '';
+  const words = v !== undefined && v.tokens === 'word';
+  const what = words ? `${o.sizeFlags} with a vocabulary of ${v.size.toLocaleString('en-US')} words (--min-freq ${v.minFreq})` : o.sizeFlags;
+  const vocabHint = words ? ' or a higher --min-freq' : '';
   if (frame > WORKER_MAX_PAYLOAD) {
     throw new DptrainError(
       'ERR_MODEL_TOO_LARGE',
-      `${o.sizeFlags} gives ${o.paramCount.toLocaleString('en-US')} parameters: a ${mib(frame)} message, over the ${mib(WORKER_MAX_PAYLOAD)} a worker accepts in one WebSocket frame; use a smaller ${o.sizeFlags.split(' ')[0]}${vocabHint} (or --max-tokens for a huge corpus)`,
+      `${what} gives ${o.paramCount.toLocaleString('en-US')} parameters: a ${mib(frame)} message, over the ${mib(WORKER_MAX_PAYLOAD)} a worker accepts in one WebSocket frame; use a smaller ${o.sizeFlags.split(' ')[0]}${vocabHint} (or --max-tokens for a huge corpus)`,
     );
   }
   const bytes = PARAM_COPIES * 4 * o.paramCount;
   if ((o.backend === 'wasm' || o.backend === 'cpu') && bytes > WASM_USABLE_BYTES) {
     throw new DptrainError(
       'ERR_MODEL_TOO_LARGE',
-      `${o.sizeFlags} gives ${o.paramCount.toLocaleString('en-US')} parameters, about ${mib(bytes)} for the ${o.backend} backend, over the ${mib(WASM_USABLE_BYTES)} it can hold; use a smaller ${o.sizeFlags.split(' ')[0]}${vocabHint} or the tensorflow backend (@tensorflow/tfjs-node)`,
+      `${what} gives ${o.paramCount.toLocaleString('en-US')} parameters, about ${mib(bytes)} for the ${o.backend} backend, over the ${mib(WASM_USABLE_BYTES)} it can hold; use a smaller ${o.sizeFlags.split(' ')[0]}${vocabHint} or the tensorflow backend (@tensorflow/tfjs-node)`,
     );
   }
 }
