@@ -2,7 +2,8 @@
  * `--tokens word` end to end: 2 worker processes end at the parameters of the
  * in-process loop; `coordinator start --spawn 2 --tokens word --min-freq 2`
  * exits 0 with a checkpoint that names its tokenizer, `generate` reads word
- * prefixes and prints words, `export` lists the words, and a run with other
+ * prefixes and prints words, `export` lists the words (and loads with
+ * tf.loadLayersModel, giving the same next-word distribution), and a run with other
  * --tokens or --min-freq refuses to resume it.
  */
 import { test } from 'node:test';
@@ -11,7 +12,8 @@ import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { loadCorpus } from '../src/shared/data/corpus-source.js';
-import { readCheckpoint } from '../src/shared/store/checkpoint.js';
+import { checkpointModel, checkpointTokenizer, readCheckpoint } from '../src/shared/store/checkpoint.js';
+import { tf, testBackend } from './support/tf.js';
 import { statusJson } from '../src/coordinator/status.js';
 import { initialParams, trainLocal } from '../src/shared/train/local-trainer.js';
 import { cliPath, corpusFile, killAll, relativeError, spawnWorker, startCoordinator, tinyCoordinatorConfig, tmpDir, type WorkerProc } from './support/cluster.js';
@@ -39,6 +41,18 @@ function cli(args: string[], timeoutMs = 120_000): Promise<Run> {
       resolve({ code, out, stdout });
     }),
   );
+}
+
+function fileLoader(dir: string): tf.io.IOHandler {
+  return {
+    load: async () => {
+      const modelJson = JSON.parse(fs.readFileSync(path.join(dir, 'model.json'), 'utf8')) as tf.io.ModelJSON;
+      return tf.io.getModelArtifactsForJSON(modelJson, async (manifest) => {
+        const b = fs.readFileSync(path.join(dir, manifest[0].paths[0]));
+        return [manifest.flatMap((g) => g.weights), b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength)];
+      });
+    },
+  };
 }
 
 test('--tokens word: coordinator + 2 worker processes equal the in-process loop', async () => {
@@ -101,6 +115,29 @@ test('coordinator start --spawn 2 --tokens word --min-freq 2 exits 0; generate a
   const meta = JSON.parse(fs.readFileSync(path.join(out, 'model.json'), 'utf8')).userDefinedMetadata.dptrain;
   assert.deepEqual(meta.vocab, saved.vocab);
   assert.deepEqual([meta.tokenizer, meta.minFreq, meta.separator, meta.vocabSize], ['word', 2, ' ', saved.vocab.length]);
+  // And it loads with tf.loadLayersModel, giving dptrain's next-word distribution for a word prompt.
+  await testBackend();
+  const loaded = await tf.loadLayersModel(fileLoader(out));
+  const model = checkpointModel(saved);
+  const ids = checkpointTokenizer(saved).encode('the whale and the sea of the ship');
+  const fw = model.forward(saved.params, 1);
+  let maxDiff = 0;
+  let ref: Float32Array = new Float32Array(0);
+  for (const id of ids) {
+    const t = fw.logits(Int32Array.of(id), 1);
+    ref = tf.tidy(() => tf.softmax(t).dataSync() as Float32Array);
+    t.dispose();
+  }
+  fw.dispose();
+  const got = tf.tidy(() => {
+    const x = tf.oneHot(tf.tensor2d(ids, [1, ids.length], 'int32'), saved.vocab.length).asType('float32');
+    const y = loaded.predict(x) as tf.Tensor;
+    return y.slice([0, ids.length - 1, 0], [1, 1, saved.vocab.length]).dataSync() as Float32Array;
+  });
+  for (let v = 0; v < ref.length; v++) maxDiff = Math.max(maxDiff, Math.abs(got[v] - ref[v]));
+  assert.equal(got.length, saved.vocab.length);
+  assert.ok(maxDiff < 1e-5, `exported next-word distribution differs by ${maxDiff}`);
+  loaded.dispose();
 
   const asChars = await cli(['coordinator', 'start', '--spawn', '1', '--epochs', '3', '--resume', ...common]);
   assert.equal(asChars.code, 2, asChars.out);
