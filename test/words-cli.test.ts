@@ -55,8 +55,9 @@ function fileLoader(dir: string): tf.io.IOHandler {
   };
 }
 
-test('--tokens word: coordinator + 2 worker processes equal the in-process loop', async () => {
-  const cfg = tinyCoordinatorConfig({ minWorkers: 2, batchSize: 6, tokens: 'word', minFreq: 2, maxTokens: 1500 });
+test('--tokens word --embedding 8: coordinator + 2 worker processes equal the in-process loop', async () => {
+  const cfg = tinyCoordinatorConfig({ minWorkers: 2, batchSize: 6, tokens: 'word', minFreq: 2, maxTokens: 1500, embedding: 8 });
+  assert.equal(cfg.model, 'stack-lstm', 'a learned embedding');
   const c = await startCoordinator(cfg);
   const procs: WorkerProc[] = [];
   try {
@@ -87,13 +88,13 @@ test('--tokens word: coordinator + 2 worker processes equal the in-process loop'
   }
 });
 
-test('coordinator start --spawn 2 --tokens word --min-freq 2 exits 0; generate and export take words; other --tokens or --min-freq refuse to resume', async () => {
+test('coordinator start --spawn 2 --tokens word --min-freq 2 --embedding 64 exits 0; generate and export take words; other --tokens or --min-freq refuse to resume', async () => {
   const ck = tmpDir();
   const common = ['--corpus', corpusFile(), '--max-tokens', '600', '--hidden', '8', '--batch-size', '4', '--num-steps', '5', '--port', '0', '--host', '127.0.0.1', '--metrics-port', '-1', '--backend', 'cpu', '--worker-backend', 'cpu', '--sample-every', '0', '--log-every', '1', '--checkpoint-dir', ck];
-  const run = await cli(['coordinator', 'start', '--spawn', '2', '--tokens', 'word', '--min-freq', '2', '--epochs', '2', ...common]);
+  const run = await cli(['coordinator', 'start', '--spawn', '2', '--tokens', 'word', '--min-freq', '2', '--embedding', '64', '--epochs', '2', ...common]);
   assert.equal(run.code, 0, run.out);
   assert.match(run.out, /540 training \+ 60 validation tokens \(words\), vocabulary \d+ \(\d+ distinct, those seen fewer than --min-freq 2 times read as <unk>: \d+ tokens/);
-  assert.match(run.out, /model: LSTM hidden 8, vocabulary \d+ \(tokens: word, min-freq 2\)/);
+  assert.match(run.out, /model: 1-layer LSTM hidden 8, embedding 64, vocabulary \d+ \(tokens: word, min-freq 2\)/);
   const saved = await readCheckpoint(ck);
   assert.deepEqual(saved.tokenizer, { kind: 'word', minFreq: 2, preprocess: 'd2l' });
   assert.equal(saved.vocab[0], '<unk>');
@@ -130,7 +131,8 @@ test('coordinator start --spawn 2 --tokens word --min-freq 2 exits 0; generate a
   }
   fw.dispose();
   const got = tf.tidy(() => {
-    const x = tf.oneHot(tf.tensor2d(ids, [1, ids.length], 'int32'), saved.vocab.length).asType('float32');
+    // A learned embedding: the export takes token ids (its first layer is a tfjs embedding).
+    const x = tf.tensor2d(ids, [1, ids.length], 'float32');
     const y = loaded.predict(x) as tf.Tensor;
     return y.slice([0, ids.length - 1, 0], [1, 1, saved.vocab.length]).dataSync() as Float32Array;
   });
