@@ -247,7 +247,7 @@ function report(ctx: BenchContext, r: { source: string; V: Num; shape: { B: Num;
         const line = (name: string, ms: Num, prof: typeof p, auto: string, ratio: string) => [name, fmt(ms, 1), fmt((B * T) / (ms / 1000)), auto, ratio, fmt(get<Num>(s, 'rooflineMs'), 1), `**${pct(get<Num>(s, 'rooflineMs') / ms)}**`, `${fmt(prof.calls)} (${fmt(prof.matMulCalls)})`, pct(prof.matMulMs / (prof.matMulMs + prof.otherMs)), get<Num>(s, 'load')];
         const out = [line(get<string>(s, 'cell').toUpperCase(), get<Num>(s, 'handMs'), p, fmt(get<Num>(s, 'autodiffMs'), 0), `**${fmt(get<Num>(s, 'ratio'), 1)}×**`)];
         const ops = get<Num | null>(s, 'opsMs');
-        if (ops !== null) out.push(line('LSTM, fused gate kernels off', ops, get<typeof p>(s, 'opsProfile'), '', `${fmt(get<Num>(s, 'autodiffMs') / ops, 1)}×`));
+        if (ops !== null) out.push(line(`${get<string>(s, 'cell').toUpperCase()}, fused gate kernels off`, ops, get<typeof p>(s, 'opsProfile'), '', `${fmt(get<Num>(s, 'autodiffMs') / ops, 1)}×`));
         return out;
       }),
     ),
@@ -283,6 +283,27 @@ function report(ctx: BenchContext, r: { source: string; V: Num; shape: { B: Num;
           p1.generate_tokens_per_second ? fmt(p1.generate_tokens_per_second) : '',
           `${p1.load ?? ''}, ${l.load}, ${p2.load ?? ''}, ${d.load}`,
         ];
+      }),
+    ),
+  );
+  md.push('');
+  md.push(
+    `Where one dptrain step's time goes (the profiled hand step above, backend kernel timer), and how far the roofline lets it go: the roofline is the step's matMul FLOPs at the isolated large matMul's rate (${G(r.bigRate)} here), ` +
+      `against PyTorch's tokens per CPU-second in one process and the matMul rate that implies (training FLOPs per token × tokens/s).`,
+  );
+  md.push('');
+  md.push(
+    table(
+      ['cell', 'step ms', 'matMul kernels ms', 'other kernels ms', 'outside kernels ms', 'roofline tokens/s', 'PyTorch tokens per CPU-s', 'PyTorch implied GFLOP/s', 'roofline / PyTorch'],
+      r.rows.map((row) => {
+        const cell = get<Cell>(row, 'cell');
+        const s = r.stepRows.find((x) => x.cell === cell)!;
+        const p = get<{ matMulMs: Num; otherMs: Num }>(s, 'profile');
+        const stepMs = get<Num>(s, 'handMs');
+        const p1 = get<PeerResult>(row, 'peer1');
+        const peerTps = p1.cpu_seconds_rank0 ? (p1.steps * B * T) / p1.cpu_seconds_rank0 : NaN;
+        const roofTps = (B * T) / (get<Num>(s, 'rooflineMs') / 1000);
+        return [cell.toUpperCase(), fmt(stepMs, 1), fmt(p.matMulMs, 1), fmt(p.otherMs, 1), fmt(Math.max(0, stepMs - p.matMulMs - p.otherMs), 1), fmt(roofTps), fmt(peerTps), sig((peerTps * flopsPerToken(cell, V, H).training) / 1e9, 3), sig(roofTps / peerTps, 2)];
       }),
     ),
   );

@@ -3,8 +3,8 @@
  * own (hand-derived) stepper, the same cell differentiated by tfjs autodiff
  * (tf.grads of its forward pass, gradients copied to the host as the stepper
  * does), and a matMul roofline; plus a kernel profile of the hand step
- * (matMul share vs the rest) and, for the LSTM on wasm, the step with its
- * fused gate kernels switched off.
+ * (matMul share vs the rest) and, on wasm, the step with its fused gate
+ * kernels switched off.
  */
 import * as tf from '@tensorflow/tfjs';
 import { lossSumOf, namedParams } from '../../src/shared/model/char-lstm/forward.js';
@@ -50,7 +50,7 @@ export interface CellBench {
   cell: Cell;
   model: ModelDescriptor;
   hand(): void;
-  /** The LSTM's step with the fused gate kernels off (only where they are on). */
+  /** The step with the fused gate kernels off (only where they are on: wasm). */
   handOps: (() => void) | null;
   autodiff(): Float32Array[];
   dispose(): void;
@@ -68,7 +68,7 @@ export function cellBench(cell: Cell, shape: StepShape): CellBench {
     state = s.step(batch, state).state;
     s.dispose();
   };
-  const fused = cell === 'lstm' && fusedGatesActive();
+  const fused = fusedGatesActive();
   const handOps = fused
     ? () => {
         setFusedGates(false);
