@@ -16,9 +16,11 @@
  *    [dz_i, dz_f, dz_o, dz_c, dLogits_{t-1}] and dc_t's share for step t−1.
  *
  * Transcendentals stay with the backend: in JavaScript an exp costs ~14 ns
- * and a tanh ~20 ns an element, several times the backend's SIMD sigmoid, so
- * a kernel computing them in JavaScript is slower than the ops it replaces
- * (measured: BENCHMARKS.md, part `models`).
+ * and a tanh ~20 ns an element, several times the backend's SIMD sigmoid; a
+ * first version that computed them in one kernel per time step (the gates
+ * still four matMuls) took 118 ms a step at d2l sizes against the ops path's
+ * 106 ms (load 0.5), where this one is faster than the ops path
+ * (BENCHMARKS.md, part `models`).
  *
  * Elementwise and row by row, so a shard of streams computes exactly what the
  * same rows compute in the full batch. Arithmetic is in float64 and rounded to
@@ -46,7 +48,7 @@ interface KernelArgs {
 
 let enabled = true;
 
-/** Turn the fused path off (or on again) for comparisons; it is on by default where the backend allows it. */
+/** Turn the fused paths (this file's and cell-gates.ts's) off, or on again, for comparisons; on by default where the backend allows it. */
 export function setFusedGates(on: boolean): void {
   enabled = on;
 }
