@@ -60,6 +60,8 @@ function peerAvailable(ctx: BenchContext): string | null {
 }
 
 const computeMedian = (s: Sample[]) => median(s.map(computeMs));
+/** A one-process peer run's tokens/s by compute time, min(wall clock, CPU time). */
+const peerCompute = (p: PeerResult, tokensPerStep: number) => (p.steps * tokensPerStep) / Math.min(p.wall_seconds, p.cpu_seconds_rank0);
 
 export const modelsPart: BenchPart = {
   name: 'models',
@@ -68,7 +70,7 @@ export const modelsPart: BenchPart = {
   flags: {
     cells: { type: 'string', default: 'rnn,gru,lstm', describe: 'cells to compare, comma-separated' },
     epochs: { type: 'number', default: 30, describe: 'epochs of the d2l setup each cell trains (perplexity after the same number of epochs)' },
-    'dist-epochs': { type: 'number', default: 6, describe: 'epochs of the 2-worker run per cell (throughput only)' },
+    'dist-epochs': { type: 'number', default: 4, describe: 'epochs of the 2-worker run per cell (throughput only)' },
     rounds: { type: 'number', default: 3, describe: 'interleaved rounds of the step measurements' },
     'hand-steps': { type: 'number', default: 6, describe: 'hand steps per cell per round' },
     'autodiff-steps': { type: 'number', default: 2, describe: 'autodiff steps per cell per round' },
@@ -236,7 +238,7 @@ function report(ctx: BenchContext, r: { source: string; V: Num; shape: { B: Num;
   );
   md.push('');
   md.push(
-    `One step (${B}×${T} tokens, random ids), interleaved over the cells: the model's own stepper (its hand-derived backward pass, including building the step's tensors from the flat parameters as training does) against tfjs autodiff of the same forward pass, and against a roofline: the step's matMul FLOPs at the rate of an isolated [${V + H}, ${T * B}]×[${T * B}, ${H}] matMul on this backend (${G(r.bigRate)}). Kernel times by the backend's timer (tf.profile), one profiled step.`,
+    `One step (${B}×${T} tokens, random ids), interleaved over the cells: the model's own stepper (its hand-derived backward pass, including building the step's tensors from the flat parameters as training does) against tfjs autodiff of the same forward pass, and against a roofline: the step's matMul FLOPs at the rate of an isolated [${V + H}, ${T * B}]×[${T * B}, ${H}] matMul on this backend (${G(r.bigRate)}). Kernel times by tf.profile with each kernel timed by compute time, mean of 3 profiled steps.`,
   );
   md.push('');
   md.push(
@@ -260,25 +262,28 @@ function report(ctx: BenchContext, r: { source: string; V: Num; shape: { B: Num;
   md.push(
     `The peer, per cell back to back with dptrain: PyTorch's \`nn.RNN\`/\`nn.GRU\`/\`nn.LSTM\` with one-hot inputs and a linear output (d2l's concise \`RNNModel\`, bench/peer/peer.py), same sizes, SGD with clipping, ` +
       `one thread per process (\`OPENBLAS_NUM_THREADS=1\`, \`torch.set_num_threads(1)\`); DDP with the gloo backend over 2 processes on 127.0.0.1, each taking ${B / 2} of the ${B} streams (the same global batch). ` +
-      `dptrain: 1 process = \`trainLocal\` above (compute time); 2 workers = an in-process coordinator with 2 \`worker join\` processes (the first epoch left out), tokens/s by wall clock. PyTorch tokens/s by wall clock, with tokens per CPU-second of one process in brackets.`,
+      `One process, both sides by compute time (min of wall clock and the process's CPU time): dptrain is \`trainLocal\` above. ` +
+      `Two processes, both sides by wall clock, which on a loaded machine counts waiting for a core: PyTorch DDP (with the share of the wall time rank 0 was on a CPU), ` +
+      `and dptrain's in-process coordinator with 2 \`worker join\` processes (the first epoch left out; in brackets, the tokens/s the slowest worker's step alone would give, median over rounds).`,
   );
   md.push('');
   md.push(
     table(
-      ['cell', 'PyTorch, 1 process', 'dptrain, 1 process', 'dptrain / PyTorch', 'PyTorch DDP, 2 processes', 'dptrain, 2 workers', 'dptrain / PyTorch', 'PyTorch generation tokens/s', 'load (peer 1, dptrain 1, peer 2, dptrain 2)'],
+      ['cell', 'PyTorch, 1 process', 'dptrain, 1 process', 'dptrain / PyTorch', 'PyTorch DDP, 2 processes (wall)', 'dptrain, 2 workers (wall)', 'dptrain / PyTorch', 'PyTorch generation tokens/s', 'load (peer 1, dptrain 1, peer 2, dptrain 2)'],
       r.rows.map((row) => {
         const p1 = get<PeerResult & { load: Num }>(row, 'peer1');
         const p2 = get<PeerResult & { load: Num }>(row, 'peer2');
         const l = get<Record<string, Num>>(row, 'local');
         const d = get<Record<string, Num>>(row, 'dist2');
-        const perCpu = (p: PeerResult, world: Num) => ((p.steps * B * T) / world / p.cpu_seconds_rank0);
+        const err = (p: unknown) => String((p as { error?: string }).error ?? '');
+        const p1c = p1.tokens_per_second ? peerCompute(p1, B * T) : NaN;
         return [
           get<string>(row, 'cell').toUpperCase(),
-          p1.tokens_per_second ? `${fmt(p1.tokens_per_second)} (${fmt(perCpu(p1, 1))})` : String((p1 as unknown as { error: string }).error),
+          p1.tokens_per_second ? `${fmt(p1c)} (wall ${fmt(p1.tokens_per_second)})` : err(p1),
           fmt(l.tokensPerSecondCompute),
-          p1.tokens_per_second ? `**${sig(l.tokensPerSecondCompute / p1.tokens_per_second, 2)}**` : '',
-          p2.tokens_per_second ? `${fmt(p2.tokens_per_second)} (${fmt(perCpu(p2, 2))})` : String((p2 as unknown as { error: string }).error),
-          fmt(d.tokensPerSecond),
+          p1.tokens_per_second ? `**${sig(l.tokensPerSecondCompute / p1c, 2)}**` : '',
+          p2.tokens_per_second ? `${fmt(p2.tokens_per_second)} (rank 0 busy ${pct(p2.cpu_seconds_rank0 / p2.wall_seconds)})` : err(p2),
+          `${fmt(d.tokensPerSecond)} (steps alone: ${fmt((B * T) / (d.slowestComputeMsMedian / 1000))})`,
           p2.tokens_per_second ? `**${sig(d.tokensPerSecond / p2.tokens_per_second, 2)}**` : '',
           p1.generate_tokens_per_second ? fmt(p1.generate_tokens_per_second) : '',
           `${p1.load ?? ''}, ${l.load}, ${p2.load ?? ''}, ${d.load}`,
@@ -288,25 +293,43 @@ function report(ctx: BenchContext, r: { source: string; V: Num; shape: { B: Num;
   );
   md.push('');
   md.push(
-    `Where one dptrain step's time goes (the profiled hand step above, backend kernel timer), and how far the roofline lets it go: the roofline is the step's matMul FLOPs at the isolated large matMul's rate (${G(r.bigRate)} here), ` +
-      `against PyTorch's tokens per CPU-second in one process and the matMul rate that implies (training FLOPs per token × tokens/s).`,
+    `Where one dptrain step's time goes (the profiled hand step above; \`outside kernels\` is the step's median less its kernels: JavaScript, building the one-hot inputs, copying the gradient out), and how far the roofline lets it go: the roofline is the step's matMul FLOPs at the isolated large matMul's rate (${G(r.bigRate)} here), ` +
+      `against PyTorch's tokens/s in one process by compute time and the matMul rate that implies (training FLOPs per token × tokens/s).`,
   );
   md.push('');
   md.push(
     table(
-      ['cell', 'step ms', 'matMul kernels ms', 'other kernels ms', 'outside kernels ms', 'roofline tokens/s', 'PyTorch tokens per CPU-s', 'PyTorch implied GFLOP/s', 'roofline / PyTorch'],
+      ['cell', 'step ms', 'matMul kernels ms', 'other kernels ms', 'outside kernels ms', 'roofline tokens/s', 'PyTorch tokens/s (compute time)', 'PyTorch implied GFLOP/s', 'roofline / PyTorch'],
       r.rows.map((row) => {
         const cell = get<Cell>(row, 'cell');
         const s = r.stepRows.find((x) => x.cell === cell)!;
         const p = get<{ matMulMs: Num; otherMs: Num }>(s, 'profile');
         const stepMs = get<Num>(s, 'handMs');
         const p1 = get<PeerResult>(row, 'peer1');
-        const peerTps = p1.cpu_seconds_rank0 ? (p1.steps * B * T) / p1.cpu_seconds_rank0 : NaN;
+        const peerTps = p1.tokens_per_second ? peerCompute(p1, B * T) : NaN;
         const roofTps = (B * T) / (get<Num>(s, 'rooflineMs') / 1000);
         return [cell.toUpperCase(), fmt(stepMs, 1), fmt(p.matMulMs, 1), fmt(p.otherMs, 1), fmt(Math.max(0, stepMs - p.matMulMs - p.otherMs), 1), fmt(roofTps), fmt(peerTps), sig((peerTps * flopsPerToken(cell, V, H).training) / 1e9, 3), sig(roofTps / peerTps, 2)];
       }),
     ),
   );
+  const lstm = r.stepRows.find((x) => x.cell === 'lstm');
+  const lstmRow = r.rows.find((x) => x.cell === 'lstm');
+  if (lstm && lstmRow && get<PeerResult>(lstmRow, 'peer1').tokens_per_second) {
+    const p = get<{ matMulMs: Num; otherMs: Num; calls: Num }>(lstm, 'profile');
+    const ms = get<Num>(lstm, 'handMs');
+    const peerTps = peerCompute(get<PeerResult>(lstmRow, 'peer1'), B * T);
+    const roofTps = (B * T) / (get<Num>(lstm, 'rooflineMs') / 1000);
+    const loads = r.rows.flatMap((x) => ['peer1', 'local', 'peer2', 'dist2'].map((k) => get<{ load?: Num }>(x, k)?.load ?? 0));
+    md.push('');
+    md.push(
+      `What limits dptrain: the matMuls. In the LSTM step they take ${fmt(p.matMulMs, 1)} of ${fmt(ms, 1)} ms (${pct(p.matMulMs / ms)}); the elementwise kernels left after fusing take ${fmt(p.otherMs, 1)} ms in ${fmt(p.calls)} kernel calls, and ${fmt(Math.max(0, ms - p.matMulMs - p.otherMs), 1)} ms is outside kernels. ` +
+        `The step's matMuls run at ${G((flopsPerToken('lstm', V, H).training * B * T) / (p.matMulMs / 1000))} on average (its matMul FLOPs over their kernel time; the recurrence forces ${T} matMuls of B = ${B} rows each way), against ${G(r.bigRate)} for the isolated large matMul. ` +
+        `That rate is the ceiling: PyTorch's one-thread LSTM implies ${sig((peerTps * flopsPerToken('lstm', V, H).training) / 1e9, 3)} GFLOP/s (OpenBLAS), so even at the roofline the wasm step would give ${sig(roofTps / peerTps, 2)}× PyTorch's tokens/s; closing the rest needs a faster matMul (tfjs-node's libtensorflow, or a wasm GEMM with larger tiles), not fewer kernels.` +
+        (Math.max(...loads) > 2
+          ? ` The machine was shared (1-minute load up to ${Math.max(...loads)} on ${os.cpus().length} cores): the two-process figures, by wall clock, are dominated by waiting for a core and are not a measure of either trainer; the one-process figures, by compute time, are.`
+          : ''),
+    );
+  }
   void ctx;
   return md.join('\n');
 }

@@ -14,7 +14,7 @@ import { createModel } from '../../src/shared/model/registry.js';
 import type { ModelDescriptor, TokenBatch } from '../../src/shared/model/descriptor.js';
 import { fusedGatesActive, setFusedGates } from '../../src/shared/model/kernels/lstm-gates.js';
 import { Rng } from '../../src/shared/data/rng.js';
-import { measure, type Sample } from './stats.js';
+import { computeMs, measure, median, type Sample } from './stats.js';
 
 export const CELL_GATES = { rnn: 1, gru: 3, lstm: 4 } as const;
 export type Cell = keyof typeof CELL_GATES;
@@ -116,20 +116,40 @@ export function cellBench(cell: Cell, shape: StepShape): CellBench {
   };
 }
 
-/** Kernel time of one call of f: matMuls vs everything else, by the backend's own kernel timer. */
-export async function kernelSplit(f: () => void) {
-  const info = await tf.profile(f);
+/**
+ * Kernel time of f, matMuls vs everything else, averaged over `runs` profiled
+ * calls. Each kernel is timed by compute time, min(wall clock, process CPU
+ * time), less what timing an empty function reports (as part \`step\` does), so
+ * that other processes on a shared machine do not inflate it: meaningful where
+ * kernels run on the calling thread (wasm, cpu).
+ */
+export async function kernelSplit(f: () => void, runs = 3) {
+  const overheadMs = median(Array.from({ length: 2001 }, () => computeMs(measure(() => {}))));
+  const backend = tf.backend() as unknown as { time(g: () => void): Promise<{ kernelMs: number }> };
+  const own = Object.prototype.hasOwnProperty.call(backend, 'time');
+  const original = backend.time;
+  backend.time = async (g: () => void) => ({ kernelMs: Math.max(0, computeMs(measure(g)) - overheadMs) });
+  let calls = 0;
+  let matMulCalls = 0;
   let matMulMs = 0;
   let otherMs = 0;
-  let matMulCalls = 0;
-  for (const k of info.kernels) {
-    const ms = typeof k.kernelTimeMs === 'number' ? k.kernelTimeMs : 0;
-    if (/MatMul/.test(k.name)) {
-      matMulMs += ms;
-      matMulCalls++;
-    } else otherMs += ms;
+  try {
+    for (let r = 0; r < runs; r++) {
+      const info = await tf.profile(f);
+      for (const k of info.kernels) {
+        const ms = typeof k.kernelTimeMs === 'number' ? k.kernelTimeMs : 0;
+        calls++;
+        if (/MatMul/.test(k.name)) {
+          matMulMs += ms;
+          matMulCalls++;
+        } else otherMs += ms;
+      }
+    }
+  } finally {
+    if (own) backend.time = original;
+    else delete (backend as { time?: unknown }).time;
   }
-  return { calls: info.kernels.length, matMulCalls, matMulMs, otherMs };
+  return { calls: calls / runs, matMulCalls: matMulCalls / runs, matMulMs: matMulMs / runs, otherMs: otherMs / runs };
 }
 
 /** Time per matMul of [m,k]x[k,n], in blocks of `reps` calls. */
