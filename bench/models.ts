@@ -98,7 +98,7 @@ export const modelsPart: BenchPart = {
     const S = new Map(cells.map((c) => [c, { hand: [] as Sample[], ops: [] as Sample[], auto: [] as Sample[], loads: [] as number[] }]));
     const probeS: Sample[] = [];
     for (const b of benches) {
-      for (let i = 0; i < 2; i++) b.hand(), b.handOps?.();
+      for (let i = 0; i < 2; i++) b.hand(), b.variant?.run();
       b.autodiff();
     }
     for (let r = 0; r < Math.max(1, ctx.flag<number>('rounds')); r++) {
@@ -107,7 +107,7 @@ export const modelsPart: BenchPart = {
         s.loads.push(load());
         for (let i = 0; i < ctx.flag<number>('hand-steps'); i++) {
           s.hand.push(measure(b.hand));
-          if (b.handOps) s.ops.push(measure(b.handOps));
+          if (b.variant) s.ops.push(measure(b.variant.run));
         }
         for (let i = 0; i < ctx.flag<number>('autodiff-steps'); i++) s.auto.push(measure(() => void b.autodiff()));
         for (let i = 0; i < 3; i++) probeS.push(probe.sample());
@@ -119,7 +119,7 @@ export const modelsPart: BenchPart = {
     for (const b of benches) {
       const s = S.get(b.cell)!;
       const split = await kernelSplit(b.hand);
-      const opsSplit = b.handOps ? await kernelSplit(b.handOps) : null;
+      const opsSplit = b.variant ? await kernelSplit(b.variant.run) : null;
       const handMs = computeMedian(s.hand);
       const autoMs = computeMedian(s.auto);
       const rooflineMs = ((flopsPerToken(b.cell, V, shape.H).training * tokensPerStep) / bigRate) * 1000;
@@ -127,6 +127,7 @@ export const modelsPart: BenchPart = {
         cell: b.cell,
         handMs,
         opsMs: s.ops.length ? computeMedian(s.ops) : null,
+        variant: b.variant?.label ?? null,
         autodiffMs: autoMs,
         ratio: autoMs / handMs,
         rooflineMs,
@@ -249,7 +250,7 @@ function report(ctx: BenchContext, r: { source: string; V: Num; shape: { B: Num;
         const line = (name: string, ms: Num, prof: typeof p, auto: string, ratio: string) => [name, fmt(ms, 1), fmt((B * T) / (ms / 1000)), auto, ratio, fmt(get<Num>(s, 'rooflineMs'), 1), `**${pct(get<Num>(s, 'rooflineMs') / ms)}**`, `${fmt(prof.calls)} (${fmt(prof.matMulCalls)})`, pct(prof.matMulMs / (prof.matMulMs + prof.otherMs)), get<Num>(s, 'load')];
         const out = [line(get<string>(s, 'cell').toUpperCase(), get<Num>(s, 'handMs'), p, fmt(get<Num>(s, 'autodiffMs'), 0), `**${fmt(get<Num>(s, 'ratio'), 1)}×**`)];
         const ops = get<Num | null>(s, 'opsMs');
-        if (ops !== null) out.push(line(`${get<string>(s, 'cell').toUpperCase()}, fused gate kernels off`, ops, get<typeof p>(s, 'opsProfile'), '', `${fmt(get<Num>(s, 'autodiffMs') / ops, 1)}×`));
+        if (ops !== null) out.push(line(`${get<string>(s, 'cell').toUpperCase()}, ${get<string>(s, 'variant')}`, ops, get<typeof p>(s, 'opsProfile'), '', `${fmt(get<Num>(s, 'autodiffMs') / ops, 1)}×`));
         return out;
       }),
     ),
@@ -293,13 +294,13 @@ function report(ctx: BenchContext, r: { source: string; V: Num; shape: { B: Num;
   );
   md.push('');
   md.push(
-    `Where one dptrain step's time goes (the profiled hand step above; \`outside kernels\` is the step's median less its kernels: JavaScript, building the one-hot inputs, copying the gradient out), and how far the roofline lets it go: the roofline is the step's matMul FLOPs at the isolated large matMul's rate (${G(r.bigRate)} here), ` +
+    `Where one dptrain step's time goes (the profiled hand step above: timing each kernel on its own inflates it, so the profile gives the shares and the step's median the total), and how far the roofline lets it go: the roofline is the step's matMul FLOPs at the isolated large matMul's rate (${G(r.bigRate)} here), ` +
       `against PyTorch's tokens/s in one process by compute time and the matMul rate that implies (training FLOPs per token × tokens/s).`,
   );
   md.push('');
   md.push(
     table(
-      ['cell', 'step ms', 'matMul kernels ms', 'other kernels ms', 'outside kernels ms', 'roofline tokens/s', 'PyTorch tokens/s (compute time)', 'PyTorch implied GFLOP/s', 'roofline / PyTorch'],
+      ['cell', 'step ms', 'matMuls ≈ ms', 'other kernels and JS ≈ ms', 'matMul rate in the step', 'roofline tokens/s', 'PyTorch tokens/s (compute time)', 'PyTorch implied GFLOP/s', 'roofline / PyTorch'],
       r.rows.map((row) => {
         const cell = get<Cell>(row, 'cell');
         const s = r.stepRows.find((x) => x.cell === cell)!;
@@ -308,7 +309,8 @@ function report(ctx: BenchContext, r: { source: string; V: Num; shape: { B: Num;
         const p1 = get<PeerResult>(row, 'peer1');
         const peerTps = p1.tokens_per_second ? peerCompute(p1, B * T) : NaN;
         const roofTps = (B * T) / (get<Num>(s, 'rooflineMs') / 1000);
-        return [cell.toUpperCase(), fmt(stepMs, 1), fmt(p.matMulMs, 1), fmt(p.otherMs, 1), fmt(Math.max(0, stepMs - p.matMulMs - p.otherMs), 1), fmt(roofTps), fmt(peerTps), sig((peerTps * flopsPerToken(cell, V, H).training) / 1e9, 3), sig(roofTps / peerTps, 2)];
+        const mm = (stepMs * p.matMulMs) / (p.matMulMs + p.otherMs);
+        return [cell.toUpperCase(), fmt(stepMs, 1), fmt(mm, 1), fmt(stepMs - mm, 1), G((flopsPerToken(cell, V, H).training * B * T) / (mm / 1000)), fmt(roofTps), fmt(peerTps), sig((peerTps * flopsPerToken(cell, V, H).training) / 1e9, 3), sig(roofTps / peerTps, 2)];
       }),
     ),
   );
@@ -322,8 +324,8 @@ function report(ctx: BenchContext, r: { source: string; V: Num; shape: { B: Num;
     const loads = r.rows.flatMap((x) => ['peer1', 'local', 'peer2', 'dist2'].map((k) => get<{ load?: Num }>(x, k)?.load ?? 0));
     md.push('');
     md.push(
-      `What limits dptrain: the matMuls. In the LSTM step they take ${fmt(p.matMulMs, 1)} of ${fmt(ms, 1)} ms (${pct(p.matMulMs / ms)}); the elementwise kernels left after fusing take ${fmt(p.otherMs, 1)} ms in ${fmt(p.calls)} kernel calls, and ${fmt(Math.max(0, ms - p.matMulMs - p.otherMs), 1)} ms is outside kernels. ` +
-        `The step's matMuls run at ${G((flopsPerToken('lstm', V, H).training * B * T) / (p.matMulMs / 1000))} on average (its matMul FLOPs over their kernel time; the recurrence forces ${T} matMuls of B = ${B} rows each way), against ${G(r.bigRate)} for the isolated large matMul. ` +
+      `What limits dptrain: the matMuls. They are ${pct(p.matMulMs / (p.matMulMs + p.otherMs))} of the LSTM step's kernel time; the elementwise work left after fusing is ${fmt(p.calls)} kernel calls a step. ` +
+        `In the step the matMuls average ${G((flopsPerToken('lstm', V, H).training * B * T) / ((ms * p.matMulMs) / (p.matMulMs + p.otherMs) / 1000))} (the recurrence forces ${T} matMuls of B = ${B} rows each way), against ${G(r.bigRate)} for the isolated large matMul. ` +
         `That rate is the ceiling: PyTorch's one-thread LSTM implies ${sig((peerTps * flopsPerToken('lstm', V, H).training) / 1e9, 3)} GFLOP/s (OpenBLAS), so even at the roofline the wasm step would give ${sig(roofTps / peerTps, 2)}× PyTorch's tokens/s; closing the rest needs a faster matMul (tfjs-node's libtensorflow, or a wasm GEMM with larger tiles), not fewer kernels.` +
         (Math.max(...loads) > 2
           ? ` The machine was shared (1-minute load up to ${Math.max(...loads)} on ${os.cpus().length} cores): the two-process figures, by wall clock, are dominated by waiting for a core and are not a measure of either trainer; the one-process figures, by compute time, are.`

@@ -1,6 +1,6 @@
 /**
- * The RNN's and GRU's fused gate kernels (src/shared/model/kernels/cell-gates.ts)
- * run on the wasm backend only: these tests select it themselves and compare
+ * The RNN's and GRU's fused gate kernels (src/shared/model/kernels/cell-gates.ts;
+ * off by default) run on the wasm backend only: these tests select it and switch them on, and compare
  * the fused step with the ops step, shard by shard, and count tensors.
  * (test/cell-step.test.ts checks either path against autodiff, on the backend
  * DPTRAIN_TEST_BACKEND names.)
@@ -11,7 +11,7 @@ import * as tf from '@tensorflow/tfjs';
 import { selectBackend } from '../src/shared/backend.js';
 import { initCellParams, type CellDims, type CellName } from '../src/shared/model/char-cells/params.js';
 import { cellStep, makeCellStepParams, disposeCellStepParams } from '../src/shared/model/char-cells/step.js';
-import { fusedGatesActive, setFusedGates } from '../src/shared/model/kernels/lstm-gates.js';
+import { fusedCellGatesActive, setFusedCellGates } from '../src/shared/model/kernels/cell-gates.js';
 import type { TokenBatch } from '../src/shared/model/descriptor.js';
 import { Rng } from '../src/shared/data/rng.js';
 
@@ -24,11 +24,11 @@ function randomBatch(rng: Rng, rows: number, numSteps: number, V: number): Token
 }
 
 function stepWith(fused: boolean, flat: Float32Array, dims: CellDims, batch: TokenBatch, h0: Float32Array) {
-  setFusedGates(fused);
+  setFusedCellGates(fused);
   const sp = makeCellStepParams(flat, dims);
   const h = tf.tensor2d(h0, [batch.rows, dims.hidden]);
   try {
-    assert.equal(fusedGatesActive(), fused);
+    assert.equal(fusedCellGatesActive(), fused);
     const r = cellStep(sp, batch, h);
     const out = { grad: r.grad, lossSum: r.lossSum, h: r.h.dataSync().slice() };
     r.h.dispose();
@@ -36,7 +36,7 @@ function stepWith(fused: boolean, flat: Float32Array, dims: CellDims, batch: Tok
   } finally {
     h.dispose();
     disposeCellStepParams(sp);
-    setFusedGates(true);
+    setFusedCellGates(false);
   }
 }
 
@@ -71,6 +71,7 @@ for (const cell of ['rnn', 'gru'] as CellName[]) {
 
   test(`wasm ${cell}: the fused step leaks no tensors`, async () => {
     await useWasm();
+    setFusedCellGates(true);
     const dims: CellDims = { cell, vocabSize: 6, hidden: 4 };
     const rng = new Rng(2);
     const sp = makeCellStepParams(initCellParams(dims, rng), dims);
@@ -82,7 +83,8 @@ for (const cell of ['rnn', 'gru'] as CellName[]) {
       h = r.h;
       if (i === 1) after1 = tf.memory().numTensors;
     }
-    assert.ok(fusedGatesActive());
+    assert.ok(fusedCellGatesActive());
+    setFusedCellGates(false);
     assert.equal(tf.memory().numTensors, after1);
     h.dispose();
     disposeCellStepParams(sp);

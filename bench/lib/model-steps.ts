@@ -4,7 +4,7 @@
  * (tf.grads of its forward pass, gradients copied to the host as the stepper
  * does), and a matMul roofline; plus a kernel profile of the hand step
  * (matMul share vs the rest) and, on wasm, the step with its fused gate
- * kernels switched off.
+ * kernels switched the other way (see CellBench.variant).
  */
 import * as tf from '@tensorflow/tfjs';
 import { lossSumOf, namedParams } from '../../src/shared/model/char-lstm/forward.js';
@@ -13,6 +13,7 @@ import { cellForward, cellNamedParams } from '../../src/shared/model/char-cells/
 import { createModel } from '../../src/shared/model/registry.js';
 import type { ModelDescriptor, TokenBatch } from '../../src/shared/model/descriptor.js';
 import { fusedGatesActive, setFusedGates } from '../../src/shared/model/kernels/lstm-gates.js';
+import { setFusedCellGates } from '../../src/shared/model/kernels/cell-gates.js';
 import { Rng } from '../../src/shared/data/rng.js';
 import { computeMs, measure, median, type Sample } from './stats.js';
 
@@ -50,8 +51,8 @@ export interface CellBench {
   cell: Cell;
   model: ModelDescriptor;
   hand(): void;
-  /** The step with the fused gate kernels off (only where they are on: wasm). */
-  handOps: (() => void) | null;
+  /** On wasm: the LSTM step with its fused gate kernels off, the RNN's and GRU's with theirs on (both off by default). */
+  variant: { label: string; run: () => void } | null;
   autodiff(): Float32Array[];
   dispose(): void;
 }
@@ -68,17 +69,19 @@ export function cellBench(cell: Cell, shape: StepShape): CellBench {
     state = s.step(batch, state).state;
     s.dispose();
   };
-  const fused = fusedGatesActive();
-  const handOps = fused
-    ? () => {
-        setFusedGates(false);
-        try {
-          hand();
-        } finally {
-          setFusedGates(true);
-        }
-      }
-    : null;
+  const toggle = (set: (on: boolean) => void, on: boolean) => () => {
+    set(on);
+    try {
+      hand();
+    } finally {
+      set(!on);
+    }
+  };
+  const variant = !fusedGatesActive()
+    ? null
+    : cell === 'lstm'
+      ? { label: 'fused gate kernels off', run: toggle(setFusedGates, false) }
+      : { label: 'fused gate kernels on (off by default)', run: toggle(setFusedCellGates, true) };
 
   let named: Record<string, tf.Tensor>;
   let loss: (p: Record<string, tf.Tensor>) => tf.Scalar;
@@ -110,7 +113,7 @@ export function cellBench(cell: Cell, shape: StepShape): CellBench {
     cell,
     model,
     hand,
-    handOps,
+    variant,
     autodiff,
     dispose: () => tf.dispose([h0, ...Object.values(named)]),
   };

@@ -16,10 +16,10 @@
  *   dz_z = dh ⊙ (h_{t-1} − h~) ⊙ z(1 − z);  dz_r = d(r⊙h) ⊙ h_{t-1} ⊙ r(1 − r);
  *   dh_{t-1} = dh ⊙ z + d(r⊙h) ⊙ r + [dz_z, dz_r, dLogits_{t-1}] x [W_hz^T; W_hr^T; W_hq^T].
  *
- * On the wasm backend the gate arithmetic is fused into a few kernels per time
- * step (kernels/cell-gates.ts; the GRU's z and r gates are one matMul), and
- * the gates' weight gradients come from the recurrence matMul's inputs
- * stacked over time; elsewhere the ops below run.
+ * On the wasm backend the gate arithmetic can be fused into a few kernels per
+ * time step (kernels/cell-gates.ts; the GRU's z and r gates one matMul, the
+ * gates' weight gradients from the recurrence matMul's inputs stacked over
+ * time); that path is off by default because it did not pay (see there).
  *
  * Shapes: B = rows, T = numSteps, H = hidden, V = vocab; tensors over all
  * steps are time-major (row t*B + r is stream r at time t).
@@ -28,8 +28,7 @@ import * as tf from '@tensorflow/tfjs';
 import type { TokenBatch } from '../descriptor.js';
 import { toTimeMajor } from '../char-lstm/step.js';
 import { blockOf, cellParamCount, CELL_GATES, viewOf, type CellDims } from './params.js';
-import { fusedGatesActive } from '../kernels/lstm-gates.js';
-import { cellKernel, scatterColumns } from '../kernels/cell-gates.js';
+import { cellKernel, fusedCellGatesActive, scatterColumns } from '../kernels/cell-gates.js';
 
 export interface CellStepParams {
   dims: CellDims;
@@ -93,7 +92,7 @@ export interface CellStepResult {
 /** Forward + backward; h0 and the params are not disposed. */
 export function cellStep(p: CellStepParams, batch: TokenBatch, h0: tf.Tensor2D): CellStepResult {
   checkBatch(batch, h0, p.dims);
-  return fusedGatesActive() ? fusedCellStep(p, batch, h0) : opsCellStep(p, batch, h0);
+  return fusedCellGatesActive() ? fusedCellStep(p, batch, h0) : opsCellStep(p, batch, h0);
 }
 
 function idsAt(batch: TokenBatch, t: number): number[] | null {

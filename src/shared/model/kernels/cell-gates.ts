@@ -5,6 +5,12 @@
  * each also building the next matMul's concatenated input. Sigmoids stay
  * with the backend. Row by row, so shards of streams add up to the full batch.
  *
+ * Off by default (setFusedCellGates): at d2l sizes they did not pay. The
+ * RNN's and GRU's steps are matMul-bound on wasm; in two interleaved runs the
+ * fused step was within ±3% of the ops step (BENCHMARKS.md, part `models`,
+ * rows "fused gate kernels on"), so the ops path, the one every backend runs,
+ * stays the default.
+ *
  *  - `DptrainRnnHidden` (S = σ(2 z)): h = 2S − 1 and A_{t+1} = [onehot, h, 1];
  *  - `DptrainRnnBackward`: [dh ⊙ (1 − h²), dLogits_{t-1}];
  *  - `DptrainGruReset` (S_zr = [σ(z_z), σ(z_r)]): A'_t = [onehot(x_t), r ⊙ h_{t-1}, 1];
@@ -18,6 +24,17 @@ interface WasmBackendLike {
   dataIdMap: { get(dataId: object): { memoryOffset: number } };
   makeOutput(shape: number[], dtype: 'float32'): tf.TensorInfo;
   wasm: { HEAPF32: Float32Array };
+}
+
+let enabled = false;
+
+/** Use the fused RNN/GRU kernels on wasm (off by default: see above). */
+export function setFusedCellGates(on: boolean): void {
+  enabled = on;
+}
+
+export function fusedCellGatesActive(): boolean {
+  return enabled && tf.getBackend() === 'wasm';
 }
 
 type Body = (ins: Float32Array[], outs: Float32Array[], B: number, H: number, V: number, ids: number[] | null) => void;
