@@ -5,11 +5,11 @@
  * each also building the next matMul's concatenated input. Sigmoids stay
  * with the backend. Row by row, so shards of streams add up to the full batch.
  *
- * Off by default (setFusedCellGates): at d2l sizes they did not pay. The
- * RNN's and GRU's steps are matMul-bound on wasm; in two interleaved runs the
- * fused step was within ±3% of the ops step (BENCHMARKS.md, part `models`,
- * rows "fused gate kernels on"), so the ops path, the one every backend runs,
- * stays the default.
+ * Off by default (setFusedCellGates): at d2l sizes they did not pay
+ * consistently. The RNN's and GRU's steps are matMul-bound on wasm; in three
+ * interleaved runs on a busy machine the fused step was 4% slower to 5% faster
+ * than the ops step (BENCHMARKS.md, part `models`, rows "fused gate kernels
+ * on"), so the ops path, the one every backend runs, stays the default.
  *
  *  - `DptrainRnnHidden` (S = σ(2 z)): h = 2S − 1 and A_{t+1} = [onehot, h, 1];
  *  - `DptrainRnnBackward`: [dh ⊙ (1 − h²), dLogits_{t-1}];

@@ -19,8 +19,9 @@
  * and a tanh ~20 ns an element, several times the backend's SIMD sigmoid; a
  * first version that computed them in one kernel per time step (the gates
  * still four matMuls) took 118 ms a step at d2l sizes against the ops path's
- * 106 ms (load 0.5), where this one is faster than the ops path
- * (BENCHMARKS.md, part `models`).
+ * 106 ms (load 0.5). This one (one gate matMul, sigmoids on the backend) took
+ * 93 ms against the ops path's 103 ms at load 2.8; in part `models` on a much
+ * busier machine (load 12 to 28) it was 10% and 2% faster and once 4% slower.
  *
  * Elementwise and row by row, so a shard of streams computes exactly what the
  * same rows compute in the full batch. Arithmetic is in float64 and rounded to
