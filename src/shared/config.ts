@@ -36,6 +36,12 @@ export interface TrainConfig {
   clip: number;
   partition: Partition;
   seed: number;
+  /** Local SGD: inner steps per round (1 = synchronous training). */
+  syncEvery: number;
+  /** Set (with their defaults) only when syncEvery > 1: checkTrainConfig. */
+  outerOptimizer?: 'sgd' | 'nesterov';
+  outerLr?: number;
+  outerMomentum?: number;
 }
 
 export interface CoordinatorConfig extends TrainConfig {
@@ -83,7 +89,7 @@ export interface WorkerConfig {
 }
 
 /** Keys of TrainConfig that define the model and the data order: a resumed run must match them. */
-export const TRAIN_KEYS: (keyof TrainConfig)[] = ['corpus', 'maxTokens', 'preprocess', 'tokenizer', 'valFraction', 'batchSize', 'numSteps', 'model', 'hidden', 'optimizer', 'partition', 'seed'];
+export const TRAIN_KEYS: (keyof TrainConfig)[] = ['corpus', 'maxTokens', 'preprocess', 'tokenizer', 'valFraction', 'batchSize', 'numSteps', 'model', 'hidden', 'optimizer', 'partition', 'seed', 'syncEvery', 'outerOptimizer'];
 
 function bad(msg: string): never {
   throw new DptrainError('ERR_BAD_CONFIG', msg);
@@ -167,12 +173,31 @@ export function resolveOptions<T>(table: OptionTable, explicit: Record<string, u
 
 export function checkTrainConfig(c: TrainConfig): void {
   if (c.cell !== undefined) c.model = `char-${c.cell}`;
+  checkLocalSgd(c);
   // d2l's 10,000-token cut belongs to the d2l setup; any other corpus is used whole unless --max-tokens says otherwise.
   // Resolved here, before a checkpoint compares it (TRAIN_KEYS), so a resume sees the number the run used.
   if (c.maxTokens === undefined) c.maxTokens = c.corpus.trim() === 'timemachine' ? D2L_MAX_TOKENS : 0;
   if (c.maxTokens !== 0 && c.maxTokens < c.batchSize * c.numSteps + c.numSteps + 1) {
     bad(`--max-tokens ${c.maxTokens} is less than one batch needs (batch-size * num-steps + num-steps + 1 = ${c.batchSize * c.numSteps + c.numSteps + 1})`);
   }
+}
+
+/**
+ * The outer optimizer's flags mean something only with --sync-every > 1, and --outer-momentum only with
+ * nesterov: given otherwise they are refused, not ignored. With --sync-every > 1 their defaults are DiLoCo's.
+ */
+function checkLocalSgd(c: TrainConfig): void {
+  c.syncEvery ??= 1;
+  const given = (['outerOptimizer', 'outerLr', 'outerMomentum'] as const).filter((k) => c[k] !== undefined);
+  const flag = (k: string) => `--${k.replace(/[A-Z]/g, (x) => `-${x.toLowerCase()}`)}`;
+  if (c.syncEvery === 1) {
+    if (given.length > 0) bad(`${given.map(flag).join(' and ')} ${given.length > 1 ? 'apply' : 'applies'} only to local SGD; add --sync-every K (K > 1) or leave ${given.length > 1 ? 'them' : 'it'} out`);
+    return;
+  }
+  c.outerOptimizer ??= 'nesterov';
+  c.outerLr ??= 0.7;
+  if (c.outerOptimizer === 'sgd' && c.outerMomentum !== undefined) bad('--outer-momentum applies only to --outer-optimizer nesterov; plain sgd has no momentum');
+  if (c.outerOptimizer === 'nesterov') c.outerMomentum ??= 0.9;
 }
 
 export function resolveCoordinatorConfig(explicit: Record<string, unknown>, env: NodeJS.ProcessEnv = process.env): CoordinatorConfig {

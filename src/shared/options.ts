@@ -41,6 +41,10 @@ const TRAIN_OPTIONS = {
   optimizer: { type: 'string', default: 'sgd', choices: ['sgd', 'adam'], describe: 'optimizer (tfjs): sgd as d2l, or adam' },
   clip: { type: 'number', default: 1, min: 1e-12, describe: 'clip the averaged gradient to this global norm (d2l theta)' },
   partition: { type: 'string', default: 'sequential', choices: ['sequential', 'random'], describe: 'd2l sequential (state carried across batches) or random (state reset every batch) partitioning' },
+  'sync-every': { type: 'number', default: 1, integer: true, min: 1, max: 4096, describe: 'local SGD (DiLoCo): each worker takes K inner steps (--optimizer, --lr, --clip) on K consecutive batches of its streams, then the coordinator averages the parameter changes as the gradient of an outer optimizer; 1 = synchronous training' },
+  'outer-optimizer': { type: 'string', choices: ['sgd', 'nesterov'], describe: 'with --sync-every > 1: the outer optimizer applied to the averaged change (default nesterov, as DiLoCo; sgd with --outer-lr 1 is plain parameter averaging)' },
+  'outer-lr': { type: 'number', min: 1e-12, max: 1e6, describe: 'with --sync-every > 1: learning rate of the outer optimizer (default 0.7, as DiLoCo)' },
+  'outer-momentum': { type: 'number', min: 0, max: 0.9999, describe: 'with --sync-every > 1 and --outer-optimizer nesterov: momentum of the outer optimizer (default 0.9, as DiLoCo)' },
   seed: { type: 'number', default: 0, integer: true, min: 0, max: 4294967295, describe: 'seed of parameter init and data order' },
 } as const satisfies OptionTable;
 
