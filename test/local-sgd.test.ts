@@ -122,3 +122,59 @@ test('step.local travels the wire and back; malformed inner steps are refused', 
   bad({ optimizer: 'rmsprop' }, /optimizer must be sgd or adam/);
   bad({ lr: -1 }, /must be positive/);
 });
+
+test('the coordinator in process: a local round sends its K batches in step.local, waits K x --round-timeout, and counts K steps in one round', async () => {
+  await testBackend();
+  const { Coordinator } = await import('../src/coordinator/coordinator.js');
+  const { PROTOCOL_VERSION } = await import('../src/shared/wire/protocol.js');
+  const { encodeTensor } = await import('../src/shared/wire/tensor.js');
+  const { TOKEN, waitFor } = await import('./support/cluster.js');
+  type Handlers = import('../src/coordinator/ws-server.js').WsHandlers;
+  type StepMsg = import('../src/shared/wire/protocol.js').StepMsg;
+  let handlers!: Handlers;
+  const deadlines: number[] = [];
+  const clock = { now: () => 0, setTimeout: (_fn: () => void, ms: number) => (deadlines.push(ms), deadlines.length), clearTimeout: () => undefined };
+  const cfg = tinyCoordinatorConfig({ minWorkers: 1, epochs: 1, roundTimeout: 3, syncEvery: 4 });
+  const c = new Coordinator(cfg, TOKEN, { log: () => undefined, progress: null, clock, transport: (_o, h) => ((handlers = h), { scheme: 'fake', connectionCount: 0, listen: async () => 1, close: async () => {} }) });
+  await c.start();
+  const got: StepMsg[] = [];
+  const peer = {
+    send: (bytes: Uint8Array) => {
+      const v = decodeCoordinatorMessage(bytes);
+      if (v.ok && v.msg.type === 'step') got.push(v.msg);
+    },
+    close: () => undefined,
+    bufferedAmount: () => 0,
+  };
+  const r = handlers.onHello({ type: 'hello', version: PROTOCOL_VERSION, token: TOKEN, info: { backend: 'cpu', device: 'cpu', host: 'test', pid: 1 } }, peer, 'a');
+  assert.ok(r.ok);
+  const running = c.run();
+  try {
+    await waitFor(() => got.length === 1, 5000, 'the first round');
+    const step = got[0];
+    assert.ok(step.local, 'a local round');
+    assert.equal(step.local.resets.length, 3, 'K - 1 further inner steps');
+    assert.equal(step.local.starts.length, 3 * cfg.batchSize);
+    assert.deepEqual([step.local.optimizer, step.local.lr, step.local.clip], [cfg.optimizer, cfg.lr, cfg.clip]);
+    assert.equal(step.local.starts[0], step.starts[0] + cfg.numSteps, 'sequential: the next batch of the same stream');
+    assert.equal(deadlines.at(-1), 4 * 3000, 'the deadline scales with the inner steps');
+    // A reply that covers one batch's tokens instead of four is refused.
+    const tokens = cfg.batchSize * cfg.numSteps;
+    const grads = encodeTensor(new Float32Array(c.model.paramCount).fill(1e-3 * 4 * tokens), 'float32');
+    handlers.onMessage(r.id!, { type: 'grads', round: step.round, tokenCount: tokens, lossSum: tokens, computeMs: 1, grads }, 0);
+    assert.equal(c.state.step, 0);
+    handlers.onMessage(r.id!, { type: 'grads', round: step.round, tokenCount: 4 * tokens, lossSum: 4 * tokens * 3, computeMs: 1, grads }, 0);
+    await waitFor(() => c.state.step === 4, 5000, 'the round to be applied');
+    assert.equal(c.server.version, 1, 'one round, one outer step');
+    assert.equal((await c.metrics.rounds.get()).values[0].value, 1);
+    assert.equal((await c.metrics.steps.get()).values[0].value, 4);
+    // The outer Nesterov step on a change of 1e-3 everywhere: theta -= 0.7 (1e-3 + 0.9 * 1e-3).
+    const p0 = (await import('../src/shared/train/local-trainer.js')).initialParams(cfg, c.model);
+    assert.ok(Math.abs(p0[0] - c.server.params()[0] - 0.7 * 1.9e-3) < 1e-6);
+  } finally {
+    c.stop('test over');
+    c.stop('test over');
+    await running;
+    await c.dispose();
+  }
+});

@@ -95,7 +95,10 @@ export class ShardComputer {
       loop.step({ starts: task.starts, reset: false });
       for (let k = 0; k < local.resets.length; k++) {
         await pause();
-        if (this.generation !== generation) return null;
+        if (this.generation !== generation) {
+          loop.dispose();
+          return null;
+        }
         loop.step({ starts: local.starts.subarray(k * rows, (k + 1) * rows), reset: local.resets[k] === 1 });
       }
     } catch (e) {
