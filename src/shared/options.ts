@@ -62,7 +62,7 @@ export const COORDINATOR_OPTIONS = {
   ...TOKEN_OPTIONS,
   'min-workers': { type: 'number', default: 1, integer: true, min: 1, describe: 'training pauses while fewer workers are connected' },
   'max-workers': { type: 'number', default: 64, integer: true, min: 1, max: 4096, describe: 'connection limit (workers beyond it are refused)' },
-  'round-timeout': { type: 'number', default: 0, min: 0, max: 86400, describe: 'seconds a round waits for gradients before dropping late workers; 0 = derived from recent step times (10x the median, 5 s to 120 s)' },
+  'round-timeout': { type: 'number', default: 0, min: 0, max: 86400, describe: 'seconds a round waits for gradients before dropping late workers, per inner step with --sync-every; 0 = derived from recent step times (10x the median, 5 s to 120 s)' },
   'heartbeat-interval': { type: 'number', default: 5, min: 0.05, max: 3600, describe: 'seconds between WebSocket pings; a worker silent for two intervals is terminated' },
   'hello-timeout': { type: 'number', default: 10, min: 0.05, max: 3600, describe: 'seconds an unauthenticated socket may stay open before saying hello' },
   'checkpoint-dir': { type: 'string', describe: 'directory of the checkpoint (written atomically); no checkpoints without it' },
