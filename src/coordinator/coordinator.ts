@@ -535,7 +535,7 @@ export class Coordinator {
     this.optimizerSteps += n;
     // The round's loss is one sum over its inner steps: the epochs they belong to share it by their steps.
     const share = (k: number) => ({ lossSum: (o.lossSum * k) / n, tokens: (o.tokens * k) / n });
-    const inFirstEpoch = batches.filter((b) => b.epoch === batches[0].epoch).length;
+    const inFirstEpoch = batches.filter((x) => x.epoch === batches[0].epoch).length;
     const { epoch, batchIndex, batchesInEpoch } = batches[n - 1];
     this.observer.roundApplied({
       step: this.optimizerSteps,
@@ -554,10 +554,10 @@ export class Coordinator {
     // An epoch that ended inside a round has no parameters of its own: it is validated with the round's.
     let validation: number | undefined | null = null;
     const validate = () => (validation ??= this.validationPerplexity());
-    batches.forEach((b, k) => {
+    batches.forEach((x, k) => {
       if (!this.schedule.advance()) return;
-      this.endEpoch(b.epoch, stepBefore + k + 1, validate);
-      if (k < n - 1) this.observer.addToEpoch(share(batches.filter((c) => c.epoch === b.epoch + 1).length));
+      this.endEpoch(x.epoch, stepBefore + k + 1, validate);
+      if (k < n - 1) this.observer.addToEpoch(share(batches.filter((y) => y.epoch === x.epoch + 1).length));
     });
   }
 

@@ -232,7 +232,9 @@ export class WorkerClient {
           }),
         );
         this.rounds++;
-        this.opts.metrics?.observeStep(r.computeMs / 1000, r.tokenCount);
+        // The worker's step metrics count inner steps, each the round's mean.
+        const n = 1 + local.resets.length;
+        for (let k = 0; k < n; k++) this.opts.metrics?.observeStep(r.computeMs / 1000 / n, r.tokenCount / n);
       },
       (e: unknown) => {
         this.opts.log(`cannot handle 'step': ${(e as Error).message}`);
