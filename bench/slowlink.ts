@@ -223,7 +223,7 @@ export const slowlinkPart: BenchPart = {
     );
     md.push(
       `- It also needed fewer epochs: the outer Nesterov step (lr 0.7, momentum 0.9) moves further along the averaged change than one SGD step would (in a steady direction up to lr / (1 − momentum) = 7× it), ` +
-        `so the local SGD runs reached the synchronous run's ${syncEpochs}-epoch validation perplexity in ${runs.slice(1).map((r) => `${r.reachedEpoch ?? '–'} (K = ${r.syncEvery})`).join(' and ')} epochs. `,
+        `so the local SGD runs reached the synchronous run's ${syncEpochs}-epoch validation perplexity in ${runs.slice(1).map((r) => `${r.reachedEpoch ?? '–'} (K = ${r.syncEvery})`).join(' and ')} epochs.`,
     );
     md.push(
       `- The machine was shared (load average ${runs.map((r) => r.load[0].toFixed(1)).join(', ')} before the runs, on 2 cores): the workers' compute per batch was inflated by it, which makes the synchronous run less link-bound than it would be on an idle machine, where the exchange is the larger part of its round.`,
