@@ -67,12 +67,27 @@ export class ShardComputer {
 
   compute(task: ShardTask): ShardResult {
     const t0 = performance.now();
-    const params = this.paramsFor(task);
-    const init = this.initialState(task);
+    if (!this.params || this.params.version !== task.paramsVersion) {
+      throw new Error(`step needs parameters v${task.paramsVersion}, have ${this.params ? `v${this.params.version}` : 'none'}`);
+    }
     const rows = task.hi - task.lo;
     const W = this.model.stateWidth;
+    const maxStart = this.tokens.length - this.numSteps - 1;
+    for (const s of task.starts) {
+      if (!(s >= 0 && s <= maxStart)) throw new RangeError(`row start ${s} outside the token array [0, ${maxStart}]`);
+    }
+    const init = new Float32Array(rows * W);
+    if (task.state) {
+      if (task.state.length !== init.length) throw new RangeError(`state holds ${task.state.length} values, expected ${init.length}`);
+      init.set(task.state);
+    } else {
+      for (let r = 0; r < rows; r++) {
+        const held = this.held.get(task.lo + r);
+        if (task.fresh[r] === 0 && held) init.set(held, r * W);
+      }
+    }
     const { x, y } = gatherRows(this.tokens, task.starts, this.numSteps);
-    const r = params.stepper.step({ x, y, rows, numSteps: this.numSteps }, init);
+    const r = this.params.stepper.step({ x, y, rows, numSteps: this.numSteps }, init);
     this.held.clear();
     for (let i = 0; i < rows; i++) this.held.set(task.lo + i, r.state.slice(i * W, (i + 1) * W));
     return { grad: r.grad, lossSum: r.lossSum, tokenCount: r.tokenCount, state: r.state, computeMs: performance.now() - t0 };
@@ -126,7 +141,7 @@ export class ShardComputer {
     }
   }
 
-  /** The rows' state before the first step: sent, held here from the last step, or zero. */
+  /** The rows' state before the first step: sent, held here from the last step, or zero (as compute() does). */
   private initialState(task: ShardTask): Float32Array {
     const rows = task.hi - task.lo;
     const W = this.model.stateWidth;

@@ -6,7 +6,7 @@
 import WebSocket from 'ws';
 import fs from 'node:fs';
 import { CloseCodes, finalRefusalFor, type ErrorCode } from '../shared/errors.js';
-import { decodeCoordinatorMessage, encode, tokensFromWire, PROTOCOL_VERSION, WORKER_MAX_PAYLOAD, type CoordinatorMessage, type LocalSteps, type WorkerInfo } from '../shared/wire/protocol.js';
+import { decodeCoordinatorMessage, encode, tokensFromWire, PROTOCOL_VERSION, WORKER_MAX_PAYLOAD, type CoordinatorMessage, type LocalSteps, type StepMsg, type WorkerInfo } from '../shared/wire/protocol.js';
 import { decodeTensor, encodeTensor, type WireDtype } from '../shared/wire/tensor.js';
 import { ShardComputer } from './shard-compute.js';
 import { createModel } from '../shared/model/registry.js';
@@ -216,7 +216,9 @@ export class WorkerClient {
   }
 
   /** A local SGD round: its inner steps yield to the event loop, so heartbeats and a close are heard meanwhile. */
-  private localRound(ws: WebSocket, c: ShardComputer, round: number, task: Parameters<ShardComputer['compute']>[0], local: LocalSteps): void {
+  private localRound(ws: WebSocket, c: ShardComputer, msg: StepMsg, local: LocalSteps): void {
+    const { round } = msg;
+    const task = { paramsVersion: msg.paramsVersion, lo: msg.lo, hi: msg.hi, starts: msg.starts, fresh: msg.fresh, state: msg.state ? decodeTensor(msg.state) : undefined };
     c.computeLocal(task, local, () => new Promise((r) => setImmediate(r))).then(
       (r) => {
         if (!r || this.ws !== ws || ws.readyState !== WebSocket.OPEN) return;
@@ -266,19 +268,18 @@ export class WorkerClient {
       case 'step': {
         const c = this.computer;
         if (!c) throw new Error('step before welcome');
-        const task = {
+        if (msg.local) {
+          this.localRound(ws, c, msg, msg.local);
+          return;
+        }
+        const r = c.compute({
           paramsVersion: msg.paramsVersion,
           lo: msg.lo,
           hi: msg.hi,
           starts: msg.starts,
           fresh: msg.fresh,
           state: msg.state ? decodeTensor(msg.state) : undefined,
-        };
-        if (msg.local) {
-          this.localRound(ws, c, msg.round, task, msg.local);
-          return;
-        }
-        const r = c.compute(task);
+        });
         ws.send(
           encode({
             type: 'grads',
