@@ -19,7 +19,16 @@ async function counter(c: { get(): Promise<{ values: { value: number }[] }> }): 
 }
 
 test('--sync-every 4 with 2 worker processes: the loss goes down, rounds and steps are counted apart, and it equals the in-process local SGD loop', async () => {
-  const cfg = tinyCoordinatorConfig({ minWorkers: 2, batchSize: 6, epochs: 4, syncEvery: 4, logEvery: 1 });
+  await clusterMatches({});
+});
+
+test('--sync-every 3, 2 layers with dropout: 2 worker processes draw the masks the in-process local SGD loop draws', async () => {
+  await clusterMatches({ syncEvery: 3, layers: 2, dropout: 0.3, epochs: 2 });
+});
+
+async function clusterMatches(over: Record<string, unknown>): Promise<void> {
+  const cfg = tinyCoordinatorConfig({ minWorkers: 2, batchSize: 6, epochs: 4, syncEvery: 4, logEvery: 1, ...over });
+  const K = cfg.syncEvery;
   const c = await startCoordinator(cfg);
   const procs: WorkerProc[] = [];
   try {
@@ -30,11 +39,11 @@ test('--sync-every 4 with 2 worker processes: the loss goes down, rounds and ste
 
     const { corpus } = await loadCorpus(cfg.corpus, { dataDir: '.', maxTokens: cfg.maxTokens, valFraction: cfg.valFraction, preprocess: cfg.preprocess });
     const ref = trainLocalSgd(cfg, corpus, 2);
-    // Counters: optimizer steps are batches trained on; rounds are a quarter of them (the last round of the run may be shorter).
+    // Counters: optimizer steps are batches trained on; rounds are 1/K of them (the last round of the run may be shorter).
     assert.equal(summary.steps, ref.steps);
     assert.equal(c.state.step, ref.steps);
     assert.equal(c.server.version, ref.server.version);
-    assert.equal(c.server.version, Math.ceil(ref.steps / 4), `${c.server.version} rounds for ${ref.steps} steps`);
+    assert.equal(c.server.version, Math.ceil(ref.steps / K), `${c.server.version} rounds for ${ref.steps} steps`);
     assert.equal(await counter(c.metrics.steps), ref.steps);
     assert.equal(await counter(c.metrics.rounds), c.server.version);
     assert.equal(await counter(c.metrics.tokens), ref.steps * cfg.batchSize * cfg.numSteps);
@@ -43,15 +52,15 @@ test('--sync-every 4 with 2 worker processes: the loss goes down, rounds and ste
     // It trains: the train perplexity falls epoch after epoch, and the validation perplexity with it.
     const h = c.history;
     assert.equal(h.length, cfg.epochs);
-    assert.ok(h.at(-1)!.trainPerplexity < h[0].trainPerplexity * 0.8, h.map((e) => e.trainPerplexity.toFixed(2)).join(' '));
+    assert.ok(h.at(-1)!.trainPerplexity < h[0].trainPerplexity * 0.95, h.map((e) => e.trainPerplexity.toFixed(2)).join(' '));
     assert.ok(h.at(-1)!.validationPerplexity! < h[0].validationPerplexity!, h.map((e) => e.validationPerplexity?.toFixed(2)).join(' '));
-    console.log(`local SGD K=4, 2 workers: ${ref.steps} steps in ${c.server.version} rounds, relative error vs in-process ${rel.toExponential(2)}, train perplexity ${h.map((e) => e.trainPerplexity.toFixed(2)).join(' -> ')}`);
+    console.log(`local SGD K=${K} ${JSON.stringify(over)}, 2 workers: ${ref.steps} steps in ${c.server.version} rounds, relative error vs in-process ${rel.toExponential(2)}, train perplexity ${h.map((e) => e.trainPerplexity.toFixed(2)).join(' -> ')}`);
     ref.server.dispose();
   } finally {
     killAll(procs);
     c.dispose();
   }
-});
+}
 
 function coordinator(args: string[]) {
   const child = spawn(process.execPath, ['--import', 'tsx', cliPath, 'coordinator', 'start', ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, DPTRAIN_TOKEN: '' } });

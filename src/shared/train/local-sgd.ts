@@ -32,6 +32,13 @@ export interface InnerBatch {
   reset: boolean;
 }
 
+/**
+ * Randomness inside a step (dropout) is a function of the step number: inner step k of the round that
+ * started from parameter version v is step v x INNER_STEP_STRIDE + k, the same on a worker and in the
+ * reference loop (--sync-every is at most 4096).
+ */
+export const INNER_STEP_STRIDE = 8192;
+
 export interface InnerResult {
   /** (θ - θ_local) · tokenCount, float32: the shard's share of the outer gradient sum. */
   deltaSum: Float32Array;
@@ -50,10 +57,15 @@ export class InnerLoop {
   private tokenCount = 0;
   steps = 0;
 
-  /** `start` is copied; `init` is the rows' state before the first step (rows x stateWidth). */
+  /**
+   * `start` (the parameters of version `version`) is copied; `init` is the state of streams [lo, lo + rows)
+   * before the first step (rows x stateWidth).
+   */
   constructor(
     private readonly model: ModelDescriptor,
     start: Float32Array,
+    private readonly version: number,
+    private readonly lo: number,
     init: Float32Array,
     cfg: OptimizerConfig,
     private readonly tokens: Int32Array,
@@ -69,9 +81,11 @@ export class InnerLoop {
     const rows = b.starts.length;
     if (b.reset) this.state = new Float32Array(rows * this.model.stateWidth);
     const { x, y } = gatherRows(this.tokens, b.starts, this.numSteps);
+    const streams = Int32Array.from({ length: rows }, (_, i) => this.lo + i);
+    const step = this.version * INNER_STEP_STRIDE + this.steps;
     const stepper = this.model.stepper(this.server.params());
     try {
-      const r = stepper.step({ x, y, rows, numSteps: this.numSteps }, this.state);
+      const r = stepper.step({ x, y, rows, numSteps: this.numSteps, streams, step }, this.state);
       this.server.apply(r.grad, r.tokenCount);
       this.state = r.state;
       this.lossSum += r.lossSum;
@@ -116,7 +130,7 @@ export function trainLocalSgd(cfg: TrainConfig, corpus: Corpus, shards: number, 
     let tokens = 0;
     for (const [lo, hi] of ranges) {
       const init = batches[0].plan.resetState ? new Float32Array((hi - lo) * W) : state.slice(lo * W, hi * W);
-      const loop = new InnerLoop(model, server.params(), init, cfg, corpus.train, cfg.numSteps);
+      const loop = new InnerLoop(model, server.params(), server.version, lo, init, cfg, corpus.train, cfg.numSteps);
       batches.forEach((b, k) => loop.step({ starts: b.plan.starts.subarray(lo, hi), reset: k > 0 && b.plan.resetState }));
       const r = loop.finish();
       for (let i = 0; i < sum.length; i++) sum[i] += r.deltaSum[i];
