@@ -14,6 +14,7 @@ import { faninPart } from './fanin.js';
 import { memoryPart } from './memory.js';
 import { wirePart } from './wire.js';
 import { ttpPart, ttpAdamPart, ttpFullPart } from './ttp.js';
+import { slowlinkPart } from './slowlink.js';
 
 export const PARTS: BenchPart[] = [
   summaryPart,
@@ -26,5 +27,6 @@ export const PARTS: BenchPart[] = [
   ttpPart,
   ttpAdamPart,
   ttpFullPart,
+  slowlinkPart,
   memoryPart,
 ];

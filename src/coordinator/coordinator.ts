@@ -20,12 +20,13 @@ import { defaultDataDir, loadCorpus } from '../shared/data/corpus-source.js';
 import { TRAIN_KEYS, publicConfig, type CoordinatorConfig } from '../shared/config.js';
 import { COORDINATOR_OPTIONS } from '../shared/options.js';
 import { CloseCodes, closeCodeFor, DptrainError, ErrorCodes, type ErrorCode } from '../shared/errors.js';
-import { encode, maxPayloadFor, tokensToWire, PROTOCOL_VERSION, type GradsMsg, type HelloMsg, type WorkerMessage } from '../shared/wire/protocol.js';
+import { encode, maxPayloadFor, tokensToWire, PROTOCOL_VERSION, type GradsMsg, type HelloMsg, type LocalSteps, type WorkerMessage } from '../shared/wire/protocol.js';
 import { decodeTensor, encodeTensor } from '../shared/wire/tensor.js';
 import type { ModelDescriptor } from '../shared/model/descriptor.js';
 import { ParameterServer } from '../shared/train/param-server.js';
 import { initialParams, modelOf } from '../shared/train/local-trainer.js';
-import { Schedule } from '../shared/data/schedule.js';
+import { Schedule, type ScheduledBatch } from '../shared/data/schedule.js';
+import { isLocalSgd, outerOptimizerConfig, outerOptimizerName } from '../shared/train/outer-optimizer.js';
 import { perplexityOf, predict } from '../shared/model/evaluate.js';
 import { writeCheckpoint } from '../shared/store/checkpoint.js';
 import { assembleCheckpoint, readResumePoint } from '../shared/store/run-state.js';
@@ -117,6 +118,10 @@ export class Coordinator {
   lastSample = '';
   startedAt = Date.now();
   private count = 0;
+  /** Optimizer steps: batches of the schedule trained on (with --sync-every K, K inner steps per round). */
+  private optimizerSteps = 0;
+  /** The batches of the round in flight: one, or a local SGD round's inner steps. */
+  private roundBatches: ScheduledBatch[] = [];
   private corpusSha1 = '';
   private roundId = 0;
   private round: Round | null = null;
@@ -154,7 +159,7 @@ export class Coordinator {
   }
 
   get state(): { paused: boolean; stopping: boolean; step: number; epoch: number; round: number } {
-    return { paused: this.paused, stopping: this.stopping, step: this.server?.version ?? 0, epoch: this.schedule?.peek().epoch ?? 0, round: this.roundId };
+    return { paused: this.paused, stopping: this.stopping, step: this.optimizerSteps, epoch: this.schedule?.peek().epoch ?? 0, round: this.roundId };
   }
 
   /** Load the corpus, build or resume the model, open the WebSocket server. */
@@ -183,7 +188,8 @@ export class Coordinator {
     const prefix = this.tokenizer.preparePrompt(cfg.samplePrefix);
     this.samplePrefix = prefix.text;
     for (const w of prefix.warnings) this.log(`--sample-prefix: ${w}`);
-    this.server = new ParameterServer(this.model, initialParams(cfg, this.model), cfg);
+    // With local SGD the coordinator's optimizer is the outer one; the run's --optimizer runs on the workers.
+    this.server = new ParameterServer(this.model, initialParams(cfg, this.model), isLocalSgd(cfg) ? outerOptimizerConfig(cfg) : cfg);
     this.schedule = new Schedule(this.corpus.train.length, cfg.batchSize, cfg.numSteps, cfg.partition, { seed: cfg.seed });
     this.streams = new StreamTable(cfg.batchSize, this.model.stateWidth);
     if (cfg.checkpointDir) await removeDeadTempFiles(cfg.checkpointDir, this.log);
@@ -191,7 +197,7 @@ export class Coordinator {
     if (this.schedule.peek().epoch >= cfg.epochs) {
       // Nothing to train: say so instead of opening a server that workers would join only to be sent away.
       this.finished = true;
-      this.log(`resume: the run in ${cfg.checkpointDir} already finished (step ${this.server.version}, epoch ${this.schedule.peek().epoch} of --epochs ${cfg.epochs}); nothing to do (raise --epochs to train further)`);
+      this.log(`resume: the run in ${cfg.checkpointDir} already finished (step ${this.optimizerSteps}, epoch ${this.schedule.peek().epoch} of --epochs ${cfg.epochs}); nothing to do (raise --epochs to train further)`);
       return 0;
     }
     this.metrics.learningRate.set(cfg.lr);
@@ -207,6 +213,10 @@ export class Coordinator {
       1,
     );
     this.log(`model: ${this.model.summary} (tokens: ${this.tokenizer.label}), ${this.count} parameters; ${cfg.optimizer} lr ${cfg.lr}, clip ${cfg.clip}, batch ${cfg.batchSize} x ${cfg.numSteps}`);
+    if (isLocalSgd(cfg)) {
+      const outer = `${cfg.outerOptimizer} lr ${cfg.outerLr}${cfg.outerOptimizer === 'nesterov' ? ` momentum ${cfg.outerMomentum}` : ''}`;
+      this.log(`local SGD: ${cfg.syncEvery} inner steps (${cfg.optimizer}, clipped there) per round on each worker, then outer ${outer} on the averaged change`);
+    }
 
     const gradBytes = this.count * 4;
     this.ws = (this.deps.transport ?? ((o, h) => new WsServer(o, h)))(
@@ -220,7 +230,7 @@ export class Coordinator {
         helloTimeoutMs: cfg.helloTimeout * 1000,
         heartbeatMs: cfg.heartbeatInterval * 1000,
         maxBufferedBytes: 8 * gradBytes + (this.corpus.train.length * 2),
-        limits: { paramCount: this.count, maxTokenCount: cfg.batchSize * cfg.numSteps, stateCount: cfg.batchSize * this.model.stateWidth },
+        limits: { paramCount: this.count, maxTokenCount: cfg.batchSize * cfg.numSteps * cfg.syncEvery, stateCount: cfg.batchSize * this.model.stateWidth },
         log: this.log,
       },
       {
@@ -249,7 +259,9 @@ export class Coordinator {
     }
     this.server.setParams(ck.params);
     await this.server.loadOptimizerState(ck.optimizer.state);
-    this.server.version = ck.step;
+    // A local SGD checkpoint counts its rounds (the parameter version) apart from its optimizer steps.
+    this.server.version = ck.rounds ?? ck.step;
+    this.optimizerSteps = ck.step;
     this.schedule = new Schedule(this.corpus.train.length, this.cfg.batchSize, this.cfg.numSteps, this.cfg.partition, {
       epoch: ck.epoch,
       batchIndex: ck.batchIndex,
@@ -259,6 +271,7 @@ export class Coordinator {
     for (const h of ck.history ?? []) this.history.push({ ...h, time: 0 });
     this.lastCheckpointStep = ck.step;
     this.metrics.steps.inc(ck.step);
+    this.metrics.rounds.inc(this.server.version);
     this.metrics.step.set(ck.step);
     this.metrics.epoch.set(ck.epoch);
     const writtenAt = Date.parse(ck.createdAt);
@@ -353,11 +366,12 @@ export class Coordinator {
     m.peer.send(encode({ type: 'pause', reason: `waiting for workers: ${this.membership.size} of ${this.cfg.minWorkers}`, workers: this.membership.size, minWorkers: this.cfg.minWorkers }));
   }
 
-  private roundDeadlineMs(): number {
-    if (this.cfg.roundTimeout > 0) return this.cfg.roundTimeout * 1000;
-    if (this.recentRoundMs.length < 3) return 120_000;
+  /** A round of `steps` inner steps (local SGD) waits `steps` times as long as one step would. */
+  private roundDeadlineMs(steps: number): number {
+    if (this.cfg.roundTimeout > 0) return this.cfg.roundTimeout * 1000 * steps;
+    if (this.recentRoundMs.length < 3) return 120_000 * steps;
     const sorted = [...this.recentRoundMs].sort((a, b) => a - b);
-    return Math.min(120_000, Math.max(5_000, 10 * sorted[Math.floor(sorted.length / 2)]));
+    return Math.min(120_000, Math.max(5_000, 10 * sorted[Math.floor(sorted.length / 2)])) * steps;
   }
 
   /** Wait until membership changes or stop() is called; no busy loop, no timeout needed. */
@@ -398,9 +412,13 @@ export class Coordinator {
         this.metrics.paused.set(0);
         this.log(`resumed with ${assignment.length} workers`);
       }
+      const before = this.optimizerSteps;
       const outcome = await this.runRound(assignment);
       this.finishRound(outcome);
-      if (cfg.checkpointDir && cfg.checkpointEvery > 0 && this.server.version % cfg.checkpointEvery === 0 && this.server.version !== this.lastCheckpointStep) {
+      const every = cfg.checkpointEvery;
+      // A local SGD round moves by K steps at once: a multiple of --checkpoint-every passed inside it counts.
+      const due = every > 0 && (this.optimizerSteps % every === 0 || Math.floor(this.optimizerSteps / every) > Math.floor(before / every));
+      if (cfg.checkpointDir && due && this.optimizerSteps !== this.lastCheckpointStep) {
         await this.checkpoint();
       }
     }
@@ -408,20 +426,24 @@ export class Coordinator {
     this.report.clear();
     let checkpoint: string | undefined;
     let checkpointFailed = false;
-    if (cfg.checkpointDir && this.server.version !== this.lastCheckpointStep) {
+    if (cfg.checkpointDir && this.optimizerSteps !== this.lastCheckpointStep) {
       checkpoint = await this.checkpoint();
       checkpointFailed = checkpoint === undefined;
     } else if (cfg.checkpointDir) checkpoint = cfg.checkpointDir;
     const last = this.history.at(-1);
-    this.log(done ? `done: ${this.server.version} steps, ${cfg.epochs} epochs` : `stopped at step ${this.server.version}`);
+    this.log(done ? `done: ${this.optimizerSteps} steps, ${cfg.epochs} epochs` : `stopped at step ${this.optimizerSteps}`);
     await this.ws.close(done ? CloseCodes.TRAINING_DONE : CloseCodes.SHUTTING_DOWN, done ? 'training done' : 'coordinator shutting down');
-    return { steps: this.server.version, epochs: this.schedule.peek().epoch, reason: done ? 'done' : 'stopped', finalTrainPerplexity: last?.trainPerplexity ?? NaN, checkpoint, checkpointFailed };
+    return { steps: this.optimizerSteps, epochs: this.schedule.peek().epoch, reason: done ? 'done' : 'stopped', finalTrainPerplexity: last?.trainPerplexity ?? NaN, checkpoint, checkpointFailed };
   }
 
   private async runRound(assignment: { member: Member; lo: number; hi: number }[]): Promise<RoundOutcome> {
     const cfg = this.cfg;
     const W = this.model.stateWidth;
-    const { plan } = this.schedule.peek();
+    const local = isLocalSgd(cfg);
+    // A local SGD round: the next K batches (fewer at the end of training), one inner step each.
+    const batches = local ? this.schedule.ahead(cfg.syncEvery, cfg.epochs) : [this.schedule.peek()];
+    this.roundBatches = batches;
+    const { plan } = batches[0];
     const roundId = ++this.roundId;
     const t0 = performance.now();
     const b: RoundBreakdown = { round: roundId, workers: assignment.length, encodeMs: 0, sendMs: 0, waitMs: 0, decodeMs: 0, sumMs: 0, clipMs: 0, optimizerMs: 0, slowestComputeMs: 0, totalMs: 0 };
@@ -442,19 +464,20 @@ export class Coordinator {
         starts: plan.starts.slice(lo, hi),
         fresh,
         ...(state ? { state: encodeTensor(state, 'float32') } : {}),
+        ...(local ? { local: innerSteps(batches, lo, hi, cfg) } : {}),
       });
       const ts = performance.now();
       member.peer.send(paramsBytes);
       member.peer.send(stepBytes);
       b.sendMs += performance.now() - ts;
       sent += paramsBytes.byteLength + stepBytes.byteLength;
-      expected.set(member.id, { lo, hi, tokenCount: rows * cfg.numSteps, stateLength: rows * W });
+      expected.set(member.id, { lo, hi, tokenCount: rows * cfg.numSteps * batches.length, stateLength: rows * W });
     }
     this.metrics.paramBytes.inc(sent);
     // A member may have gone between assign() and here; the round must not wait for it.
     b.encodeMs = performance.now() - t0 - b.sendMs;
     const tw = performance.now();
-    this.round = new Round(roundId, expected, this.count, this.roundDeadlineMs(), this.deps.clock ?? realClock);
+    this.round = new Round(roundId, expected, this.count, this.roundDeadlineMs(batches.length), this.deps.clock ?? realClock);
     for (const id of expected.keys()) if (!this.membership.get(id)) this.round.drop(id);
     const outcome = await this.round.done;
     this.round = null;
@@ -507,34 +530,55 @@ export class Coordinator {
       b.totalMs = b.encodeMs + b.sendMs + b.waitMs + b.clipMs + b.optimizerMs;
       this.deps.onRound?.(b);
     }
-    this.recentRoundMs.push(o.durationMs);
+    const batches = this.roundBatches;
+    const n = batches.length;
+    this.recentRoundMs.push(o.durationMs / n);
     if (this.recentRoundMs.length > 20) this.recentRoundMs.shift();
-    const { epoch, batchIndex, batchesInEpoch } = this.schedule.peek();
+    const stepBefore = this.optimizerSteps;
+    this.optimizerSteps += n;
+    // The round's loss is one sum over its inner steps: the epochs they belong to share it by their steps.
+    const share = (k: number) => ({ lossSum: (o.lossSum * k) / n, tokens: (o.tokens * k) / n });
+    const inFirstEpoch = batches.filter((x) => x.epoch === batches[0].epoch).length;
+    const { epoch, batchIndex, batchesInEpoch } = batches[n - 1];
     this.observer.roundApplied({
-      step: this.server.version,
+      step: this.optimizerSteps,
+      innerSteps: n,
       epoch,
       epochs: cfg.epochs,
       batch: batchIndex + 1,
       batches: batchesInEpoch,
       lossSum: o.lossSum,
       tokens: o.tokens,
+      epochShare: n === inFirstEpoch ? undefined : share(inFirstEpoch),
       durationMs: o.durationMs,
       gradNorm,
       workers: this.membership.size,
     });
-    if (this.schedule.advance()) this.endEpoch(epoch);
+    // An epoch that ended inside a round has no parameters of its own: it is validated with the round's.
+    let validation: number | undefined | null = null;
+    const validate = () => (validation ??= this.validationPerplexity());
+    batches.forEach((x, k) => {
+      if (!this.schedule.advance()) return;
+      this.endEpoch(x.epoch, stepBefore + k + 1, validate);
+      if (k < n - 1) this.observer.addToEpoch(share(batches.filter((y) => y.epoch === x.epoch + 1).length));
+    });
   }
 
-  private endEpoch(epoch: number): void {
+  private validationPerplexity(): number | undefined {
+    const cfg = this.cfg;
+    return this.corpus.validation.length > cfg.numSteps + 1 ? perplexityOf(this.server.params(), this.model, this.corpus.validation, cfg.numSteps, cfg.batchSize) : undefined;
+  }
+
+  private endEpoch(epoch: number, step: number, validate: () => number | undefined): void {
     const cfg = this.cfg;
     const trainPerplexity = this.observer.endEpoch();
     const last = epoch + 1 === cfg.epochs;
     if ((epoch + 1) % cfg.logEvery === 0 || last || epoch === 0) {
       const tokensPerSecond = this.observer.tokensPerSecond();
-      const validationPerplexity = this.corpus.validation.length > cfg.numSteps + 1 ? perplexityOf(this.server.params(), this.model, this.corpus.validation, cfg.numSteps, cfg.batchSize) : undefined;
+      const validationPerplexity = validate();
       this.metrics.tokensPerSecond.set(tokensPerSecond);
       if (validationPerplexity !== undefined) this.metrics.validationPerplexity.set(validationPerplexity);
-      const entry: LogEntry = { step: this.server.version, epoch: epoch + 1, trainPerplexity, validationPerplexity, tokensPerSecond, time: Date.now() };
+      const entry: LogEntry = { step, epoch: epoch + 1, trainPerplexity, validationPerplexity, tokensPerSecond, time: Date.now() };
       this.historyThinning.push(this.history, entry);
       this.report.line(entry, cfg.epochs, this.membership.size);
       this.observer.restartInterval();
@@ -558,12 +602,14 @@ export class Coordinator {
         vocab: this.corpus.vocab.idxToToken,
         corpusSha1: this.corpusSha1,
         config: publicConfig(this.cfg, COORDINATOR_OPTIONS),
-        optimizer: this.cfg.optimizer,
+        optimizer: isLocalSgd(this.cfg) ? outerOptimizerName(this.cfg) : this.cfg.optimizer,
+        steps: this.optimizerSteps,
+        ...(isLocalSgd(this.cfg) ? { rounds: this.server.version } : {}),
         streamState: this.streams.state,
         history: this.history.map(({ time: _t, ...h }) => h),
       });
       const path = await writeCheckpoint(dir, data);
-      this.lastCheckpointStep = this.server.version;
+      this.lastCheckpointStep = this.optimizerSteps;
       this.metrics.lastCheckpoint.set(Date.now() / 1000);
       return path;
     } catch (e) {
@@ -590,6 +636,15 @@ export class Coordinator {
     this.server?.dispose();
     await this.dirLock?.release();
   }
+}
+
+/** A local SGD round's inner steps after the first, for streams [lo, hi), and the inner optimizer. */
+function innerSteps(batches: ScheduledBatch[], lo: number, hi: number, cfg: CoordinatorConfig): LocalSteps {
+  const rows = hi - lo;
+  const rest = batches.slice(1);
+  const starts = new Int32Array(rest.length * rows);
+  rest.forEach((b, k) => starts.set(b.plan.starts.subarray(lo, hi), k * rows));
+  return { starts, resets: Uint8Array.from(rest, (b) => (b.plan.resetState ? 1 : 0)), optimizer: cfg.optimizer, lr: cfg.lr, clip: cfg.clip };
 }
 
 /** A peer's own words, made safe for a log line: a newline in a worker name must not forge the next line. */

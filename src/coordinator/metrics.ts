@@ -40,7 +40,8 @@ export function createCoordinatorMetrics() {
     registry,
     tokens: new client.Counter({ name: 'dptrain_tokens_total', help: 'Tokens trained on (summed over workers).', registers: r }),
     tokensPerSecond: unknownUntilSet(new client.Gauge({ name: 'dptrain_tokens_per_second', help: 'Training throughput over the last log interval, tokens per second.', registers: r })),
-    steps: new client.Counter({ name: 'dptrain_steps_total', help: 'Optimizer steps applied.', registers: r }),
+    steps: new client.Counter({ name: 'dptrain_steps_total', help: 'Optimizer steps: batches trained on (with local SGD each round counts its K inner steps).', registers: r }),
+    rounds: new client.Counter({ name: 'dptrain_rounds_total', help: 'Rounds applied: synchronisations of the workers, one step of the coordinator\'s optimizer each (the outer one with local SGD; equal to dptrain_steps_total without it).', registers: r }),
     trainLoss: unknownUntilSet(new client.Gauge({ name: 'dptrain_train_loss', help: 'Mean cross-entropy of the last round, nats per token.', registers: r })),
     trainPerplexity: unknownUntilSet(new client.Gauge({ name: 'dptrain_train_perplexity', help: 'Training perplexity, exp(mean loss) over the current epoch so far.', registers: r })),
     validationPerplexity: unknownUntilSet(new client.Gauge({ name: 'dptrain_validation_perplexity', help: 'Perplexity on the held-out split, at the last log interval.', registers: r })),
@@ -58,7 +59,7 @@ export function createCoordinatorMetrics() {
     failures: new client.Counter({ name: 'dptrain_worker_failures_total', help: 'Workers dropped: missed a round deadline or heartbeats (timeout), lost connection (disconnect), or broke the protocol (protocol).', labelNames: ['reason'], registers: r }),
     rejected: new client.Counter({ name: 'dptrain_rejected_messages_total', help: 'Messages and connections refused, by error code.', labelNames: ['code'], registers: r }),
     epoch: new client.Gauge({ name: 'dptrain_epoch', help: 'Current epoch (0-based).', registers: r }),
-    step: new client.Gauge({ name: 'dptrain_step', help: 'Optimizer steps applied so far (the parameter version).', registers: r }),
+    step: new client.Gauge({ name: 'dptrain_step', help: 'Optimizer steps so far: batches trained on (with local SGD, inner steps).', registers: r }),
     gradNorm: unknownUntilSet(new client.Gauge({ name: 'dptrain_gradient_norm', help: 'Global L2 norm of the averaged gradient before clipping.', registers: r })),
     learningRate: new client.Gauge({ name: 'dptrain_learning_rate', help: 'Learning rate of the optimizer.', registers: r }),
     lastStep: unknownUntilSet(new client.Gauge({ name: 'dptrain_last_step_timestamp_seconds', help: 'Unix time of the last optimizer step.', registers: r })),
@@ -75,6 +76,7 @@ export function initSeries(m: CoordinatorMetrics): void {
   for (const reason of ['timeout', 'disconnect', 'protocol']) m.failures.inc({ reason }, 0);
   m.tokens.inc(0);
   m.steps.inc(0);
+  m.rounds.inc(0);
   m.joins.inc(0);
   m.leaves.inc(0);
   m.gradBytes.inc(0);

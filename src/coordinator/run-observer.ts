@@ -10,7 +10,9 @@ import type { ConsoleReporter } from './console-report.js';
 import type { RoundSeries } from './round-series.js';
 
 export interface AppliedRound {
+  /** Optimizer steps so far, and this round's (more than one with local SGD). */
   step: number;
+  innerSteps?: number;
   epoch: number;
   epochs: number;
   /** The batch just applied (1-based) and the epoch's batch count, for the progress line. */
@@ -18,6 +20,8 @@ export interface AppliedRound {
   batches: number;
   lossSum: number;
   tokens: number;
+  /** The part of lossSum and tokens that belongs to the epoch in progress, when the round runs past its end (local SGD). */
+  epochShare?: { lossSum: number; tokens: number };
   durationMs: number;
   gradNorm: number;
   workers: number;
@@ -49,12 +53,12 @@ export class RunObserver {
 
   roundApplied(r: AppliedRound): void {
     const meanLoss = r.lossSum / r.tokens;
-    this.epochLoss += r.lossSum;
-    this.epochTokens += r.tokens;
+    this.addToEpoch(r.epochShare ?? r);
     this.intervalTokens += r.tokens;
     const m = this.metrics;
     m.tokens.inc(r.tokens);
-    m.steps.inc();
+    m.steps.inc(r.innerSteps ?? 1);
+    m.rounds.inc();
     m.step.set(r.step);
     m.trainLoss.set(meanLoss);
     m.trainPerplexity.set(Math.exp(this.epochLoss / this.epochTokens));
@@ -64,6 +68,12 @@ export class RunObserver {
     m.epoch.set(r.epoch);
     this.series.add({ step: r.step, epoch: r.epoch, loss: meanLoss, tokens: r.tokens, durationMs: r.durationMs });
     this.report.progress(r.epoch, r.epochs, r.batch, r.batches, Math.exp(this.epochLoss / this.epochTokens), this.tokensPerSecond(), r.workers);
+  }
+
+  /** Loss and tokens of the epoch in progress (the rest of a round that ran past an epoch's end). */
+  addToEpoch(share: { lossSum: number; tokens: number }): void {
+    this.epochLoss += share.lossSum;
+    this.epochTokens += share.tokens;
   }
 
   /** The epoch's training perplexity; its sums start again from zero. */

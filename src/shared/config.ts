@@ -44,6 +44,12 @@ export interface TrainConfig {
   clip: number;
   partition: Partition;
   seed: number;
+  /** Local SGD: inner steps per round (1 = synchronous training). */
+  syncEvery: number;
+  /** Set (with their defaults) only when syncEvery > 1: checkTrainConfig. */
+  outerOptimizer?: 'sgd' | 'nesterov';
+  outerLr?: number;
+  outerMomentum?: number;
 }
 
 export interface CoordinatorConfig extends TrainConfig {
@@ -91,7 +97,7 @@ export interface WorkerConfig {
 }
 
 /** Keys of TrainConfig that define the model and the data order: a resumed run must match them. */
-export const TRAIN_KEYS: (keyof TrainConfig)[] = ['corpus', 'maxTokens', 'preprocess', 'tokenizer', 'minFreq', 'valFraction', 'batchSize', 'numSteps', 'model', 'hidden', 'layers', 'dropout', 'embedding', 'optimizer', 'partition', 'seed'];
+export const TRAIN_KEYS: (keyof TrainConfig)[] = ['corpus', 'maxTokens', 'preprocess', 'tokenizer', 'minFreq', 'valFraction', 'batchSize', 'numSteps', 'model', 'hidden', 'layers', 'dropout', 'embedding', 'optimizer', 'partition', 'seed', 'syncEvery', 'outerOptimizer'];
 
 function bad(msg: string): never {
   throw new DptrainError('ERR_BAD_CONFIG', msg);
@@ -177,6 +183,7 @@ export function checkTrainConfig(c: TrainConfig): void {
   if (c.dropout >= 1) bad(`--dropout must be below 1 (it is the probability of dropping a unit), got ${c.dropout}`);
   if (c.dropout > 0 && c.layers === 1) bad(`--dropout ${c.dropout} applies between recurrent layers (as d2l and PyTorch), so it needs --layers 2 or more`);
   if (c.cell !== undefined) c.model = modelNameFor(c.cell, c);
+  checkLocalSgd(c);
   if (c.tokens !== undefined) c.tokenizer = c.tokens;
   // Resolved here, before a checkpoint compares them (TRAIN_KEYS), so a resume sees the numbers the run used.
   if (c.minFreq === undefined) c.minFreq = defaultMinFreq(c.tokenizer === 'word' ? 'word' : 'char');
@@ -185,6 +192,24 @@ export function checkTrainConfig(c: TrainConfig): void {
   if (c.maxTokens !== 0 && c.maxTokens < c.batchSize * c.numSteps + c.numSteps + 1) {
     bad(`--max-tokens ${c.maxTokens} is less than one batch needs (batch-size * num-steps + num-steps + 1 = ${c.batchSize * c.numSteps + c.numSteps + 1})`);
   }
+}
+
+/**
+ * The outer optimizer's flags mean something only with --sync-every > 1, and --outer-momentum only with
+ * nesterov: given otherwise they are refused, not ignored. With --sync-every > 1 their defaults are DiLoCo's.
+ */
+function checkLocalSgd(c: TrainConfig): void {
+  c.syncEvery ??= 1;
+  const given = (['outerOptimizer', 'outerLr', 'outerMomentum'] as const).filter((k) => c[k] !== undefined);
+  const flag = (k: string) => `--${k.replace(/[A-Z]/g, (x) => `-${x.toLowerCase()}`)}`;
+  if (c.syncEvery === 1) {
+    if (given.length > 0) bad(`${given.map(flag).join(' and ')} ${given.length > 1 ? 'apply' : 'applies'} only to local SGD; add --sync-every K (K > 1) or leave ${given.length > 1 ? 'them' : 'it'} out`);
+    return;
+  }
+  c.outerOptimizer ??= 'nesterov';
+  c.outerLr ??= 0.7;
+  if (c.outerOptimizer === 'sgd' && c.outerMomentum !== undefined) bad('--outer-momentum applies only to --outer-optimizer nesterov; plain sgd has no momentum');
+  if (c.outerOptimizer === 'nesterov') c.outerMomentum ??= 0.9;
 }
 
 export function resolveCoordinatorConfig(explicit: Record<string, unknown>, env: NodeJS.ProcessEnv = process.env): CoordinatorConfig {

@@ -45,6 +45,10 @@ const TRAIN_OPTIONS = {
   optimizer: { type: 'string', default: 'sgd', choices: ['sgd', 'adam'], describe: 'optimizer (tfjs): sgd as d2l, or adam' },
   clip: { type: 'number', default: 1, min: 1e-12, describe: 'clip the averaged gradient to this global norm (d2l theta)' },
   partition: { type: 'string', default: 'sequential', choices: ['sequential', 'random'], describe: 'd2l sequential (state carried across batches) or random (state reset every batch) partitioning' },
+  'sync-every': { type: 'number', default: 1, integer: true, min: 1, max: 4096, describe: 'local SGD (DiLoCo): each worker takes K inner steps (--optimizer, --lr, --clip) on K consecutive batches of its streams, then the coordinator averages the parameter changes as the gradient of an outer optimizer; 1 = synchronous training' },
+  'outer-optimizer': { type: 'string', choices: ['sgd', 'nesterov'], describe: 'with --sync-every > 1: the outer optimizer applied to the averaged change (default nesterov, as DiLoCo; sgd with --outer-lr 1 is plain parameter averaging)' },
+  'outer-lr': { type: 'number', min: 1e-12, max: 1e6, describe: 'with --sync-every > 1: learning rate of the outer optimizer (default 0.7, as DiLoCo)' },
+  'outer-momentum': { type: 'number', min: 0, max: 0.9999, describe: 'with --sync-every > 1 and --outer-optimizer nesterov: momentum of the outer optimizer (default 0.9, as DiLoCo)' },
   seed: { type: 'number', default: 0, integer: true, min: 0, max: 4294967295, describe: 'seed of parameter init and data order' },
 } as const satisfies OptionTable;
 
@@ -62,7 +66,7 @@ export const COORDINATOR_OPTIONS = {
   ...TOKEN_OPTIONS,
   'min-workers': { type: 'number', default: 1, integer: true, min: 1, describe: 'training pauses while fewer workers are connected' },
   'max-workers': { type: 'number', default: 64, integer: true, min: 1, max: 4096, describe: 'connection limit (workers beyond it are refused)' },
-  'round-timeout': { type: 'number', default: 0, min: 0, max: 86400, describe: 'seconds a round waits for gradients before dropping late workers; 0 = derived from recent step times (10x the median, 5 s to 120 s)' },
+  'round-timeout': { type: 'number', default: 0, min: 0, max: 86400, describe: 'seconds a round waits for gradients before dropping late workers, per inner step with --sync-every; 0 = derived from recent step times (10x the median, 5 s to 120 s)' },
   'heartbeat-interval': { type: 'number', default: 5, min: 0.05, max: 3600, describe: 'seconds between WebSocket pings; a worker silent for two intervals is terminated' },
   'hello-timeout': { type: 'number', default: 10, min: 0.05, max: 3600, describe: 'seconds an unauthenticated socket may stay open before saying hello' },
   'checkpoint-dir': { type: 'string', describe: 'directory of the checkpoint (written atomically); no checkpoints without it' },

@@ -9,6 +9,8 @@
  */
 import { gatherRows } from '../shared/data/batches.js';
 import type { ModelDescriptor, TrainStepper } from '../shared/model/descriptor.js';
+import type { LocalSteps } from '../shared/wire/messages.js';
+import { InnerLoop } from '../shared/train/local-sgd.js';
 
 export interface ShardTask {
   paramsVersion: number;
@@ -31,7 +33,9 @@ export interface ShardResult {
 }
 
 export class ShardComputer {
-  private params: { version: number; stepper: TrainStepper } | null = null;
+  private params: { version: number; stepper: TrainStepper; flat: Float32Array } | null = null;
+  /** Bumped by new parameters and reset(): a local SGD round in flight sees it and is abandoned. */
+  private generation = 0;
   /** stream index -> its state (stateWidth values) after the last step that computed it here. */
   private held = new Map<number, Float32Array>();
 
@@ -43,7 +47,8 @@ export class ShardComputer {
 
   setParams(version: number, flat: Float32Array): void {
     if (this.params) this.params.stepper.dispose();
-    this.params = { version, stepper: this.model.stepper(flat) };
+    this.params = { version, stepper: this.model.stepper(flat), flat };
+    this.generation++;
   }
 
   get paramCount(): number {
@@ -57,6 +62,7 @@ export class ShardComputer {
   /** Forget carried state (e.g. after a reconnect: the coordinator re-sends what matters). */
   reset(): void {
     this.held.clear();
+    this.generation++;
   }
 
   compute(task: ShardTask): ShardResult {
@@ -87,6 +93,71 @@ export class ShardComputer {
     this.held.clear();
     for (let i = 0; i < rows; i++) this.held.set(task.lo + i, r.state.slice(i * W, (i + 1) * W));
     return { grad: r.grad, lossSum: r.lossSum, tokenCount: r.tokenCount, state: r.state, computeMs: performance.now() - t0 };
+  }
+
+  /**
+   * A local SGD round (src/shared/train/local-sgd.ts): inner steps on `task.starts`, then on each batch of
+   * `local`, with `pause()` awaited between steps (the socket's heartbeats need the event loop). `grad` is the
+   * token-weighted parameter change. Null when new parameters or a reset came meanwhile: the round is over.
+   */
+  async computeLocal(task: ShardTask, local: LocalSteps, pause: () => Promise<void>): Promise<ShardResult | null> {
+    const t0 = performance.now();
+    const params = this.paramsFor(task);
+    const rows = task.hi - task.lo;
+    const W = this.model.stateWidth;
+    this.checkStarts(local.starts);
+    const generation = this.generation;
+    const loop = new InnerLoop(this.model, params.flat, task.paramsVersion, task.lo, this.initialState(task), local, this.tokens, this.numSteps);
+    try {
+      loop.step({ starts: task.starts, reset: false });
+      for (let k = 0; k < local.resets.length; k++) {
+        await pause();
+        if (this.generation !== generation) {
+          loop.dispose();
+          return null;
+        }
+        loop.step({ starts: local.starts.subarray(k * rows, (k + 1) * rows), reset: local.resets[k] === 1 });
+      }
+    } catch (e) {
+      loop.dispose();
+      throw e;
+    }
+    const r = loop.finish();
+    this.held.clear();
+    for (let i = 0; i < rows; i++) this.held.set(task.lo + i, r.state.slice(i * W, (i + 1) * W));
+    return { grad: r.deltaSum, lossSum: r.lossSum, tokenCount: r.tokenCount, state: r.state, computeMs: performance.now() - t0 };
+  }
+
+  private paramsFor(task: ShardTask): { version: number; stepper: TrainStepper; flat: Float32Array } {
+    if (!this.params || this.params.version !== task.paramsVersion) {
+      throw new Error(`step needs parameters v${task.paramsVersion}, have ${this.params ? `v${this.params.version}` : 'none'}`);
+    }
+    this.checkStarts(task.starts);
+    return this.params;
+  }
+
+  private checkStarts(starts: Int32Array): void {
+    const maxStart = this.tokens.length - this.numSteps - 1;
+    for (const s of starts) {
+      if (!(s >= 0 && s <= maxStart)) throw new RangeError(`row start ${s} outside the token array [0, ${maxStart}]`);
+    }
+  }
+
+  /** The rows' state before the first step: sent, held here from the last step, or zero (as compute() does). */
+  private initialState(task: ShardTask): Float32Array {
+    const rows = task.hi - task.lo;
+    const W = this.model.stateWidth;
+    const init = new Float32Array(rows * W);
+    if (task.state) {
+      if (task.state.length !== init.length) throw new RangeError(`state holds ${task.state.length} values, expected ${init.length}`);
+      init.set(task.state);
+    } else {
+      for (let r = 0; r < rows; r++) {
+        const held = this.held.get(task.lo + r);
+        if (task.fresh[r] === 0 && held) init.set(held, r * W);
+      }
+    }
+    return init;
   }
 
   dispose(): void {

@@ -6,7 +6,7 @@
 import WebSocket from 'ws';
 import fs from 'node:fs';
 import { CloseCodes, finalRefusalFor, type ErrorCode } from '../shared/errors.js';
-import { decodeCoordinatorMessage, encode, tokensFromWire, PROTOCOL_VERSION, WORKER_MAX_PAYLOAD, type CoordinatorMessage, type WorkerInfo } from '../shared/wire/protocol.js';
+import { decodeCoordinatorMessage, encode, tokensFromWire, PROTOCOL_VERSION, WORKER_MAX_PAYLOAD, type CoordinatorMessage, type LocalSteps, type StepMsg, type WorkerInfo } from '../shared/wire/protocol.js';
 import { decodeTensor, encodeTensor, type WireDtype } from '../shared/wire/tensor.js';
 import { ShardComputer } from './shard-compute.js';
 import { createModel } from '../shared/model/registry.js';
@@ -215,6 +215,36 @@ export class WorkerClient {
     });
   }
 
+  /** A local SGD round: its inner steps yield to the event loop, so heartbeats and a close are heard meanwhile. */
+  private localRound(ws: WebSocket, c: ShardComputer, msg: StepMsg, local: LocalSteps): void {
+    const { round } = msg;
+    const task = { paramsVersion: msg.paramsVersion, lo: msg.lo, hi: msg.hi, starts: msg.starts, fresh: msg.fresh, state: msg.state ? decodeTensor(msg.state) : undefined };
+    c.computeLocal(task, local, () => new Promise((r) => setImmediate(r))).then(
+      (r) => {
+        if (!r || this.ws !== ws || ws.readyState !== WebSocket.OPEN) return;
+        ws.send(
+          encode({
+            type: 'grads',
+            round,
+            tokenCount: r.tokenCount,
+            lossSum: r.lossSum,
+            computeMs: r.computeMs,
+            grads: encodeTensor(r.grad, this.wireDtype),
+            state: encodeTensor(r.state, 'float32'),
+          }),
+        );
+        this.rounds++;
+        // The worker's step metrics count inner steps, each the round's mean.
+        const n = 1 + local.resets.length;
+        for (let k = 0; k < n; k++) this.opts.metrics?.observeStep(r.computeMs / 1000 / n, r.tokenCount / n);
+      },
+      (e: unknown) => {
+        this.opts.log(`cannot handle 'step': ${(e as Error).message}`);
+        ws.close(CloseCodes.BAD_MESSAGE, 'worker error');
+      },
+    );
+  }
+
   private onMessage(ws: WebSocket, msg: CoordinatorMessage): void {
     switch (msg.type) {
       case 'welcome': {
@@ -238,6 +268,10 @@ export class WorkerClient {
       case 'step': {
         const c = this.computer;
         if (!c) throw new Error('step before welcome');
+        if (msg.local) {
+          this.localRound(ws, c, msg, msg.local);
+          return;
+        }
         const r = c.compute({
           paramsVersion: msg.paramsVersion,
           lo: msg.lo,

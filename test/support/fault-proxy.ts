@@ -57,9 +57,28 @@ export class FaultProxy {
     b.on('close', end(b, a)).on('error', end(b, a));
   }
 
-  /** from → to with the link's delay and rate; in order, since each chunk leaves no earlier than the one before. */
+  /**
+   * from → to with the link's delay and rate, in order: chunks wait in one queue per direction, drained
+   * from its head. (A timer per chunk is not enough: a later chunk's shorter timer, armed against the
+   * event loop's cached clock, can fire first and reorder the byte stream.)
+   */
   private forward(from: net.Socket, to: net.Socket): void {
     let nextFree = 0;
+    const queue: { chunk: Buffer; sendAt: number }[] = [];
+    let armed: NodeJS.Timeout | null = null;
+    const drain = () => {
+      if (armed) this.timers.delete(armed);
+      armed = null;
+      const now = Date.now();
+      while (queue.length > 0 && queue[0].sendAt <= now) {
+        const { chunk } = queue.shift()!;
+        if (!to.destroyed) to.write(chunk);
+      }
+      if (queue.length > 0) {
+        armed = setTimeout(drain, Math.max(1, queue[0].sendAt - now));
+        this.timers.add(armed);
+      }
+    };
     from.on('data', (chunk: Buffer) => {
       const f = this.faults;
       if (f.blackhole) {
@@ -69,16 +88,11 @@ export class FaultProxy {
       const now = Date.now();
       const sendAt = Math.max(now + f.latencyMs, nextFree);
       nextFree = sendAt + (f.bytesPerSecond > 0 ? (chunk.length / f.bytesPerSecond) * 1000 : 0);
-      const deliver = () => {
-        if (!to.destroyed) to.write(chunk);
-      };
-      if (sendAt <= now) deliver();
-      else {
-        const t = setTimeout(() => {
-          this.timers.delete(t);
-          deliver();
-        }, sendAt - now);
-        this.timers.add(t);
+      queue.push({ chunk, sendAt });
+      if (queue.length === 1 && sendAt <= now) drain();
+      else if (armed === null) {
+        armed = setTimeout(drain, Math.max(1, sendAt - now));
+        this.timers.add(armed);
       }
     });
   }

@@ -62,6 +62,22 @@ export class Schedule {
     return { epoch: this.epoch, batchIndex: this.batchIndex, batchesInEpoch: this.plan.batches.length, plan: this.plan.batches[this.batchIndex] };
   }
 
+  /**
+   * The next `n` batches from the current position, without moving: a local
+   * SGD round's inner steps. Stops early at the start of epoch `stopEpoch`
+   * (the end of training), so the last round of a run may be shorter.
+   */
+  ahead(n: number, stopEpoch: number): ScheduledBatch[] {
+    const copy = Object.create(Schedule.prototype) as Schedule;
+    Object.assign(copy, this, { rng: Rng.fromState(this.rng.getState()) });
+    const out: ScheduledBatch[] = [];
+    while (out.length < n && copy.epoch < stopEpoch) {
+      out.push(copy.peek());
+      copy.advance();
+    }
+    return out;
+  }
+
   /** Move past the current batch; returns true when that ended an epoch. */
   advance(): boolean {
     this.batchIndex++;

@@ -14,7 +14,7 @@ function show(v: unknown): string {
  * Throws ERR_CHECKPOINT_MISMATCH listing every difference between the
  * checkpoint and the run that wants to resume from it.
  */
-const KEYS_ADDED_LATER: Record<string, unknown> = { preprocess: 'd2l', model: 'char-lstm', tokenizer: 'char', layers: 1, dropout: 0, embedding: 0, minFreq: 0 };
+const KEYS_ADDED_LATER: Record<string, unknown> = { preprocess: 'd2l', model: 'char-lstm', tokenizer: 'char', layers: 1, dropout: 0, embedding: 0, minFreq: 0, syncEvery: 1 };
 
 export function checkCompatible(
   ck: CheckpointData,
@@ -34,9 +34,9 @@ export function checkCompatible(
     diffs.push(`corpus SHA-1 is ${ck.corpusSha1} in the checkpoint but ${expect.corpusSha1} now`);
   }
   for (const key of keys) {
-    // A key added after the checkpoint was written reads as the value every run had before it existed.
+    // A key added after the checkpoint was written reads as the value every run had before it existed (on either side: a config built without it means the same).
     const a = ck.config[key] ?? KEYS_ADDED_LATER[key];
-    const b = expect.config[key];
+    const b = expect.config[key] ?? KEYS_ADDED_LATER[key];
     if (!isDeepStrictEqual(a, b)) diffs.push(`${key} is ${show(a)} in the checkpoint but ${show(b)} now`);
   }
   // The parameter count follows from vocab and hidden; report it only when

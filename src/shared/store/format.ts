@@ -40,8 +40,10 @@ export interface CheckpointData {
   format: number;
   /** ISO time. */
   createdAt: string;
-  /** Optimizer steps applied. */
+  /** Optimizer steps applied (with local SGD, inner steps: batches trained on). */
   step: number;
+  /** Local SGD (--sync-every K > 1): rounds applied, the parameter version and the outer optimizer's step count. */
+  rounds?: number;
   /** Epoch index in progress. */
   epoch: number;
   /** Next batch within that epoch. */
@@ -152,6 +154,7 @@ export function encodeFile(data: CheckpointData): Uint8Array {
   if (data.streamState !== undefined) payload.streamState = f32ToBytes(data.streamState);
   if (data.model !== undefined) payload.model = { name: data.model.name, hyper: { ...data.model.hyper } };
   if (data.tokenizer !== undefined) payload.tokenizer = { ...data.tokenizer };
+  if (data.rounds !== undefined) payload.rounds = data.rounds;
   const body: Uint8Array = packr.pack(payload);
   if (body.byteLength > 0xffffffff) {
     throw new RangeError(`checkpoint payload of ${body.byteLength} bytes exceeds the format's 4 GiB limit`);
@@ -321,6 +324,10 @@ function validate(raw: unknown): CheckpointData {
   }
   if (modelField) out.model = modelField;
   if (tokenizer) out.tokenizer = tokenizer;
+  if (raw.rounds != null) {
+    need(isCount(raw.rounds) && raw.rounds <= raw.step, 'rounds is not a non-negative integer no larger than step');
+    out.rounds = raw.rounds;
+  }
   if (raw.history != null) {
     need(Array.isArray(raw.history), 'history is not a list');
     const num = (x: unknown) => typeof x === 'number';

@@ -18,6 +18,10 @@ export interface RunState {
   /** The effective config (JSON-safe, no secrets). */
   config: Record<string, unknown>;
   optimizer: string;
+  /** Optimizer steps (batches trained on); default the server's version. */
+  steps?: number;
+  /** Local SGD only: rounds applied (the parameter version), which differ from the steps. */
+  rounds?: number;
   /** Every stream's carried state, batch x stateWidth. */
   streamState: Float32Array;
   history: HistoryEntry[];
@@ -28,7 +32,8 @@ export async function assembleCheckpoint(s: RunState): Promise<CheckpointData> {
   return {
     format: CHECKPOINT_FORMAT,
     createdAt: new Date().toISOString(),
-    step: s.server.version,
+    step: s.steps ?? s.server.version,
+    ...(s.rounds !== undefined ? { rounds: s.rounds } : {}),
     epoch: pos.epoch,
     batchIndex: pos.batchIndex,
     epochRngState: pos.epochRngState,

@@ -14,6 +14,8 @@ export interface OptimizerConfig {
   optimizer: 'sgd' | 'adam';
   lr: number;
   clip: number;
+  /** Builds the optimizer instead of `optimizer` and `lr` (local SGD's outer optimizer: outer-optimizer.ts). */
+  create?: () => tf.Optimizer;
 }
 
 export interface OptimizerSlot {
@@ -64,7 +66,7 @@ export class ParameterServer {
       t.dispose();
       return v;
     });
-    this.optimizer = cfg.optimizer === 'adam' ? tf.train.adam(cfg.lr) : tf.train.sgd(cfg.lr);
+    this.optimizer = cfg.create ? cfg.create() : cfg.optimizer === 'adam' ? tf.train.adam(cfg.lr) : tf.train.sgd(cfg.lr);
     this.mean = new Float32Array(this.count);
   }
 

@@ -82,6 +82,9 @@ function toWire(msg: Message): Record<string, unknown> {
         starts: int32ToWire(msg.starts),
         fresh: bytesView(msg.fresh),
         ...(msg.state ? { state: tensorToWire(msg.state) } : {}),
+        ...(msg.local
+          ? { local: { starts: int32ToWire(msg.local.starts), resets: bytesView(msg.local.resets), optimizer: msg.local.optimizer, lr: msg.local.lr, clip: msg.local.clip } }
+          : {}),
       };
     case 'pause':
       return { type: msg.type, reason: msg.reason, workers: msg.workers, minWorkers: msg.minWorkers };

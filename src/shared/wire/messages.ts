@@ -15,8 +15,9 @@ import type { WireDtype, WireTensor } from './tensor.js';
  * 2: welcome.model names the model (name, hyper, stateWidth) instead of giving
  * an LSTM's hidden size; the unread welcome.vocab, hello.resumeId and
  * step.epoch are gone.
+ * 3: step.local (local SGD: inner steps, and the reply is a parameter change).
  */
-export const PROTOCOL_VERSION = 2;
+export const PROTOCOL_VERSION = 3;
 
 export const MessageTypes = {
   // worker -> coordinator
@@ -51,6 +52,8 @@ export const LIMITS = {
   MAX_VALUES: 1 << 17,
   /** hyperparameters of a model in welcome.model.hyper */
   MAX_HYPER: 32,
+  /** inner steps of a local SGD round, less one (step.local.resets; --sync-every's maximum) */
+  MAX_INNER_STEPS: 4096,
 } as const;
 
 export interface WorkerInfo {
@@ -134,6 +137,22 @@ export interface StepMsg {
   fresh: Uint8Array;
   /** Initial state of all rows, (hi-lo) x model.stateWidth float32, when the worker does not hold it (streams moved, resume). */
   state?: WireTensor;
+  /**
+   * Local SGD (--sync-every K > 1): the worker takes one inner step on `starts`, then one on each further batch
+   * here, each followed by its own optimizer step, and replies with (params - its params) x tokens in `grads`.
+   */
+  local?: LocalSteps;
+}
+
+export interface LocalSteps {
+  /** (steps - 1) x (hi - lo) row starts: inner steps 2..steps, each laid out like `starts`. */
+  starts: Int32Array;
+  /** steps - 1 entries: 1 = every stream starts that inner step from zero state. */
+  resets: Uint8Array;
+  /** The inner optimizer. */
+  optimizer: 'sgd' | 'adam';
+  lr: number;
+  clip: number;
 }
 
 export interface PauseMsg {

@@ -20,6 +20,7 @@ import {
   type GradsMsg,
   type HelloMsg,
   type LeaveMsg,
+  type LocalSteps,
   type ModelShape,
   type ParamsMsg,
   type PauseMsg,
@@ -233,27 +234,7 @@ function validateStep(o: Obj): StepMsg {
   const rows = hi - lo;
   // Both arrays are checked against the byte lengths that actually arrived
   // before anything is allocated, so a huge hi - lo costs nothing.
-  let starts: Int32Array;
-  const s = o.starts;
-  if (s instanceof Int32Array) {
-    if (s.length !== rows) reject(ErrorCodes.ERR_BAD_MESSAGE, `${w}.starts has ${s.length} entries, expected ${rows}`);
-    starts = s.slice();
-  } else {
-    const bytes = binField(o, 'starts', w);
-    if (bytes.byteLength !== rows * 4) {
-      reject(ErrorCodes.ERR_BAD_MESSAGE, `${w}.starts has ${bytes.byteLength} bytes, expected ${rows * 4}`);
-    }
-    // Copy into a fresh, aligned buffer: the frame slice may sit at any offset.
-    starts = new Int32Array(rows);
-    new Uint8Array(starts.buffer).set(bytes);
-    if (!HOST_LITTLE_ENDIAN) {
-      const dv = new DataView(starts.buffer);
-      for (let k = 0; k < rows; k++) starts[k] = dv.getInt32(k * 4, true);
-    }
-  }
-  for (let k = 0; k < rows; k++) {
-    if (starts[k] < 0) reject(ErrorCodes.ERR_BAD_MESSAGE, `${w}.starts[${k}] is negative`);
-  }
+  const starts = startsField(o, w, rows);
   const f = binField(o, 'fresh', w);
   if (f.byteLength !== rows) reject(ErrorCodes.ERR_BAD_MESSAGE, `${w}.fresh has ${f.byteLength} entries, expected ${rows}`);
   const fresh = f.slice();
@@ -267,7 +248,49 @@ function validateStep(o: Obj): StepMsg {
     if (state.length % rows !== 0 || state.length % 2 !== 0) reject(ErrorCodes.ERR_BAD_TENSOR, `${w}.state has ${state.length} elements, not rows x 2H for ${rows} rows`);
     msg.state = state;
   }
+  if (o.local !== undefined && o.local !== null) msg.local = localField(objField(o, 'local', w), rows);
   return msg;
+}
+
+/** `count` row starts (int32, non-negative), checked against the bytes that arrived before anything is allocated. */
+function startsField(o: Obj, w: string, count: number): Int32Array {
+  let starts: Int32Array;
+  const s = o.starts;
+  if (s instanceof Int32Array) {
+    if (s.length !== count) reject(ErrorCodes.ERR_BAD_MESSAGE, `${w}.starts has ${s.length} entries, expected ${count}`);
+    starts = s.slice();
+  } else {
+    const bytes = binField(o, 'starts', w);
+    if (bytes.byteLength !== count * 4) {
+      reject(ErrorCodes.ERR_BAD_MESSAGE, `${w}.starts has ${bytes.byteLength} bytes, expected ${count * 4}`);
+    }
+    // Copy into a fresh, aligned buffer: the frame slice may sit at any offset.
+    starts = new Int32Array(count);
+    new Uint8Array(starts.buffer).set(bytes);
+    if (!HOST_LITTLE_ENDIAN) {
+      const dv = new DataView(starts.buffer);
+      for (let k = 0; k < count; k++) starts[k] = dv.getInt32(k * 4, true);
+    }
+  }
+  for (let k = 0; k < count; k++) {
+    if (starts[k] < 0) reject(ErrorCodes.ERR_BAD_MESSAGE, `${w}.starts[${k}] is negative`);
+  }
+  return starts;
+}
+
+function localField(l: Obj, rows: number): LocalSteps {
+  const w = 'step.local';
+  const r = binField(l, 'resets', w);
+  if (r.byteLength > LIMITS.MAX_INNER_STEPS) reject(ErrorCodes.ERR_BAD_MESSAGE, `${w}.resets has ${r.byteLength} entries, at most ${LIMITS.MAX_INNER_STEPS} allowed`);
+  const resets = r.slice();
+  for (let k = 0; k < resets.length; k++) if (resets[k] > 1) reject(ErrorCodes.ERR_BAD_MESSAGE, `${w}.resets[${k}] must be 0 or 1`);
+  const starts = startsField(l, w, resets.length * rows);
+  const optimizer = l.optimizer;
+  if (optimizer !== 'sgd' && optimizer !== 'adam') reject(ErrorCodes.ERR_BAD_MESSAGE, `${w}.optimizer must be sgd or adam`);
+  const lr = numField(l, 'lr', w);
+  const clip = numField(l, 'clip', w);
+  if (!(lr > 0) || !(clip > 0)) reject(ErrorCodes.ERR_BAD_MESSAGE, `${w}.lr and ${w}.clip must be positive`);
+  return { starts, resets, optimizer, lr, clip };
 }
 
 function validatePause(o: Obj): PauseMsg {
