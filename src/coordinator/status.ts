@@ -57,7 +57,9 @@ export function statusJson(c: Coordinator, q: StatusQuery = {}) {
       pid: m.info.pid,
       backend: m.info.backend,
       device: m.info.device,
-      /** The last round's compute time. */
+      /** A relay: the workers it carries (its row stands for them); null for a worker. */
+      relay: m.relay ? { workers: m.capacity } : null,
+      /** The last round's compute time (a relay's: its whole round, its workers' compute included). */
       stepMs: m.lastStepMs ?? null,
       /** Median compute time of the recent rounds (up to STEP_WINDOW): what the worker usually takes. */
       stepMedianMs: medianStepMs(m) ?? null,

@@ -38,8 +38,10 @@ function toWire(msg: Message): Record<string, unknown> {
         pid: msg.info.pid,
       };
       if (msg.info.name !== undefined) info.name = msg.info.name;
-      return { type: msg.type, version: msg.version, token: msg.token, info };
+      return { type: msg.type, version: msg.version, token: msg.token, info, ...(msg.capacity !== undefined ? { capacity: msg.capacity } : {}) };
     }
+    case 'capacity':
+      return { type: msg.type, capacity: msg.capacity, ...(msg.round !== undefined ? { round: msg.round } : {}) };
     case 'grads':
       return {
         type: msg.type,
@@ -69,6 +71,7 @@ function toWire(msg: Message): Record<string, unknown> {
         wireDtype: msg.wireDtype,
         heartbeatMs: msg.heartbeatMs,
         tokens: bytesView(msg.tokens),
+        ...(msg.streams !== undefined ? { streams: msg.streams } : {}),
       };
     case 'params':
       return { type: msg.type, version: msg.version, params: tensorToWire(msg.params) };
