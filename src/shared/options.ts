@@ -79,7 +79,7 @@ export const COORDINATOR_OPTIONS = {
 } as const satisfies OptionTable;
 
 export const WORKER_OPTIONS = {
-  coordinator: { type: 'string', default: 'ws://127.0.0.1:8765', describe: 'coordinator URL, ws://HOST:PORT or wss://HOST:PORT' },
+  coordinator: { type: 'string', default: 'ws://127.0.0.1:8765', describe: 'coordinator (or relay) URL, ws://HOST:PORT or wss://HOST:PORT; several separated by commas (RELAY,ROOT) are tried in turn when one fails' },
   ...TOKEN_OPTIONS,
   gpu: { type: 'number', integer: true, min: 0, max: 1023, describe: 'GPU index: sets CUDA_VISIBLE_DEVICES and loads @tensorflow/tfjs-node-gpu' },
   backend: { type: 'string', default: 'auto', choices: BACKEND_CHOICES, describe: 'auto = tfjs-node-gpu if --gpu, else tfjs-node, else wasm, else cpu' },
