@@ -115,7 +115,8 @@ export class Relay {
     this.limits.stateCount = streams * W;
     // A new parent (or the same one, restarted) hands every stream's state over again.
     this.table = new StreamTable(streams, W);
-    this.opts.metrics?.setUpstream(true);
+    // Ready (/readyz) once workers can join: on a first welcome, when the port is open.
+    if (this.server) this.opts.metrics?.setUpstream(true);
     this.opts.log(`joined the coordinator as ${msg.workerId.slice(0, 8)}: ${msg.model.name}, ${msg.model.paramCount} parameters; carrying ${this.membership.workers} workers`);
     if (!this.server) void this.openServer(msg);
     else for (const m of this.membership.list()) this.sendWelcome(m);
@@ -155,6 +156,7 @@ export class Relay {
       return;
     }
     o.log(`listening on ${this.server.scheme}://${urlHost(o.host)}:${this.port} (max workers ${o.maxWorkers})`);
+    this.opts.metrics?.setUpstream(this.upstream.connected);
     for (const r of this.listeningWaiters.splice(0)) r(this.port);
   }
 
