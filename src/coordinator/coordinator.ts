@@ -290,7 +290,7 @@ export class Coordinator {
       }),
     );
     this.metrics.joins.inc();
-    this.metrics.workersConnected.set(this.membership.size);
+    this.metrics.workersConnected.set(this.membership.workers);
     this.metrics.membershipEpoch.set(this.membership.epoch);
     const i = msg.info;
     if (m.relay) this.metrics.relayWorkers.set({ relay: m.slot }, m.capacity);
@@ -317,6 +317,7 @@ export class Coordinator {
     if (m.capacity !== msg.capacity) this.log(`relay ${m.slot} carries ${msg.capacity} workers`);
     this.metrics.relayWorkers.set({ relay: m.slot }, msg.capacity);
     this.membership.setCapacity(m.id, msg.capacity);
+    this.metrics.workersConnected.set(this.membership.workers);
     if (msg.round !== undefined && this.round?.id === msg.round) this.round.drop(m.id);
   }
 
@@ -358,7 +359,7 @@ export class Coordinator {
     if (m.relay) this.metrics.relayWorkers.remove({ relay: m.slot });
     if (reason === 'leave' || reason === 'shutdown') this.metrics.leaves.inc();
     else this.metrics.failures.inc({ reason: reason === 'protocol' ? 'protocol' : reason === 'timeout' ? 'timeout' : 'disconnect' });
-    this.metrics.workersConnected.set(this.membership.size);
+    this.metrics.workersConnected.set(this.membership.workers);
     this.metrics.membershipEpoch.set(this.membership.epoch);
     this.log(`${m.relay ? 'relay' : 'worker'} ${m.slot} left (${reason}); ${this.membership.size} connected`);
   }

@@ -51,7 +51,7 @@ export function createCoordinatorMetrics() {
     gradBytes: new client.Counter({ name: 'dptrain_gradient_bytes_received_total', help: 'Bytes of gradient messages received from workers.', registers: r }),
     paramBytes: new client.Counter({ name: 'dptrain_parameter_bytes_sent_total', help: 'Bytes of parameter and step messages sent to workers.', registers: r }),
     relayWorkers: new client.Gauge({ name: 'dptrain_relay_carried_workers', help: 'Workers carried by each relay connected to this coordinator (label: the slot of the relay, as on the status page).', labelNames: ['relay'], registers: r }),
-    workersConnected: new client.Gauge({ name: 'dptrain_workers_connected', help: 'Workers that completed the handshake and are connected.', registers: r }),
+    workersConnected: new client.Gauge({ name: 'dptrain_workers_connected', help: 'Workers that completed the handshake and are connected (a relay counts the workers it carries).', registers: r }),
     paused: new client.Gauge({ name: 'dptrain_training_paused', help: '1 while training waits for --min-workers.', registers: r }),
     membershipEpoch: new client.Gauge({ name: 'dptrain_membership_epoch', help: 'Bumped on every join and leave.', registers: r }),
     joins: new client.Counter({ name: 'dptrain_worker_joins_total', help: 'Workers that joined.', registers: r }),

@@ -26,7 +26,8 @@ export function statusJson(c: Coordinator, q: StatusQuery = {}) {
   const cfg = c.cfg;
   const pos = c.schedule?.peek();
   const done = s.epoch >= cfg.epochs;
-  const workersConnected = c.membership.size;
+  // A relay counts the workers it carries, as --min-workers does.
+  const workersConnected = c.membership.workers;
   const state: RunStateName = done ? 'done' : s.stopping ? 'stopping' : s.paused ? 'paused' : workersConnected < cfg.minWorkers ? 'waiting' : 'training';
   return {
     state,
