@@ -2,8 +2,10 @@
  * Relays that fail: one killed mid-run (training goes on; its workers, started with
  * `--coordinator RELAY,ROOT`, move to the root), one behind a link that goes silent
  * (its streams move to the other members within the heartbeat, nothing waits for
- * it, and it comes back with its workers once the link heals), and a worker dying
- * under a relay mid-run (the relay re-splits its streams; the root never loses the relay).
+ * it, and it comes back with its workers once the link heals), a worker dying
+ * under a relay mid-run (the relay re-splits its streams; the root never loses the
+ * relay), and a worker frozen under a relay (the relay's deadline, within the
+ * root's, drops the worker, not the relay).
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -41,7 +43,8 @@ test('a relay killed mid-run: training goes on, and its workers reconnect to the
     assert.ok(c.server.params().every(Number.isFinite));
   } finally {
     c.stop('test over');
-    await running;
+    // Not running yet (a failure before run()): run() after stop() closes the server at once.
+    await (running ?? c.run());
     killAll(procs);
     relay?.kill('SIGKILL');
     await c.dispose();
@@ -86,7 +89,8 @@ test("a relay behind a blackholed link: its workers' streams move to the other m
     console.log('reliability-counts', JSON.stringify({ test: 'relay-blackhole', droppedAfterMs: droppedAfter, backAfterMs: backAfter, bytesDropped: proxy.dropped }));
   } finally {
     c.stop('test over');
-    await running;
+    // Not running yet (a failure before run()): run() after stop() closes the server at once.
+    await (running ?? c.run());
     killAll(procs);
     relay?.kill('SIGKILL');
     await proxy.close();
@@ -117,7 +121,40 @@ test('a worker killed under a relay: the relay answers without it, re-splits its
     assert.ok(c.server.params().every(Number.isFinite));
   } finally {
     c.stop('test over');
-    await running;
+    // Not running yet (a failure before run()): run() after stop() closes the server at once.
+    await (running ?? c.run());
+    killAll(procs);
+    relay?.kill('SIGKILL');
+    await c.dispose();
+  }
+});
+
+test("a worker frozen under a relay: the relay's deadline (3/4 of the root's) drops the worker, and the root keeps the relay", async () => {
+  const logs: string[] = [];
+  const c = await startCoordinator(tinyCoordinatorConfig({ epochs: 100000, maxTokens: 1000, roundTimeout: 2, heartbeatInterval: 30 }), logs);
+  const procs: WorkerProc[] = [];
+  let relay: RelayProc | null = null;
+  let running: ReturnType<typeof c.run> | null = null;
+  try {
+    // Heartbeats slower than the deadline: the deadline is what catches the frozen worker. The relay's
+    // own deadline would be 2.5 s at least; the root's 2 s, sent with each step, makes it 1.5 s.
+    relay = spawnRelay(`ws://127.0.0.1:${c.port}`, ['--name', 'relay', '--heartbeat-interval', '30']);
+    const relayUrl = `ws://127.0.0.1:${await relay.port()}`;
+    for (const name of ['under-1', 'under-2']) procs.push(spawnWorker(relayUrl, ['--name', name]));
+    running = c.run();
+    await waitFor(() => (byName(c, 'relay')?.capacity ?? 0) === 2 && (byName(c, 'relay')?.rounds ?? 0) >= 5, 60_000, 'the relay training with its 2 workers');
+    procs[0].child.kill('SIGSTOP');
+    await waitFor(() => /missed the relay's round deadline/.test(relay!.output()), 20_000, 'the relay to drop the frozen worker');
+    const rounds = byName(c, 'relay')!.rounds;
+    await waitFor(() => (byName(c, 'relay')?.rounds ?? 0) >= rounds + 5, 30_000, 'the relay to go on with the other worker');
+    assert.ok(!logs.some((l) => /relay w\d left|missed the round deadline/.test(l)), `the root never dropped the relay:\n${logs.slice(-10).join('\n')}`);
+    procs[0].child.kill('SIGKILL');
+    c.stop('test done');
+    assert.equal((await running).reason, 'stopped');
+  } finally {
+    c.stop('test over');
+    // Not running yet (a failure before run()): run() after stop() closes the server at once.
+    await (running ?? c.run());
     killAll(procs);
     relay?.kill('SIGKILL');
     await c.dispose();

@@ -91,7 +91,7 @@ test('--coordinator URL1,URL2: each failure moves to the next address, cycling; 
   }
 });
 
-test('protocol: hello.capacity, the capacity message and welcome.streams round-trip; out-of-range values are refused', () => {
+test('protocol: hello.capacity, the capacity message, welcome.streams and step.deadlineMs round-trip; out-of-range values are refused', () => {
   const limits = { paramCount: 4, maxTokenCount: 100 };
   const hello = { type: 'hello' as const, version: PROTOCOL_VERSION, token: 't', info, capacity: 3 };
   const h = decodeWorkerMessage(encode(hello), limits);
@@ -100,6 +100,8 @@ test('protocol: hello.capacity, the capacity message and welcome.streams round-t
   assert.ok(plain.ok && plain.msg.type === 'hello' && plain.msg.capacity === undefined, 'a worker sends none');
   const c = decodeWorkerMessage(encode({ type: 'capacity', capacity: 0, round: 7 }), limits);
   assert.deepEqual(c.ok && c.msg, { type: 'capacity', capacity: 0, round: 7 });
+  const step = decodeCoordinatorMessage(encode({ type: 'step', round: 1, paramsVersion: 0, lo: 0, hi: 2, starts: Int32Array.from([0, 5]), fresh: new Uint8Array(2), deadlineMs: 4000 }));
+  assert.ok(step.ok && step.msg.type === 'step' && step.msg.deadlineMs === 4000);
   const bad = decodeWorkerMessage(encode({ type: 'capacity', capacity: -1 }), limits);
   assert.ok(!bad.ok && bad.code === 'ERR_BAD_MESSAGE');
   const w = decodeCoordinatorMessage(

@@ -444,6 +444,7 @@ export class Coordinator {
     const b: RoundBreakdown = { round: roundId, workers: assignment.length, encodeMs: 0, sendMs: 0, waitMs: 0, decodeMs: 0, sumMs: 0, clipMs: 0, optimizerMs: 0, slowestComputeMs: 0, totalMs: 0 };
     this.breakdown = b;
     const paramsBytes = encode({ type: 'params', version: this.server.version, params: encodeTensor(this.server.params(), cfg.wireDtype) });
+    const deadlineMs = this.roundDeadlineMs();
     const expected = new Map<string, Expected>();
     let sent = 0;
     for (const { member, lo, hi } of assignment) {
@@ -459,6 +460,7 @@ export class Coordinator {
         starts: plan.starts.slice(lo, hi),
         fresh,
         ...(state ? { state: encodeTensor(state, 'float32') } : {}),
+        ...(member.relay ? { deadlineMs: Math.ceil(deadlineMs) } : {}),
       });
       const ts = performance.now();
       member.peer.send(paramsBytes);
@@ -471,7 +473,7 @@ export class Coordinator {
     // A member may have gone between assign() and here; the round must not wait for it.
     b.encodeMs = performance.now() - t0 - b.sendMs;
     const tw = performance.now();
-    this.round = new Round(roundId, expected, this.count, this.roundDeadlineMs(), this.deps.clock ?? realClock);
+    this.round = new Round(roundId, expected, this.count, deadlineMs, this.deps.clock ?? realClock);
     for (const id of expected.keys()) if (!this.membership.get(id)) this.round.drop(id);
     const outcome = await this.round.done;
     this.round = null;

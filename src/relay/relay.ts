@@ -284,15 +284,17 @@ export class Relay {
     const link = this.link;
     const resetAll = msg.fresh.length > 0 && msg.fresh.every((f) => f === 1);
     const id = ++this.localRound;
+    // Well within the parent's deadline: late workers are left out, the relay itself is not.
+    const deadlineMs = Math.max(1, Math.floor(msg.deadlineMs ? Math.min(this.deadlineMs(), 0.75 * msg.deadlineMs) : this.deadlineMs()));
     const expected = new Map<string, Expected>();
     for (const { member, lo: a, hi: b } of assignment) {
       const { fresh, state } = table.handOver(member.id, a, b, resetAll);
-      const step = encode({ type: 'step', round: id, paramsVersion: msg.paramsVersion, lo: a, hi: b, starts: msg.starts.slice(a - lo, b - lo), fresh, ...(state ? { state: encodeTensor(state, 'float32') } : {}) });
+      const step = encode({ type: 'step', round: id, paramsVersion: msg.paramsVersion, lo: a, hi: b, starts: msg.starts.slice(a - lo, b - lo), fresh, ...(state ? { state: encodeTensor(state, 'float32') } : {}), ...(member.relay ? { deadlineMs } : {}) });
       member.peer.send(this.paramsFrame);
       member.peer.send(step);
       expected.set(member.id, { lo: a, hi: b, tokenCount: (b - a) * w.model.numSteps, stateLength: (b - a) * W, partial: member.relay });
     }
-    const round = new Round(id, expected, w.model.paramCount, this.deadlineMs());
+    const round = new Round(id, expected, w.model.paramCount, deadlineMs);
     this.round = round;
     for (const mid of expected.keys()) if (!this.membership.get(mid)) round.drop(mid);
     const o = await round.done;

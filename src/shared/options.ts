@@ -100,7 +100,7 @@ export const RELAY_OPTIONS = {
   'metrics-host': { type: 'string', default: '127.0.0.1', describe: "address of the relay's /metrics, /healthz and /readyz (loopback unless widened)" },
   'metrics-port': { type: 'number', default: 9399, integer: true, min: -1, max: 65535, describe: "HTTP port of the relay's /metrics, /healthz and /readyz (0 = any free port, -1 = off)" },
   'max-workers': { type: 'number', default: 64, integer: true, min: 1, max: 4096, describe: 'connection limit of the relay (workers beyond it are refused)' },
-  'round-timeout': { type: 'number', default: 0, min: 0, max: 86400, describe: "seconds the relay waits for its workers' gradients before replying without the late ones; 0 = 5x the median round, 2.5 s to 60 s (half the coordinator's default, so the relay answers first)" },
+  'round-timeout': { type: 'number', default: 0, min: 0, max: 86400, describe: "seconds the relay waits for its workers' gradients before replying without the late ones; 0 = 5x the median round, 2.5 s to 60 s; never more than 3/4 of its coordinator's deadline for the round" },
   'heartbeat-interval': { type: 'number', default: 5, min: 0.05, max: 3600, describe: 'seconds between pings to the workers; a worker silent for two intervals is terminated' },
   'hello-timeout': { type: 'number', default: 10, min: 0.05, max: 3600, describe: 'seconds an unauthenticated socket may stay open before saying hello' },
   'tls-cert': { type: 'string', describe: 'PEM certificate: serve wss:// to the workers instead of ws://' },

@@ -10,7 +10,8 @@ export interface RelayProc extends Proc {
 }
 
 export function spawnRelay(coordinator: string, extra: string[] = []): RelayProc {
-  const p = dptrain(['relay', '--coordinator', coordinator, '--host', '127.0.0.1', '--port', '0', '--metrics-port', '0', '--heartbeat-interval', '1', ...extra], { DPTRAIN_TOKEN: TOKEN });
+  const heartbeat = extra.includes('--heartbeat-interval') ? [] : ['--heartbeat-interval', '1'];
+  const p = dptrain(['relay', '--coordinator', coordinator, '--host', '127.0.0.1', '--port', '0', '--metrics-port', '0', ...heartbeat, ...extra], { DPTRAIN_TOKEN: TOKEN });
   const grab = async (re: RegExp, what: string): Promise<number> => {
     await waitFor(() => re.test(p.output()) || p.exitCode() !== null, 60_000, what);
     const m = re.exec(p.output());

@@ -85,6 +85,7 @@ function toWire(msg: Message): Record<string, unknown> {
         starts: int32ToWire(msg.starts),
         fresh: bytesView(msg.fresh),
         ...(msg.state ? { state: tensorToWire(msg.state) } : {}),
+        ...(msg.deadlineMs !== undefined ? { deadlineMs: msg.deadlineMs } : {}),
       };
     case 'pause':
       return { type: msg.type, reason: msg.reason, workers: msg.workers, minWorkers: msg.minWorkers };

@@ -157,6 +157,8 @@ export interface StepMsg {
   fresh: Uint8Array;
   /** Initial state of all rows, (hi-lo) x model.stateWidth float32, when the worker does not hold it (streams moved, resume). */
   state?: WireTensor;
+  /** The round's deadline, ms from sending: a relay answers well within it (without its late workers). Workers ignore it. */
+  deadlineMs?: number;
 }
 
 export interface PauseMsg {

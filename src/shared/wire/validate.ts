@@ -277,6 +277,7 @@ function validateStep(o: Obj): StepMsg {
     if (state.length % rows !== 0 || state.length % 2 !== 0) reject(ErrorCodes.ERR_BAD_TENSOR, `${w}.state has ${state.length} elements, not rows x 2H for ${rows} rows`);
     msg.state = state;
   }
+  if (o.deadlineMs !== undefined && o.deadlineMs !== null) msg.deadlineMs = intField(o, 'deadlineMs', w, 1, 86_400_000);
   return msg;
 }
 
