@@ -28,7 +28,7 @@ test('a relay killed mid-run: training goes on, and its workers reconnect to the
     procs.push(spawnWorker(root, ['--name', 'direct']));
     for (const name of ['under-1', 'under-2']) procs.push(spawnWorker(`${relayUrl},${root}`, ['--name', name, '--reconnect-grace', '120']));
     running = c.run();
-    await waitFor(() => (byName(c, 'relay')?.capacity ?? 0) === 2 && (byName(c, 'relay')?.rounds ?? 0) >= 5, 60_000, 'the relay training with its 2 workers');
+    await waitFor(() => (byName(c, 'relay')?.capacity ?? 0) === 2 && (byName(c, 'relay')?.rounds ?? 0) >= 5 && (byName(c, 'direct')?.rounds ?? 0) >= 1, 60_000, 'the relay training with its 2 workers, beside the direct one');
     assert.equal(c.membership.workers, 3);
 
     relay.kill('SIGKILL');
