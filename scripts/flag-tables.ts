@@ -5,11 +5,12 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { COORDINATOR_OPTIONS, WORKER_OPTIONS, GENERATE_OPTIONS, EXPORT_OPTIONS, envVarFor, type OptionTable } from '../src/shared/options.js';
+import { COORDINATOR_OPTIONS, WORKER_OPTIONS, RELAY_OPTIONS, GENERATE_OPTIONS, EXPORT_OPTIONS, envVarFor, type OptionTable } from '../src/shared/options.js';
 
 export const SECTIONS: [string, OptionTable][] = [
   ['### coordinator start', COORDINATOR_OPTIONS],
   ['### worker join', WORKER_OPTIONS],
+  ['### dptrain relay', RELAY_OPTIONS],
   ['### dptrain generate', GENERATE_OPTIONS],
   ['### dptrain export', EXPORT_OPTIONS],
 ];

@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 /**
- * Command line: `coordinator start`, `worker join`, `generate`, `export`.
+ * Command line: `coordinator start`, `worker join`, `relay`, `generate`, `export`.
  * `dptrain coordinator start` and `coordinator start` are the same command.
  * Flags only parse and wire; every value is validated by config.ts.
  * Exit codes: 0 done, 1 runtime failure, 2 bad flags, config or input.
@@ -9,8 +9,8 @@ import yargs, { type Argv, type Options } from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { pathToFileURL } from 'node:url';
 import fs from 'node:fs';
-import { COORDINATOR_OPTIONS, WORKER_OPTIONS, GENERATE_OPTIONS, EXPORT_OPTIONS, envVarFor, type OptionTable } from './shared/options.js';
-import { resolveCoordinatorConfig, resolveWorkerConfig, resolveOptions } from './shared/config.js';
+import { COORDINATOR_OPTIONS, WORKER_OPTIONS, RELAY_OPTIONS, GENERATE_OPTIONS, EXPORT_OPTIONS, envVarFor, type OptionTable } from './shared/options.js';
+import { resolveCoordinatorConfig, resolveRelayConfig, resolveWorkerConfig, resolveOptions } from './shared/config.js';
 import { DptrainError, exitCodeFor } from './shared/errors.js';
 
 /** Exit code 2 for mistakes in what the user gave us; 1 for failures while running. */
@@ -113,6 +113,17 @@ export function buildCli(args: string[], scriptName = 'dptrain'): Argv {
     .command('coordinator', 'coordinator commands', (y) => coordinatorCommands(y))
     .command('worker', 'worker commands', (y) => workerCommands(y))
     .command(
+      'relay',
+      'join a coordinator as one member for the workers that join this relay; sum their gradients (hierarchical aggregation)',
+      (b) => b.options(yargsOptions(RELAY_OPTIONS)),
+      run(RELAY_OPTIONS, async (argv) => {
+        const cfg = resolveRelayConfig(given(argv, RELAY_OPTIONS));
+        const { startRelay } = await import('./relay/main.js');
+        const exit = await startRelay(cfg);
+        return exit === 'done' || exit === 'stopped' ? 0 : 1;
+      }),
+    )
+    .command(
       'generate',
       'generate text from a checkpoint (d2l predict_ch8, or sampling with --temperature)',
       (b) => b.options(yargsOptions(GENERATE_OPTIONS)),
@@ -135,7 +146,7 @@ export function buildCli(args: string[], scriptName = 'dptrain'): Argv {
         return 0;
       }),
     )
-    .demandCommand(1, 'say which command: coordinator start, worker join, generate or export')
+    .demandCommand(1, 'say which command: coordinator start, worker join, relay, generate or export')
     .strict()
     .recommendCommands()
     .help()

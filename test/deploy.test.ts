@@ -4,7 +4,8 @@
  * exported metric names, and the dashboard follows its conventions (datasource
  * variable, job/instance selectors, $__rate_interval, increase() for counters,
  * no made-up zeros); compose and Kubernetes use real flags, resume, run as Jobs
- * with restart-on-failure semantics, probes, the restricted security context,
+ * with restart-on-failure semantics, a relay per node that the workers try
+ * before the coordinator, probes, the restricted security context,
  * the token as a file, loopback-only published ports; the Kubernetes exit-code
  * wrapper behaves; kustomize renders (in a temporary copy with a token file);
  * promtool and amtool accept the Prometheus and Alertmanager files.
@@ -18,9 +19,10 @@ import { fileURLToPath } from 'node:url';
 import { spawn, spawnSync } from 'node:child_process';
 import YAML from 'yaml';
 import { Ajv } from 'ajv';
-import { COORDINATOR_OPTIONS, WORKER_OPTIONS, envVarFor } from '../src/shared/options.js';
+import { COORDINATOR_OPTIONS, RELAY_OPTIONS, WORKER_OPTIONS, envVarFor } from '../src/shared/options.js';
 import { createCoordinatorMetrics } from '../src/coordinator/metrics.js';
 import { WorkerMetrics } from '../src/worker/metrics.js';
+import { RelayMetrics } from '../src/relay/metrics.js';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
 const DEPLOY = join(ROOT, 'deploy');
@@ -29,13 +31,15 @@ const deployPath = (...p: string[]): string => join(DEPLOY, ...p);
 const WS_PORT = 8765;
 const COORDINATOR_METRICS_PORT = 9400;
 const WORKER_METRICS_PORT = 9401;
+const RELAY_PORT = 8766;
+const RELAY_METRICS_PORT = 9399;
 const IMAGES = { cpu: 'dptrain/dptrain:cpu', gpu: 'dptrain/dptrain:gpu' } as const;
 
 // ---------------------------------------------------------------------------
 // Metric names the coordinator and workers export: read from their registries.
 
 const EXPORTED = new Map<string, string>(); // name -> type
-for (const registry of [createCoordinatorMetrics().registry, new WorkerMetrics('cpu', 'cpu').registry]) {
+for (const registry of [createCoordinatorMetrics().registry, new WorkerMetrics('cpu', 'cpu').registry, new RelayMetrics().registry]) {
   for (const m of await registry.getMetricsAsJSON()) if (m.name.startsWith('dptrain_')) EXPORTED.set(m.name, String(m.type));
 }
 /** Series names: histograms as _bucket, _sum and _count. */
@@ -187,6 +191,7 @@ type OptionTable = Record<
 const COMMANDS: Record<string, OptionTable> = {
   'coordinator start': COORDINATOR_OPTIONS as OptionTable,
   'worker join': WORKER_OPTIONS as OptionTable,
+  relay: RELAY_OPTIONS as OptionTable,
 };
 
 interface ParsedArgs {
@@ -200,11 +205,13 @@ function checkArgs(args: unknown, where: string): ParsedArgs {
   assert.ok(Array.isArray(list) && list.length >= 2, `${where}: no command`);
   let start = 0;
   if (list[0] === 'dptrain') start = 1;
-  const command = `${list[start]} ${list[start + 1]}`;
+  // `relay` is one word; the others two.
+  const words = list[start] === 'relay' ? 1 : 2;
+  const command = list.slice(start, start + words).join(' ');
   const table = COMMANDS[command];
-  assert.ok(table, `${where}: unknown command "${command}" (expected "coordinator start" or "worker join")`);
+  assert.ok(table, `${where}: unknown command "${command}" (expected "coordinator start", "worker join" or "relay")`);
   const flags = new Map<string, string | true>();
-  for (let i = start + 2; i < list.length; i++) {
+  for (let i = start + words; i < list.length; i++) {
     const tok = list[i];
     assert.ok(tok.startsWith('--'), `${where}: stray argument "${tok}"`);
     let name = tok.slice(2);
@@ -269,6 +276,9 @@ test('option tables expose the flags the deployment relies on', () => {
   for (const f of ['coordinator', 'gpu', 'backend', 'metrics-port', 'metrics-host', 'token', 'token-file', 'name']) {
     assert.ok(COMMANDS['worker join'][f], `worker --${f}`);
   }
+  for (const f of ['coordinator', 'host', 'port', 'metrics-port', 'metrics-host', 'token', 'token-file', 'name', 'reconnect-grace']) {
+    assert.ok(COMMANDS.relay[f], `relay --${f}`);
+  }
   assert.equal(envVarFor('metrics-port'), 'DPTRAIN_METRICS_PORT');
   assert.equal(envVarFor('token-file'), 'DPTRAIN_TOKEN_FILE');
 });
@@ -290,10 +300,21 @@ function checkCoordinatorArgs(args: ParsedArgs, env: Map<string, string>, where:
 }
 function checkWorkerArgs(args: ParsedArgs, env: Map<string, string>, coordinatorUrl: string, where: string): void {
   assert.equal(args.command, 'worker join', where);
-  assert.equal(flagOrEnv(args, env, 'coordinator'), coordinatorUrl, where);
+  assert.equal(flagOrEnv(args, env, 'coordinator'), coordinatorUrl, `${where}: the node's relay first, then the coordinator`);
   assert.equal(flagOrEnv(args, env, 'gpu'), '0', `${where}: each container sees its own GPU as device 0`);
   assert.equal(flagOrEnv(args, env, 'backend'), 'tensorflow');
   assert.equal(Number(flagOrEnv(args, env, 'metrics-port')), WORKER_METRICS_PORT, `${where}: the worker's probes and metrics need --metrics-port`);
+  assert.equal(flagOrEnv(args, env, 'metrics-host'), '0.0.0.0', `${where}: metrics must listen beyond loopback`);
+  assert.equal(flagOrEnv(args, env, 'token'), undefined, `${where}: the token comes from a file`);
+  assert.ok(flagOrEnv(args, env, 'token-file'), `${where}: --token-file`);
+}
+
+function checkRelayArgs(args: ParsedArgs, env: Map<string, string>, coordinatorUrl: string, where: string): void {
+  assert.equal(args.command, 'relay', where);
+  assert.equal(flagOrEnv(args, env, 'coordinator'), coordinatorUrl, where);
+  assert.equal(flagOrEnv(args, env, 'host'), '0.0.0.0', `${where}: workers in other containers or pods join it`);
+  assert.equal(Number(flagOrEnv(args, env, 'port') ?? RELAY_PORT), RELAY_PORT);
+  assert.equal(Number(flagOrEnv(args, env, 'metrics-port') ?? RELAY_METRICS_PORT), RELAY_METRICS_PORT);
   assert.equal(flagOrEnv(args, env, 'metrics-host'), '0.0.0.0', `${where}: metrics must listen beyond loopback`);
   assert.equal(flagOrEnv(args, env, 'token'), undefined, `${where}: the token comes from a file`);
   assert.ok(flagOrEnv(args, env, 'token-file'), `${where}: --token-file`);
@@ -311,6 +332,7 @@ test('prometheus.yml scrapes the coordinator and workers, loads the rules, sends
   );
   assert.deepEqual(jobs.get('dptrain-coordinator'), [`coordinator:${COORDINATOR_METRICS_PORT}`]);
   assert.deepEqual(jobs.get('dptrain-worker'), [`worker-0:${WORKER_METRICS_PORT}`, `worker-1:${WORKER_METRICS_PORT}`]);
+  assert.deepEqual(jobs.get('dptrain-relay'), [`relay:${RELAY_METRICS_PORT}`]);
   const am: string[] = cfg.alerting.alertmanagers.flatMap((a: any) => a.static_configs.flatMap((s: any) => s.targets));
   assert.deepEqual(am, ['alertmanager:9093']);
 });
@@ -579,11 +601,12 @@ test('compose: GPU workers', () => {
     assert.equal(svc.build.dockerfile, `deploy/docker/${DOCKERFILES.gpu}`);
     const args = checkArgs(svc.command, `compose ${name}`);
     const env = checkEnv(composeEnv(svc), args.command, `compose ${name}`);
-    checkWorkerArgs(args, env, `ws://coordinator:${coordinatorPort}`, `compose ${name}`);
+    checkWorkerArgs(args, env, `ws://relay:${RELAY_PORT},ws://coordinator:${coordinatorPort}`, `compose ${name}`);
     assert.equal(flagOrEnv(args, env, 'token-file'), '/run/secrets/dptrain_token');
     assert.deepEqual(svc.secrets, ['dptrain_token']);
     assert.match(String(svc.restart), /^on-failure(:\d+)?$/, `${name}: a worker that exited 0 (run finished) must not restart`);
     assert.equal(svc.depends_on.coordinator.condition, 'service_healthy');
+    assert.equal(svc.depends_on.relay.condition, 'service_healthy', `${name}: started once the relay listens, so that it joins the relay`);
     assert.match(svc.healthcheck.test.join(' '), new RegExp(`:${WORKER_METRICS_PORT}/readyz`));
     const devices = svc.deploy.resources.reservations.devices;
     assert.equal(devices.length, 1);
@@ -592,6 +615,22 @@ test('compose: GPU workers', () => {
     assert.deepEqual(devices[0].capabilities, ['gpu']);
   }
   assert.equal(COMPOSE.secrets.dptrain_token.file, './secrets/dptrain_token');
+});
+
+test('compose: a relay for the machine, joined by the workers, joining the coordinator', () => {
+  const coordinator = checkArgs(COMPOSE.services.coordinator.command, 'compose coordinator');
+  const svc = COMPOSE.services.relay;
+  assert.ok(svc, 'compose service relay');
+  assert.equal(svc.image, IMAGES.cpu, 'a relay needs no GPU');
+  const args = checkArgs(svc.command, 'compose relay');
+  const env = checkEnv(composeEnv(svc), args.command, 'compose relay');
+  checkRelayArgs(args, env, `ws://coordinator:${Number(coordinator.flags.get('port') ?? WS_PORT)}`, 'compose relay');
+  assert.equal(flagOrEnv(args, env, 'token-file'), '/run/secrets/dptrain_token');
+  assert.deepEqual(svc.secrets, ['dptrain_token']);
+  assert.deepEqual(publishedPorts(svc), [], 'only the workers beside it join it');
+  assert.equal(svc.depends_on.coordinator.condition, 'service_healthy');
+  assert.match(svc.healthcheck.test.join(' '), new RegExp(`:${RELAY_METRICS_PORT}/readyz`));
+  assert.match(String(svc.restart), /^on-failure(:\d+)?$/, 'a relay that exited 0 (run finished) must not restart');
 });
 
 test('compose: prometheus, alertmanager and grafana', () => {
@@ -664,7 +703,7 @@ function resolvePort(container: any, port: number | string): number {
 const GENERATED_SECRETS = new Set<string>((KUSTOMIZATION.secretGenerator ?? []).map((g: any) => g.name));
 
 test('k8s: kustomizations list the manifests; all objects are in the namespace; the token Secret is generated', () => {
-  for (const f of ['namespace.yaml', 'pvc.yaml', 'coordinator.yaml', 'workers.yaml', 'pdb.yaml']) {
+  for (const f of ['namespace.yaml', 'pvc.yaml', 'coordinator.yaml', 'workers.yaml', 'relays.yaml', 'pdb.yaml']) {
     assert.ok(KUSTOMIZATION.resources.includes(f), `kustomization.yaml lists ${f}`);
   }
   for (const f of KUSTOMIZATION.resources) assert.ok(existsSync(join(K8S_DIR, f)), f);
@@ -783,7 +822,8 @@ test('k8s: GPU workers as an Indexed Job with probes on their own port', () => {
   const env = checkEnv(k8sEnv(c), args.command, 'k8s worker');
   const svc = k8s('Service', JOBS.coordinator);
   assert.ok((svc.spec.ports as any[]).some((p) => p.port === WS_PORT));
-  checkWorkerArgs(args, env, `ws://${svc.metadata.name}:${WS_PORT}`, 'k8s worker');
+  const relaySvc = k8s('Service', 'dptrain-relay');
+  checkWorkerArgs(args, env, `ws://${relaySvc.metadata.name}:${RELAY_PORT},ws://${svc.metadata.name}:${WS_PORT}`, 'k8s worker');
   assert.deepEqual((c.ports as any[]).map((p) => p.containerPort), [WORKER_METRICS_PORT]);
   for (const [probe, path] of [['livenessProbe', '/healthz'], ['readinessProbe', '/readyz'], ['startupProbe', '/healthz']] as const) {
     assert.equal(c[probe]?.httpGet?.path, path, `worker ${probe}`);
@@ -797,6 +837,39 @@ test('k8s: GPU workers as an Indexed Job with probes on their own port', () => {
   assert.equal(env.get('name'), 'dptrain-worker-$(JOB_INDEX)');
 });
 
+test('k8s: a relay per node (DaemonSet) behind a node-local Service, on the GPU nodes, ready once welcomed', () => {
+  const ds = k8s('DaemonSet', 'dptrain-relay');
+  assert.equal(ds.apiVersion, 'apps/v1');
+  const pod = ds.spec.template;
+  for (const [k, v] of Object.entries(ds.spec.selector.matchLabels)) assert.equal(pod.metadata.labels[k], v, `selector ${k}`);
+  assert.equal(pod.metadata.labels['app.kubernetes.io/component'], 'relay');
+  assert.ok(pod.spec.tolerations.some((t: any) => t.key === 'nvidia.com/gpu' && t.operator === 'Exists'), 'runs on the GPU nodes, where the workers are');
+  assert.equal(pod.spec.containers.length, 1);
+  const c = pod.spec.containers[0];
+  assert.equal(c.image, IMAGES.cpu);
+  assert.ok(!c.resources?.limits?.['nvidia.com/gpu'], 'a relay takes no GPU');
+  assert.ok(!(c.ports as any[]).some((p) => p.hostPort), 'no hostPort (the restricted Pod Security Standard forbids it)');
+  const args = checkArgs(c.args, 'k8s relay');
+  const env = checkEnv(k8sEnv(c), args.command, 'k8s relay');
+  checkRelayArgs(args, env, `ws://${k8s('Service', JOBS.coordinator).metadata.name}:${WS_PORT}`, 'k8s relay');
+  assert.equal(flagOrEnv(args, env, 'reconnect-grace'), '0', 'a DaemonSet pod always restarts: the relay waits for the next run instead of failing');
+  assert.equal(c.readinessProbe.httpGet.path, '/readyz');
+  assert.equal(resolvePort(c, c.readinessProbe.httpGet.port), RELAY_METRICS_PORT);
+  assert.equal(c.livenessProbe.httpGet.path, '/healthz');
+  checkHardening(pod, c, 'k8s relay');
+  checkTokenFile(pod, c, args, env, 'k8s relay');
+  const svc = k8s('Service', 'dptrain-relay');
+  assert.equal(svc.spec.internalTrafficPolicy, 'Local', "a worker reaches its own node's relay only");
+  for (const [k, v] of Object.entries(svc.spec.selector)) assert.equal(pod.metadata.labels[k], v, `selector ${k}`);
+  const svcPorts = (svc.spec.ports as any[]).map((p) => [p.port, resolvePort(c, p.targetPort ?? p.port)]);
+  assert.deepEqual(svcPorts.sort(), [
+    [RELAY_PORT, RELAY_PORT],
+    [RELAY_METRICS_PORT, RELAY_METRICS_PORT],
+  ]);
+  // The reason for the pattern is written next to it.
+  assert.match(readFileSync(join(K8S_DIR, 'relays.yaml'), 'utf8'), /Why a DaemonSet and not a sidecar/);
+});
+
 test('k8s: the PodDisruptionBudget covers the workers; ServiceMonitors select the Services by their metrics port', () => {
   const pdb = k8s('PodDisruptionBudget', 'dptrain-worker');
   const pod = k8s('Job', JOBS.worker).spec.template;
@@ -807,7 +880,7 @@ test('k8s: the PodDisruptionBudget covers the workers; ServiceMonitors select th
   assert.ok(!K8S.some((d) => d.kind === 'PodDisruptionBudget' && d.spec.selector.matchLabels['app.kubernetes.io/component'] === 'coordinator'), 'no budget that blocks every drain');
 
   const monitors = K8S.filter((d) => d.kind === 'ServiceMonitor');
-  assert.equal(monitors.length, 2);
+  assert.equal(monitors.length, 3);
   const services = K8S.filter((d) => d.kind === 'Service');
   const jobNames = new Set<string>();
   for (const m of monitors) {
@@ -820,7 +893,7 @@ test('k8s: the PodDisruptionBudget covers the workers; ServiceMonitors select th
     for (const e of m.spec.endpoints) assert.ok(ports.includes(e.port), `${m.metadata.name}: port ${e.port}`);
   }
   // The operator names the job after the Service: the job names the alerts expect.
-  assert.deepEqual([...jobNames].sort(), ['dptrain-coordinator', 'dptrain-worker']);
+  assert.deepEqual([...jobNames].sort(), ['dptrain-coordinator', 'dptrain-relay', 'dptrain-worker']);
 });
 
 /** The sh wrapper in a container's command, and the program it runs. */
@@ -893,6 +966,7 @@ test('k8s: kustomize renders both kustomizations with a token file, and refuses 
     const docs = parseYamlDocs(out.stdout, 'rendered deploy/k8s');
     const kinds = docs.map((d) => `${d.kind}/${d.metadata.name.replace(/-[a-z0-9]{10}$/, '-<hash>')}`).sort();
     assert.deepEqual(kinds, [
+      'DaemonSet/dptrain-relay',
       'Job/dptrain-coordinator',
       'Job/dptrain-worker',
       'Namespace/dptrain',
@@ -901,11 +975,12 @@ test('k8s: kustomize renders both kustomizations with a token file, and refuses 
       'PodDisruptionBudget/dptrain-worker',
       'Secret/dptrain-token-<hash>',
       'Service/dptrain-coordinator',
+      'Service/dptrain-relay',
       'Service/dptrain-worker',
     ]);
     const secret = docs.find((d) => d.kind === 'Secret');
     assert.equal(Buffer.from(secret.data.token, 'base64').toString(), `${token}\n`);
-    for (const job of docs.filter((d) => d.kind === 'Job')) {
+    for (const job of docs.filter((d) => d.kind === 'Job' || d.kind === 'DaemonSet')) {
       assert.equal(job.metadata.namespace, 'dptrain');
       const names = job.spec.template.spec.volumes.filter((v: any) => v.secret).map((v: any) => v.secret.secretName);
       assert.deepEqual(names, [secret.metadata.name], `${job.metadata.name} mounts the generated Secret`);
@@ -917,6 +992,7 @@ test('k8s: kustomize renders both kustomizations with a token file, and refuses 
     assert.deepEqual(opDocs.map((d) => `${d.kind}/${d.metadata.name}`).sort(), [
       'PrometheusRule/dptrain',
       'ServiceMonitor/dptrain-coordinator',
+      'ServiceMonitor/dptrain-relay',
       'ServiceMonitor/dptrain-worker',
     ]);
   } finally {

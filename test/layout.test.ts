@@ -1,7 +1,8 @@
 /**
  * The layout's rules, read from the imports (docs/architecture.md): the model
  * and the data know no sockets, the wire knows no tfjs, src/shared knows
- * neither process, and a file over 350 lines says why at its top.
+ * none of the processes, a relay reuses the coordinator's pieces but never the
+ * worker's, nothing imports the relay, and a file over 350 lines says why at its top.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -24,7 +25,7 @@ function imports(file: string): string[] {
   return [...text.matchAll(/^(?:import|export)[^;]*?from '([^']+)';/gms)].map((m) => m[1]);
 }
 
-const SOCKETS = /^(ws|node:net|node:http|node:https|node:tls|node:dgram)$|\/(wire|coordinator|worker)\//;
+const SOCKETS = /^(ws|node:net|node:http|node:https|node:tls|node:dgram)$|\/(wire|coordinator|worker|relay)\//;
 
 test('model/ and data/ import no sockets, no wire and no process code', () => {
   const files = [...sources('src/shared/model'), ...sources('src/shared/data')];
@@ -38,8 +39,15 @@ test('wire/ imports no tfjs and no model', () => {
   for (const f of files) for (const i of imports(f)) assert.doesNotMatch(i, /tensorflow|\/model\//, `${f} imports ${i}`);
 });
 
-test('src/shared imports nothing from the coordinator or the worker', () => {
-  for (const f of sources('src/shared')) for (const i of imports(f)) assert.doesNotMatch(i, /(^|\/)(coordinator|worker)\//, `${f} imports ${i}`);
+test('src/shared imports nothing from the coordinator, the worker or the relay', () => {
+  for (const f of sources('src/shared')) for (const i of imports(f)) assert.doesNotMatch(i, /(^|\/)(coordinator|worker|relay)\//, `${f} imports ${i}`);
+});
+
+test('the relay uses shared/ and the coordinator (membership, round, streams, ws-server), never the worker; nothing imports the relay', () => {
+  const relay = sources('src/relay');
+  assert.ok(relay.length >= 4);
+  for (const f of relay) for (const i of imports(f)) assert.doesNotMatch(i, /(^|\/)worker\/|tensorflow/, `${f} imports ${i}`);
+  for (const f of [...sources('src/coordinator'), ...sources('src/worker')]) for (const i of imports(f)) assert.doesNotMatch(i, /(^|\/)relay\//, `${f} imports ${i}`);
 });
 
 test('a source file over 350 lines states why at its top', () => {

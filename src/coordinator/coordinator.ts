@@ -20,7 +20,7 @@ import { defaultDataDir, loadCorpus } from '../shared/data/corpus-source.js';
 import { TRAIN_KEYS, publicConfig, type CoordinatorConfig } from '../shared/config.js';
 import { COORDINATOR_OPTIONS } from '../shared/options.js';
 import { CloseCodes, closeCodeFor, DptrainError, ErrorCodes, type ErrorCode } from '../shared/errors.js';
-import { encode, maxPayloadFor, tokensToWire, PROTOCOL_VERSION, type GradsMsg, type HelloMsg, type LocalSteps, type WorkerMessage } from '../shared/wire/protocol.js';
+import { encode, maxPayloadFor, tokensToWire, PROTOCOL_VERSION, type GradsMsg, type CapacityMsg, type HelloMsg, type LocalSteps, type WorkerMessage } from '../shared/wire/protocol.js';
 import { decodeTensor, encodeTensor } from '../shared/wire/tensor.js';
 import type { ModelDescriptor } from '../shared/model/descriptor.js';
 import { ParameterServer } from '../shared/train/param-server.js';
@@ -288,7 +288,7 @@ export class Coordinator {
     if (this.stopping) return { ok: false, code: ErrorCodes.ERR_SHUTTING_DOWN, message: 'coordinator is shutting down' };
     if (this.membership.full) return { ok: false, code: ErrorCodes.ERR_TOO_MANY_CONNECTIONS, message: `--max-workers ${this.cfg.maxWorkers} reached` };
     const id = crypto.randomUUID();
-    const m = this.membership.add(id, msg.info, peer, Date.now());
+    const m = this.membership.add(id, msg.info, peer, Date.now(), msg.capacity);
     // Encoded once per run, not per join: every welcome carries the same bytes.
     this.trainOnWire ??= tokensToWire(this.corpus.train, this.model.vocabSize);
     const { tokens, tokenWidth } = this.trainOnWire;
@@ -302,14 +302,16 @@ export class Coordinator {
         tokenWidth,
         wireDtype: this.cfg.wireDtype,
         heartbeatMs: this.cfg.heartbeatInterval * 1000,
+        streams: this.cfg.batchSize,
       }),
     );
     this.metrics.joins.inc();
-    this.metrics.workersConnected.set(this.membership.size);
+    this.metrics.workersConnected.set(this.membership.workers);
     this.metrics.membershipEpoch.set(this.membership.epoch);
     const i = msg.info;
-    this.log(`worker ${m.slot} joined from ${remote} (${printable(i.name ?? `${i.host}:${i.pid}`)}, ${printable(i.backend)}/${printable(i.device)}); ${this.membership.size} connected`);
-    if (this.paused && this.membership.size < this.cfg.minWorkers) this.sendPause(m);
+    if (m.relay) this.metrics.relayWorkers.set({ relay: m.slot }, m.capacity);
+    this.log(`${m.relay ? `relay ${m.slot} (${m.capacity} workers)` : `worker ${m.slot}`} joined from ${remote} (${printable(i.name ?? `${i.host}:${i.pid}`)}, ${printable(i.backend)}/${printable(i.device)}); ${this.membership.size} connected`);
+    if (this.paused && this.membership.workers < this.cfg.minWorkers) this.sendPause(m);
     return { ok: true, id };
   }
 
@@ -318,6 +320,21 @@ export class Coordinator {
     if (!m) return;
     m.lastSeen = Date.now();
     if (msg.type === 'grads') this.onGrads(m, msg, bytes);
+    else if (msg.type === 'capacity') this.onCapacity(m, msg);
+  }
+
+  /** A relay's worker count: applied at the next round; with a round, it holds nothing for that one. */
+  private onCapacity(m: Member, msg: CapacityMsg): void {
+    if (!m.relay) {
+      m.peer.send(encode({ type: 'error', code: ErrorCodes.ERR_BAD_MESSAGE, message: "'capacity' comes from relays only (a hello without a capacity is a worker)" }));
+      m.peer.close(closeCodeFor(ErrorCodes.ERR_BAD_MESSAGE), ErrorCodes.ERR_BAD_MESSAGE);
+      return;
+    }
+    if (m.capacity !== msg.capacity) this.log(`relay ${m.slot} carries ${msg.capacity} workers`);
+    this.metrics.relayWorkers.set({ relay: m.slot }, msg.capacity);
+    this.membership.setCapacity(m.id, msg.capacity);
+    this.metrics.workersConnected.set(this.membership.workers);
+    if (msg.round !== undefined && this.round?.id === msg.round) this.round.drop(m.id);
   }
 
   private onGrads(m: Member, msg: GradsMsg, bytes: number): void {
@@ -355,15 +372,16 @@ export class Coordinator {
     if (!m) return;
     this.round?.drop(id);
     this.streams.release(id);
+    if (m.relay) this.metrics.relayWorkers.remove({ relay: m.slot });
     if (reason === 'leave' || reason === 'shutdown') this.metrics.leaves.inc();
     else this.metrics.failures.inc({ reason: reason === 'protocol' ? 'protocol' : reason === 'timeout' ? 'timeout' : 'disconnect' });
-    this.metrics.workersConnected.set(this.membership.size);
+    this.metrics.workersConnected.set(this.membership.workers);
     this.metrics.membershipEpoch.set(this.membership.epoch);
-    this.log(`worker ${m.slot} left (${reason}); ${this.membership.size} connected`);
+    this.log(`${m.relay ? 'relay' : 'worker'} ${m.slot} left (${reason}); ${this.membership.size} connected`);
   }
 
   private sendPause(m: Member): void {
-    m.peer.send(encode({ type: 'pause', reason: `waiting for workers: ${this.membership.size} of ${this.cfg.minWorkers}`, workers: this.membership.size, minWorkers: this.cfg.minWorkers }));
+    m.peer.send(encode({ type: 'pause', reason: `waiting for workers: ${this.membership.workers} of ${this.cfg.minWorkers}`, workers: this.membership.workers, minWorkers: this.cfg.minWorkers }));
   }
 
   /** A round of `steps` inner steps (local SGD) waits `steps` times as long as one step would. */
@@ -396,12 +414,14 @@ export class Coordinator {
     this.observer.start();
     while (!this.stopping && this.schedule.peek().epoch < cfg.epochs) {
       const assignment = this.membership.assign(cfg.batchSize);
-      if (assignment.length < cfg.minWorkers) {
+      // A relay counts the workers under it.
+      const workers = assignment.reduce((n, a) => n + a.member.capacity, 0);
+      if (workers < cfg.minWorkers) {
         if (!this.paused) {
           this.paused = true;
           this.metrics.paused.set(1);
           this.report.clear();
-          this.log(`paused: ${assignment.length} of ${cfg.minWorkers} workers connected; waiting`);
+          this.log(`paused: ${workers} of ${cfg.minWorkers} workers connected; waiting`);
           for (const m of this.membership.list()) this.sendPause(m);
         }
         await this.waitForChange();
@@ -410,7 +430,7 @@ export class Coordinator {
       if (this.paused) {
         this.paused = false;
         this.metrics.paused.set(0);
-        this.log(`resumed with ${assignment.length} workers`);
+        this.log(`resumed with ${workers} workers`);
       }
       const before = this.optimizerSteps;
       const outcome = await this.runRound(assignment);
@@ -449,6 +469,7 @@ export class Coordinator {
     const b: RoundBreakdown = { round: roundId, workers: assignment.length, encodeMs: 0, sendMs: 0, waitMs: 0, decodeMs: 0, sumMs: 0, clipMs: 0, optimizerMs: 0, slowestComputeMs: 0, totalMs: 0 };
     this.breakdown = b;
     const paramsBytes = encode({ type: 'params', version: this.server.version, params: encodeTensor(this.server.params(), cfg.wireDtype) });
+    const deadlineMs = this.roundDeadlineMs(batches.length);
     const expected = new Map<string, Expected>();
     let sent = 0;
     for (const { member, lo, hi } of assignment) {
@@ -465,19 +486,20 @@ export class Coordinator {
         fresh,
         ...(state ? { state: encodeTensor(state, 'float32') } : {}),
         ...(local ? { local: innerSteps(batches, lo, hi, cfg) } : {}),
+        ...(member.relay ? { deadlineMs: Math.ceil(deadlineMs) } : {}),
       });
       const ts = performance.now();
       member.peer.send(paramsBytes);
       member.peer.send(stepBytes);
       b.sendMs += performance.now() - ts;
       sent += paramsBytes.byteLength + stepBytes.byteLength;
-      expected.set(member.id, { lo, hi, tokenCount: rows * cfg.numSteps * batches.length, stateLength: rows * W });
+      expected.set(member.id, { lo, hi, tokenCount: rows * cfg.numSteps * batches.length, stateLength: rows * W, partial: member.relay });
     }
     this.metrics.paramBytes.inc(sent);
     // A member may have gone between assign() and here; the round must not wait for it.
     b.encodeMs = performance.now() - t0 - b.sendMs;
     const tw = performance.now();
-    this.round = new Round(roundId, expected, this.count, this.roundDeadlineMs(batches.length), this.deps.clock ?? realClock);
+    this.round = new Round(roundId, expected, this.count, deadlineMs, this.deps.clock ?? realClock);
     for (const id of expected.keys()) if (!this.membership.get(id)) this.round.drop(id);
     const outcome = await this.round.done;
     this.round = null;
@@ -552,7 +574,7 @@ export class Coordinator {
       epochShare: n === inFirstEpoch ? undefined : share(inFirstEpoch),
       durationMs: o.durationMs,
       gradNorm,
-      workers: this.membership.size,
+      workers: this.membership.workers,
     });
     // An epoch that ended inside a round has no parameters of its own: it is validated with the round's.
     let validation: number | undefined | null = null;
@@ -580,7 +602,7 @@ export class Coordinator {
       if (validationPerplexity !== undefined) this.metrics.validationPerplexity.set(validationPerplexity);
       const entry: LogEntry = { step, epoch: epoch + 1, trainPerplexity, validationPerplexity, tokensPerSecond, time: Date.now() };
       this.historyThinning.push(this.history, entry);
-      this.report.line(entry, cfg.epochs, this.membership.size);
+      this.report.line(entry, cfg.epochs, this.membership.workers);
       this.observer.restartInterval();
     }
     if (cfg.sampleEvery > 0 && ((epoch + 1) % cfg.sampleEvery === 0 || last)) {

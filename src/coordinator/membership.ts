@@ -1,7 +1,10 @@
 /**
  * Who is training: a registry of workers with a membership epoch that is
- * bumped on every join and leave (Horovod's rendezvous counter), bounded
- * metric slots ("w0".."wN-1"), and the assignment of streams to workers.
+ * bumped on every join, leave and change of a relay's worker count (Horovod's
+ * rendezvous counter), bounded metric slots ("w0".."wN-1"), and the
+ * assignment of streams to members in proportion to the workers each carries
+ * (a worker 1, a relay the workers under it). A relay uses the same class for
+ * the workers under it.
  */
 import type { WorkerInfo } from '../shared/wire/protocol.js';
 import { splitStreams } from '../shared/data/batches.js';
@@ -22,6 +25,10 @@ export interface Member {
   seq: number;
   info: WorkerInfo;
   peer: Peer;
+  /** Workers this member carries: 1 for a worker, the workers under it for a relay (0 while it has none). */
+  capacity: number;
+  /** It said hello with a capacity: a relay, whose reply may cover fewer tokens than it was given. */
+  relay: boolean;
   joinedAt: number;
   lastStepMs?: number;
   lastWaitMs?: number;
@@ -67,15 +74,23 @@ export class Membership {
     return this.members.size;
   }
 
+  /** Workers carried by all members (a relay counts its workers). */
+  get workers(): number {
+    let n = 0;
+    for (const m of this.members.values()) n += m.capacity;
+    return n;
+  }
+
   get full(): boolean {
     return this.members.size >= this.maxWorkers;
   }
 
-  add(id: string, info: WorkerInfo, peer: Peer, now: number): Member {
+  /** `capacity` is a relay's hello.capacity; undefined for a worker. */
+  add(id: string, info: WorkerInfo, peer: Peer, now: number, capacity?: number): Member {
     const k = this.slots.indexOf(false);
     if (k < 0) throw new Error('membership is full');
     this.slots[k] = true;
-    const m: Member = { id, slot: `w${k}`, seq: this.seq++, info, peer, joinedAt: now, lastSeen: now, rounds: 0, tokens: 0, recentStepMs: [] };
+    const m: Member = { id, slot: `w${k}`, seq: this.seq++, info, peer, capacity: capacity ?? 1, relay: capacity !== undefined, joinedAt: now, lastSeen: now, rounds: 0, tokens: 0, recentStepMs: [] };
     this.members.set(id, m);
     this.changed();
     return m;
@@ -99,11 +114,35 @@ export class Membership {
     return [...this.members.values()].sort((a, b) => a.seq - b.seq);
   }
 
-  /** Contiguous stream ranges for the current members, in join order; at most batchSize workers get streams. */
-  assign(batchSize: number): { member: Member; lo: number; hi: number }[] {
-    const ms = this.list().slice(0, batchSize);
-    if (ms.length === 0) return [];
-    return splitStreams(batchSize, ms.length).map(([lo, hi], k) => ({ member: ms[k], lo, hi }));
+  /** A relay's worker count changed: the next assign() gives it streams in proportion. */
+  setCapacity(id: string, capacity: number): void {
+    const m = this.members.get(id);
+    if (!m || m.capacity === capacity) return;
+    m.capacity = capacity;
+    this.changed();
+  }
+
+  /**
+   * Contiguous ranges of the streams [offset, offset + streams), in join order, in
+   * proportion to what each member carries: the streams are split over the carried
+   * workers as over that many plain workers, and a member gets its workers' shares.
+   * At most `streams` workers get streams; members carrying none get nothing.
+   */
+  assign(streams: number, offset = 0): { member: Member; lo: number; hi: number }[] {
+    const ms = this.list().filter((m) => m.capacity > 0);
+    const total = ms.reduce((n, m) => n + m.capacity, 0);
+    if (total === 0) return [];
+    const parts = Math.min(total, streams);
+    const chunks = splitStreams(streams, parts);
+    const out: { member: Member; lo: number; hi: number }[] = [];
+    let v = 0;
+    for (const m of ms) {
+      if (v >= parts) break;
+      const last = Math.min(v + m.capacity, parts) - 1;
+      out.push({ member: m, lo: offset + chunks[v][0], hi: offset + chunks[last][1] });
+      v += m.capacity;
+    }
+    return out;
   }
 
   /** Resolves on the next join or leave. */

@@ -23,6 +23,8 @@ export interface Expected {
   tokenCount: number;
   /** Values a returned state must hold: (hi - lo) x the model's stateWidth. A state of another length is refused, not dropped. */
   stateLength?: number;
+  /** A relay's reply may cover fewer tokens (a worker under it died mid-round); the state still covers every stream. */
+  partial?: boolean;
 }
 
 export interface RoundOutcome {
@@ -98,7 +100,7 @@ export class Round {
     const bad = this.check(r.workerId, r.round);
     if (bad) return bad;
     const exp = this.pending.get(r.workerId)!;
-    if (r.tokenCount !== exp.tokenCount) return ErrorCodes.ERR_BAD_MESSAGE;
+    if (exp.partial ? r.tokenCount > exp.tokenCount : r.tokenCount !== exp.tokenCount) return ErrorCodes.ERR_BAD_MESSAGE;
     if (r.grad.length !== this.gradSum.length) return ErrorCodes.ERR_BAD_TENSOR;
     if (r.state && exp.stateLength !== undefined && r.state.length !== exp.stateLength) return ErrorCodes.ERR_BAD_TENSOR;
     const g = this.gradSum;

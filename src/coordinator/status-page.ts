@@ -225,7 +225,9 @@ export const STATUS_JS = `(function () {
     workers.forEach(function (w) {
       var tr = document.createElement('tr');
       tr.dataset.slot = w.slot;
-      cell(tr, w.name, 'name').title = w.name;
+      // A relay shows the workers under it: its row stands for all of them.
+      var shown = w.relay ? w.name + ' (relay, ' + w.relay.workers + ' workers)' : w.name;
+      cell(tr, shown, 'name').title = shown;
       cell(tr, w.slot);
       cell(tr, w.backend);
       cell(tr, w.device);

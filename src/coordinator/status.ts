@@ -26,7 +26,8 @@ export function statusJson(c: Coordinator, q: StatusQuery = {}) {
   const cfg = c.cfg;
   const pos = c.schedule?.peek();
   const done = s.epoch >= cfg.epochs;
-  const workersConnected = c.membership.size;
+  // A relay counts the workers it carries, as --min-workers does.
+  const workersConnected = c.membership.workers;
   const state: RunStateName = done ? 'done' : s.stopping ? 'stopping' : s.paused ? 'paused' : workersConnected < cfg.minWorkers ? 'waiting' : 'training';
   return {
     state,
@@ -57,7 +58,9 @@ export function statusJson(c: Coordinator, q: StatusQuery = {}) {
       pid: m.info.pid,
       backend: m.info.backend,
       device: m.info.device,
-      /** The last round's compute time. */
+      /** A relay: the workers it carries (its row stands for them); null for a worker. */
+      relay: m.relay ? { workers: m.capacity } : null,
+      /** The last round's compute time (a relay's: its whole round, its workers' compute included). */
       stepMs: m.lastStepMs ?? null,
       /** Median compute time of the recent rounds (up to STEP_WINDOW): what the worker usually takes. */
       stepMedianMs: medianStepMs(m) ?? null,

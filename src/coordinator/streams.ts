@@ -50,6 +50,11 @@ export class StreamTable {
     for (let s = 0; s < this.owner.length; s++) if (this.owner[s] === workerId) this.owner[s] = null;
   }
 
+  /** Streams [lo, hi) got new state from outside (a relay's parent sent it): nobody under us holds it. */
+  forget(lo: number, hi: number): void {
+    for (let s = lo; s < hi; s++) this.owner[s] = null;
+  }
+
   /** The final state of streams lo.. a worker returned (its length was checked against the streams sent). */
   store(lo: number, state: Float32Array): void {
     this.state.set(state, lo * this.stateWidth);

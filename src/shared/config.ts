@@ -11,9 +11,10 @@ import type { BackendChoice } from './backend.js';
 import type { WireDtype } from './wire/tensor.js';
 import { DptrainError } from './errors.js';
 import { readSmallFile } from './small-file.js';
+import { parseAddresses } from './addresses.js';
 import { D2L_MAX_TOKENS, defaultMinFreq, type Preprocess, type TokenKind } from './data/corpus.js';
 import { modelNameFor } from './model/registry.js';
-import { camel, envVarFor, type OptionTable, COORDINATOR_OPTIONS, WORKER_OPTIONS } from './options.js';
+import { camel, envVarFor, type OptionTable, COORDINATOR_OPTIONS, RELAY_OPTIONS, WORKER_OPTIONS } from './options.js';
 
 export interface TrainConfig {
   corpus: string;
@@ -89,6 +90,27 @@ export interface WorkerConfig {
   backend: BackendChoice;
   metricsHost: string;
   metricsPort?: number;
+  ca?: string;
+  name?: string;
+  maxRetries: number;
+  reconnectGrace: number;
+  config?: string;
+}
+
+export interface RelayConfig {
+  coordinator: string;
+  token?: string;
+  tokenFile?: string;
+  host: string;
+  port: number;
+  metricsHost: string;
+  metricsPort: number;
+  maxWorkers: number;
+  roundTimeout: number;
+  heartbeatInterval: number;
+  helloTimeout: number;
+  tlsCert?: string;
+  tlsKey?: string;
   ca?: string;
   name?: string;
   maxRetries: number;
@@ -212,9 +234,8 @@ function checkLocalSgd(c: TrainConfig): void {
   if (c.outerOptimizer === 'nesterov') c.outerMomentum ??= 0.9;
 }
 
-export function resolveCoordinatorConfig(explicit: Record<string, unknown>, env: NodeJS.ProcessEnv = process.env): CoordinatorConfig {
-  const c = resolveOptions<CoordinatorConfig>(COORDINATOR_OPTIONS, explicit, env);
-  checkTrainConfig(c);
+
+function checkTls(c: { tlsCert?: string; tlsKey?: string }): void {
   if ((c.tlsCert === undefined) !== (c.tlsKey === undefined)) bad('--tls-cert and --tls-key go together');
   if (c.tlsCert !== undefined && c.tlsKey !== undefined) {
     // Loaded here so a wrong path or a bad PEM stops at start-up with exit code 2, not as a stack trace after the corpus loads.
@@ -226,6 +247,12 @@ export function resolveCoordinatorConfig(explicit: Record<string, unknown>, env:
       bad(`--tls-cert ${c.tlsCert} and --tls-key ${c.tlsKey} do not load as a PEM certificate and its private key: ${(e as Error).message}`);
     }
   }
+}
+
+export function resolveCoordinatorConfig(explicit: Record<string, unknown>, env: NodeJS.ProcessEnv = process.env): CoordinatorConfig {
+  const c = resolveOptions<CoordinatorConfig>(COORDINATOR_OPTIONS, explicit, env);
+  checkTrainConfig(c);
+  checkTls(c);
   if (c.resume && !c.checkpointDir) bad('--resume needs --checkpoint-dir');
   if (c.overwrite && !c.checkpointDir) bad('--overwrite needs --checkpoint-dir');
   if (c.overwrite && c.resume) bad('give either --resume (continue the run in --checkpoint-dir) or --overwrite (replace it with a new run), not both');
@@ -237,8 +264,16 @@ export function resolveCoordinatorConfig(explicit: Record<string, unknown>, env:
 
 export function resolveWorkerConfig(explicit: Record<string, unknown>, env: NodeJS.ProcessEnv = process.env): WorkerConfig {
   const c = resolveOptions<WorkerConfig>(WORKER_OPTIONS, explicit, env);
-  if (!/^wss?:\/\/[^/\s]+/.test(c.coordinator)) bad(`--coordinator must look like ws://HOST:PORT or wss://HOST:PORT, got '${c.coordinator}'`);
+  parseAddresses(c.coordinator);
   if (c.gpu !== undefined && (c.backend === 'wasm' || c.backend === 'cpu')) bad(`--gpu needs --backend auto or tensorflow, not ${c.backend}`);
+  if (c.ca !== undefined) readFileOrBad('--ca', c.ca);
+  return c;
+}
+
+export function resolveRelayConfig(explicit: Record<string, unknown>, env: NodeJS.ProcessEnv = process.env): RelayConfig {
+  const c = resolveOptions<RelayConfig>(RELAY_OPTIONS, explicit, env);
+  parseAddresses(c.coordinator);
+  checkTls(c);
   if (c.ca !== undefined) readFileOrBad('--ca', c.ca);
   return c;
 }

@@ -89,6 +89,7 @@ const ERRORS = {
   // Runs that end badly (exit code 1).
   ERR_WORKERS_EXITED: { exit: 1, close: CloseCodes.GOING_AWAY },
   ERR_COORDINATOR_GONE: { exit: 1, close: CloseCodes.GOING_AWAY },
+  ERR_RELAY_MODEL_CHANGED: { exit: 1, close: CloseCodes.GOING_AWAY },
   ERR_EXPORT_WRITE: { exit: 1, close: CloseCodes.GOING_AWAY },
 } as const satisfies Record<string, ErrorSpec>;
 

@@ -87,7 +87,7 @@ export const COORDINATOR_OPTIONS = {
 } as const satisfies OptionTable;
 
 export const WORKER_OPTIONS = {
-  coordinator: { type: 'string', default: 'ws://127.0.0.1:8765', describe: 'coordinator URL, ws://HOST:PORT or wss://HOST:PORT' },
+  coordinator: { type: 'string', default: 'ws://127.0.0.1:8765', describe: 'coordinator (or relay) URL, ws://HOST:PORT or wss://HOST:PORT; several separated by commas (RELAY,ROOT) are tried in turn when one fails' },
   ...TOKEN_OPTIONS,
   gpu: { type: 'number', integer: true, min: 0, max: 1023, describe: 'GPU index: sets CUDA_VISIBLE_DEVICES and loads @tensorflow/tfjs-node-gpu' },
   backend: { type: 'string', default: 'auto', choices: BACKEND_CHOICES, describe: 'auto = tfjs-node-gpu if --gpu, else tfjs-node, else wasm, else cpu' },
@@ -97,6 +97,26 @@ export const WORKER_OPTIONS = {
   name: { type: 'string', describe: 'worker name shown on the status page (default host:pid)' },
   'max-retries': { type: 'number', default: 0, integer: true, min: 0, describe: 'give up after the first attempt and N retries failed in a row (0 = no limit; backoff up to 30 s)' },
   'reconnect-grace': { type: 'number', default: 300, min: 0, max: 86400, describe: 'seconds without a coordinator (it restarted, moved or vanished) before giving up with exit 1 (0 = never give up)' },
+  config: { type: 'string', describe: 'JSON or YAML file of options' },
+} as const satisfies OptionTable;
+
+export const RELAY_OPTIONS = {
+  coordinator: { type: 'string', default: 'ws://127.0.0.1:8765', describe: 'URL of the coordinator (or of a parent relay), ws://HOST:PORT or wss://HOST:PORT; several separated by commas are tried in turn' },
+  ...TOKEN_OPTIONS,
+  host: { type: 'string', default: '0.0.0.0', describe: "address the relay's WebSocket server binds (opened once the coordinator has welcomed it)" },
+  port: { type: 'number', default: 8766, integer: true, min: 0, max: 65535, describe: 'WebSocket port workers join (0 = any free port)' },
+  'metrics-host': { type: 'string', default: '127.0.0.1', describe: "address of the relay's /metrics, /healthz and /readyz (loopback unless widened)" },
+  'metrics-port': { type: 'number', default: 9399, integer: true, min: -1, max: 65535, describe: "HTTP port of the relay's /metrics, /healthz and /readyz (0 = any free port, -1 = off)" },
+  'max-workers': { type: 'number', default: 64, integer: true, min: 1, max: 4096, describe: 'connection limit of the relay (workers beyond it are refused)' },
+  'round-timeout': { type: 'number', default: 0, min: 0, max: 86400, describe: "seconds the relay waits for its workers' gradients before replying without the late ones; 0 = 5x the median round, 2.5 s to 60 s; never more than 3/4 of its coordinator's deadline for the round" },
+  'heartbeat-interval': { type: 'number', default: 5, min: 0.05, max: 3600, describe: 'seconds between pings to the workers; a worker silent for two intervals is terminated' },
+  'hello-timeout': { type: 'number', default: 10, min: 0.05, max: 3600, describe: 'seconds an unauthenticated socket may stay open before saying hello' },
+  'tls-cert': { type: 'string', describe: 'PEM certificate: serve wss:// to the workers instead of ws://' },
+  'tls-key': { type: 'string', describe: 'PEM private key for --tls-cert' },
+  ca: { type: 'string', describe: 'PEM CA certificate to trust for a wss:// coordinator' },
+  name: { type: 'string', describe: "the relay's name on the coordinator's status page (default host:pid)" },
+  'max-retries': { type: 'number', default: 0, integer: true, min: 0, describe: 'give up after the first attempt and N retries to reach the coordinator failed in a row (0 = no limit; backoff up to 30 s)' },
+  'reconnect-grace': { type: 'number', default: 300, min: 0, max: 86400, describe: 'seconds without a coordinator before giving up with exit 1 (0 = never give up)' },
   config: { type: 'string', describe: 'JSON or YAML file of options' },
 } as const satisfies OptionTable;
 

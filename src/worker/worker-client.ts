@@ -11,8 +11,10 @@ import { decodeTensor, encodeTensor, type WireDtype } from '../shared/wire/tenso
 import { ShardComputer } from './shard-compute.js';
 import { createModel } from '../shared/model/registry.js';
 import type { WorkerMetrics } from './metrics.js';
+import { AddressRotation } from '../shared/addresses.js';
 
 export interface WorkerClientOptions {
+  /** A coordinator's or a relay's URL, or several separated by commas: a failed connection moves on to the next. */
   url: string;
   token: string;
   info: WorkerInfo;
@@ -59,7 +61,11 @@ export class WorkerClient {
   private lastHeard = 0;
   private heartbeatMs = 0;
 
-  constructor(private readonly opts: WorkerClientOptions) {}
+  private readonly addresses: AddressRotation;
+
+  constructor(private readonly opts: WorkerClientOptions) {
+    this.addresses = new AddressRotation(opts.url);
+  }
 
   async run(): Promise<WorkerExit> {
     const now = this.opts.now ?? Date.now;
@@ -72,21 +78,22 @@ export class WorkerClient {
       if (this.stopped) return 'stopped';
       if (welcomed) since = now();
       failures = welcomed ? 1 : failures + 1;
+      this.addresses.advance();
       if (this.opts.maxRetries > 0 && failures > this.opts.maxRetries) {
-        this.reason = `${failures} attempts in a row to reach ${this.opts.url} failed (--max-retries ${this.opts.maxRetries})`;
+        this.reason = `${failures} attempts in a row to reach ${this.addresses.describe()} failed (--max-retries ${this.opts.maxRetries})`;
         this.opts.log(`giving up: ${this.reason}`);
         return 'gave-up';
       }
       const away = now() - since;
       if (graceMs > 0 && away >= graceMs) {
-        this.reason = `no coordinator at ${this.opts.url} for ${Math.round(away / 1000)} s (--reconnect-grace ${graceMs / 1000})`;
+        this.reason = `no coordinator at ${this.addresses.describe()} for ${Math.round(away / 1000)} s (--reconnect-grace ${graceMs / 1000})`;
         this.opts.log(`giving up: ${this.reason}`);
         return 'gave-up';
       }
       // Jitter spreads many workers' reconnects; the cap holds after it. The last wait ends with the grace period.
       let delay = Math.min(30_000, 250 * 2 ** Math.min(failures, 7) * (0.75 + 0.5 * Math.random()));
       if (graceMs > 0) delay = Math.min(delay, graceMs - away);
-      this.opts.log(`reconnecting to ${this.opts.url} in ${(delay / 1000).toFixed(1)} s`);
+      this.opts.log(`reconnecting to ${this.addresses.current} in ${(delay / 1000).toFixed(1)} s`);
       await new Promise<void>((r) => {
         const t = setTimeout(r, delay);
         this.wakeSleep = () => {
@@ -116,7 +123,8 @@ export class WorkerClient {
   private connectOnce(): Promise<boolean> {
     return new Promise((resolve) => {
       let welcomed = false;
-      const ws = new WebSocket(this.opts.url, {
+      const url = this.addresses.current;
+      const ws = new WebSocket(url, {
         maxPayload: this.opts.maxPayload ?? WORKER_MAX_PAYLOAD,
         perMessageDeflate: false,
         handshakeTimeout: 10_000,
@@ -139,7 +147,7 @@ export class WorkerClient {
         if (status < 502 || status > 504) {
           fatal = {
             code: 'ERR_NOT_A_COORDINATOR',
-            message: `${this.opts.url} answered HTTP ${status} instead of a WebSocket upgrade: not a dptrain coordinator (is it the metrics port? workers join the coordinator's --port, default 8765)`,
+            message: `${url} answered HTTP ${status} instead of a WebSocket upgrade: not a dptrain coordinator (is it the metrics port? workers join the coordinator's --port, default 8765)`,
           };
         }
         res.resume();

@@ -38,8 +38,10 @@ function toWire(msg: Message): Record<string, unknown> {
         pid: msg.info.pid,
       };
       if (msg.info.name !== undefined) info.name = msg.info.name;
-      return { type: msg.type, version: msg.version, token: msg.token, info };
+      return { type: msg.type, version: msg.version, token: msg.token, info, ...(msg.capacity !== undefined ? { capacity: msg.capacity } : {}) };
     }
+    case 'capacity':
+      return { type: msg.type, capacity: msg.capacity, ...(msg.round !== undefined ? { round: msg.round } : {}) };
     case 'grads':
       return {
         type: msg.type,
@@ -69,6 +71,7 @@ function toWire(msg: Message): Record<string, unknown> {
         wireDtype: msg.wireDtype,
         heartbeatMs: msg.heartbeatMs,
         tokens: bytesView(msg.tokens),
+        ...(msg.streams !== undefined ? { streams: msg.streams } : {}),
       };
     case 'params':
       return { type: msg.type, version: msg.version, params: tensorToWire(msg.params) };
@@ -85,6 +88,7 @@ function toWire(msg: Message): Record<string, unknown> {
         ...(msg.local
           ? { local: { starts: int32ToWire(msg.local.starts), resets: bytesView(msg.local.resets), optimizer: msg.local.optimizer, lr: msg.local.lr, clip: msg.local.clip } }
           : {}),
+        ...(msg.deadlineMs !== undefined ? { deadlineMs: msg.deadlineMs } : {}),
       };
     case 'pause':
       return { type: msg.type, reason: msg.reason, workers: msg.workers, minWorkers: msg.minWorkers };

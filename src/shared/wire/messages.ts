@@ -24,6 +24,8 @@ export const MessageTypes = {
   HELLO: 'hello',
   GRADS: 'grads',
   LEAVE: 'leave',
+  /** A relay's worker count changed (or it holds nothing for a round): see CapacityMsg. */
+  CAPACITY: 'capacity',
   // coordinator -> worker
   WELCOME: 'welcome',
   PARAMS: 'params',
@@ -54,6 +56,8 @@ export const LIMITS = {
   MAX_HYPER: 32,
   /** inner steps of a local SGD round, less one (step.local.resets; --sync-every's maximum) */
   MAX_INNER_STEPS: 4096,
+  /** workers a relay may say it carries (hello.capacity, capacity.capacity) */
+  MAX_CAPACITY: 1 << 20,
 } as const;
 
 export interface WorkerInfo {
@@ -71,6 +75,12 @@ export interface HelloMsg {
   version: number;
   token: string;
   info: WorkerInfo;
+  /**
+   * Sent by a relay only: how many workers it carries. Its parent gives it streams
+   * in proportion (a worker counts 1) and accepts a reply covering fewer tokens than
+   * it was given (a worker under it died mid-round). Absent: a worker.
+   */
+  capacity?: number;
 }
 
 export interface GradsMsg {
@@ -82,6 +92,17 @@ export interface GradsMsg {
   computeMs: number;
   /** Final carried state of the worker's rows, (hi-lo) x model.stateWidth float32. */
   state?: WireTensor;
+}
+
+/**
+ * From a relay, between its rounds: the workers it carries now (the parent applies it
+ * at its next round). With `round`, also: it holds no work for that round (its last
+ * worker left), so the parent stops waiting for it and hands its streams' state on.
+ */
+export interface CapacityMsg {
+  type: 'capacity';
+  capacity: number;
+  round?: number;
 }
 
 export interface LeaveMsg {
@@ -115,6 +136,8 @@ export interface WelcomeMsg {
   wireDtype: WireDtype;
   /** The coordinator's ping interval: a worker that hears nothing for 3 of them reconnects. */
   heartbeatMs: number;
+  /** The global batch (number of streams): a relay sizes its stream table and its limits by it. Workers ignore it. */
+  streams?: number;
 }
 
 export interface ParamsMsg {
@@ -142,6 +165,8 @@ export interface StepMsg {
    * here, each followed by its own optimizer step, and replies with (params - its params) x tokens in `grads`.
    */
   local?: LocalSteps;
+  /** The round's deadline, ms from sending: a relay answers well within it (without its late workers). Workers ignore it. */
+  deadlineMs?: number;
 }
 
 export interface LocalSteps {
@@ -175,7 +200,7 @@ export interface ErrorMsg {
   message: string;
 }
 
-export type WorkerMessage = HelloMsg | GradsMsg | LeaveMsg;
+export type WorkerMessage = HelloMsg | GradsMsg | LeaveMsg | CapacityMsg;
 export type CoordinatorMessage = WelcomeMsg | ParamsMsg | StepMsg | PauseMsg | ByeMsg | ErrorMsg;
 export type Message = WorkerMessage | CoordinatorMessage;
 

@@ -14,6 +14,7 @@ import {
   MessageTypes,
   PROTOCOL_VERSION,
   type ByeMsg,
+  type CapacityMsg,
   type CoordinatorMessage,
   type CoordinatorMessageLimits,
   type ErrorMsg,
@@ -152,7 +153,16 @@ function validateHello(o: Obj): HelloMsg {
   };
   const name = optStrField(i, 'name', 'hello.info', LIMITS.MAX_NAME_CHARS);
   if (name !== undefined) info.name = name;
-  return { type: 'hello', version, token, info };
+  const msg: HelloMsg = { type: 'hello', version, token, info };
+  if (o.capacity !== undefined && o.capacity !== null) msg.capacity = intField(o, 'capacity', w, 0, LIMITS.MAX_CAPACITY);
+  return msg;
+}
+
+function validateCapacity(o: Obj): CapacityMsg {
+  const w = 'capacity';
+  const msg: CapacityMsg = { type: 'capacity', capacity: intField(o, 'capacity', w, 0, LIMITS.MAX_CAPACITY) };
+  if (o.round !== undefined && o.round !== null) msg.round = intField(o, 'round', w, 0);
+  return msg;
 }
 
 function validateGrads(o: Obj, limits: WorkerMessageLimits): GradsMsg {
@@ -215,7 +225,9 @@ function validateWelcome(o: Obj): WelcomeMsg {
   const wireDtype = o.wireDtype;
   if (!isWireDtype(wireDtype)) reject(ErrorCodes.ERR_BAD_MESSAGE, `${w}.wireDtype is not a wire dtype`);
   const heartbeatMs = intField(o, 'heartbeatMs', w, 1);
-  return { type: 'welcome', version, workerId, model, tokens, tokenWidth, wireDtype, heartbeatMs };
+  const msg: WelcomeMsg = { type: 'welcome', version, workerId, model, tokens, tokenWidth, wireDtype, heartbeatMs };
+  if (o.streams !== undefined && o.streams !== null) msg.streams = intField(o, 'streams', w, 1, 65536);
+  return msg;
 }
 
 function validateParams(o: Obj, limits: CoordinatorMessageLimits | undefined): ParamsMsg {
@@ -249,6 +261,7 @@ function validateStep(o: Obj): StepMsg {
     msg.state = state;
   }
   if (o.local !== undefined && o.local !== null) msg.local = localField(objField(o, 'local', w), rows);
+  if (o.deadlineMs !== undefined && o.deadlineMs !== null) msg.deadlineMs = intField(o, 'deadlineMs', w, 1, 86_400_000);
   return msg;
 }
 
@@ -319,7 +332,7 @@ function validateError(o: Obj): ErrorMsg {
   };
 }
 
-const WORKER_TYPES: ReadonlySet<string> = new Set([MessageTypes.HELLO, MessageTypes.GRADS, MessageTypes.LEAVE]);
+const WORKER_TYPES: ReadonlySet<string> = new Set([MessageTypes.HELLO, MessageTypes.GRADS, MessageTypes.LEAVE, MessageTypes.CAPACITY]);
 const COORDINATOR_TYPES: ReadonlySet<string> = new Set([
   MessageTypes.WELCOME,
   MessageTypes.PARAMS,
@@ -359,6 +372,8 @@ export function validateWorkerMessage(x: unknown, limits: WorkerMessageLimits): 
         return validateHello(o);
       case 'grads':
         return validateGrads(o, limits);
+      case 'capacity':
+        return validateCapacity(o);
       default:
         return validateLeave(o);
     }
