@@ -7,6 +7,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { loadCorpus } from '../src/shared/data/corpus-source.js';
 import { initialParams, trainLocal } from '../src/shared/train/local-trainer.js';
+import { trainLocalSgd } from '../src/shared/train/local-sgd.js';
 import { statusJson } from '../src/coordinator/status.js';
 import { killAll, relativeError, spawnWorker, startCoordinator, tinyCoordinatorConfig, waitFor, type WorkerProc } from './support/cluster.js';
 import { spawnRelay, type RelayProc } from './support/relay.js';
@@ -87,4 +88,31 @@ test('a relay under a relay (2 workers under the lower one, 1 beside it) on unev
     return { relays: [upper, lower], workers: [spawnWorker(lowerUrl), spawnWorker(lowerUrl), spawnWorker(upperUrl)] };
   });
   console.log(`a relay under a relay: relative error of the parameters vs one process: ${rel.toExponential(2)}`);
+});
+
+test('local SGD (--sync-every 3) through a relay with 2 workers equals the in-process local SGD loop with 2 shards', async () => {
+  const cfg = tinyCoordinatorConfig({ minWorkers: 2, batchSize: 6, epochs: 2, syncEvery: 3 });
+  const c = await startCoordinator(cfg);
+  const relays: RelayProc[] = [];
+  const workers: WorkerProc[] = [];
+  try {
+    relays.push(spawnRelay(`ws://127.0.0.1:${c.port}`, ['--name', 'relay-a']));
+    const url = `ws://127.0.0.1:${await relays[0].port()}`;
+    workers.push(spawnWorker(url), spawnWorker(url));
+    const summary = await c.run();
+    assert.equal(summary.reason, 'done');
+    for (const [k, w] of workers.entries()) assert.equal((await w.exited).code, 0, `worker ${k}:\n${w.output()}`);
+    const { corpus } = await loadCorpus(cfg.corpus, { dataDir: '.', maxTokens: cfg.maxTokens, valFraction: cfg.valFraction, preprocess: cfg.preprocess });
+    const ref = trainLocalSgd(cfg, corpus, 2);
+    assert.equal(summary.steps, ref.steps, 'inner steps');
+    assert.equal(c.server.version, ref.server.version, 'outer steps');
+    const rel = relativeError(c.server.params(), ref.server.params());
+    assert.ok(rel <= 1e-5, `parameters differ: relative error ${rel.toExponential(2)}`);
+    console.log(`local SGD through a relay: relative error vs the in-process loop: ${rel.toExponential(2)}`);
+    ref.server.dispose();
+  } finally {
+    killAll(workers);
+    for (const r of relays) r.kill('SIGKILL');
+    await c.dispose();
+  }
 });

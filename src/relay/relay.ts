@@ -290,6 +290,8 @@ export class Relay {
     const expected = new Map<string, Expected>();
     // Local SGD (--sync-every K): K inner steps a round; each further step's row starts are laid out like `starts`.
     const steps = 1 + (msg.local?.resets.length ?? 0);
+    // The welcome does not say --sync-every: a local SGD round's replies carry its inner steps' tokens.
+    this.limits.maxTokenCount = table.streams * w.model.numSteps * steps;
     for (const { member, lo: a, hi: b } of assignment) {
       const { fresh, state } = table.handOver(member.id, a, b, resetAll);
       const local = msg.local ? { ...msg.local, starts: sliceSteps(msg.local.starts, steps - 1, hi - lo, a - lo, b - lo) } : undefined;
