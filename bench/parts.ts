@@ -10,6 +10,7 @@ import { stepPart } from './step.js';
 import { d2lPart } from './d2l.js';
 import { scalingPart } from './scaling.js';
 import { faninPart } from './fanin.js';
+import { fleetPart } from './fleet.js';
 import { memoryPart } from './memory.js';
 import { wirePart } from './wire.js';
 import { ttpPart, ttpAdamPart, ttpFullPart } from './ttp.js';
@@ -20,6 +21,7 @@ export const PARTS: BenchPart[] = [
   d2lPart,
   scalingPart,
   faninPart,
+  fleetPart,
   wirePart,
   ttpPart,
   ttpAdamPart,

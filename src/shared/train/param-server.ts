@@ -6,6 +6,13 @@
  * The in-process reference loop and the coordinator both update through this
  * class, so "N workers equal one process" compares only how the gradient sum
  * was computed.
+ *
+ * This is the coordinator's critical path between the last reply and the next
+ * step message, so SGD runs here in JavaScript on the flat parameters, in the
+ * same float32 operations as tfjs's SGD (p + fround(-lr) * g, each rounded to
+ * float32; a float64 intermediate rounds to the same float32 for + and x), one
+ * pass after the mean and the norm, with no tensors to create and no copy to
+ * read back; Adam goes through tfjs.
  */
 import * as tf from '@tensorflow/tfjs';
 import type { ModelDescriptor, ParamBlock } from '../model/descriptor.js';
@@ -46,6 +53,8 @@ export class ParameterServer {
   private readonly cfg: OptimizerConfig;
   private cache: Float32Array | null = null;
   private readonly mean: Float32Array;
+  /** SGD in JavaScript: the parameters, and the buffer the next step writes (swapped, so params() stays valid until then). */
+  private readonly sgd: { flat: Float32Array; next: Float32Array; c: number } | null;
 
   /** One tfjs variable per block of the model's parameter layout. */
   constructor(model: ModelDescriptor, init: Float32Array, cfg: OptimizerConfig) {
@@ -57,8 +66,9 @@ export class ParameterServer {
     // tfjs registers variables by name process-wide; tests and benchmarks hold several servers at once.
     const id = instances++;
     this.varNames = this.layout.map((p) => `dptrain${id}/${p.name}`);
+    this.sgd = cfg.optimizer === 'sgd' ? { flat: init.slice(), next: new Float32Array(this.count), c: Math.fround(-cfg.lr) } : null;
     // A variable shares its initial tensor's data; that tensor itself must still be disposed.
-    this.vars = this.layout.map((p, k) => {
+    this.vars = this.sgd ? [] : this.layout.map((p, k) => {
       const t = tf.tensor1d(init.subarray(p.offset, p.offset + p.size));
       const v = tf.variable(t, true, this.varNames[k]);
       t.dispose();
@@ -70,6 +80,7 @@ export class ParameterServer {
 
   /** Current parameters, flat. The returned array is shared until the next apply: do not mutate it. */
   params(): Float32Array {
+    if (this.sgd) return this.sgd.flat;
     if (this.cache === null) {
       const flat = new Float32Array(this.count);
       this.layout.forEach((p, k) => flat.set(this.vars[k].dataSync() as Float32Array, p.offset));
@@ -95,6 +106,14 @@ export class ParameterServer {
     const scale = gradNorm > this.cfg.clip ? this.cfg.clip / gradNorm : 1;
     if (scale !== 1) for (let i = 0; i < mean.length; i++) mean[i] *= scale;
     const t1 = performance.now();
+    if (this.sgd) {
+      sgdStep(this.sgd.next, this.sgd.flat, mean, this.sgd.c);
+      [this.sgd.flat, this.sgd.next] = [this.sgd.next, this.sgd.flat];
+      // The iteration count the checkpoint keeps, as tfjs's applyGradients would have counted it.
+      (this.optimizer as unknown as { incrementIterations(): void }).incrementIterations();
+      this.version++;
+      return { gradNorm, scale, clipMs: t1 - t0, optimizerMs: performance.now() - t1 };
+    }
     const grads: Record<string, tf.Tensor> = {};
     this.layout.forEach((p, k) => {
       grads[this.varNames[k]] = tf.tensor1d(mean.subarray(p.offset, p.offset + p.size));
@@ -109,6 +128,8 @@ export class ParameterServer {
   /** Replace the parameters (resume). */
   setParams(flat: Float32Array): void {
     if (flat.length !== this.count) throw new RangeError(`parameters hold ${flat.length} values, the model has ${this.count}`);
+    if (this.sgd) this.sgd.flat.set(flat);
+    if (this.sgd) return;
     this.layout.forEach((p, k) => {
       const t = tf.tensor1d(flat.subarray(p.offset, p.offset + p.size));
       this.vars[k].assign(t);
@@ -143,4 +164,9 @@ export class ParameterServer {
     tf.dispose(this.vars);
     this.optimizer.dispose();
   }
+}
+
+/** out = p + fround(c * g), in float32 as tfjs computes add(mul(c, g), p). */
+function sgdStep(out: Float32Array, p: Float32Array, g: Float32Array, c: number): void {
+  for (let i = 0; i < out.length; i++) out[i] = Math.fround(c * g[i]) + p[i];
 }
