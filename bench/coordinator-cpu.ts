@@ -22,8 +22,13 @@ import { median } from './lib/stats.js';
 export interface CpuRow {
   dtype: string;
   frameBytes: number;
+  /** Medians of wall time per reply. */
   beforeMs: number;
   afterMs: number;
+  /** This process's CPU time per reply (mean): what the work cost whatever else ran on the machine. */
+  beforeCpuMs: number;
+  afterCpuMs: number;
+  /** Of CPU time. */
   speedup: number;
   /** Gradient bytes per second one core absorbs on the one-pass path. */
   afterBytesPerSecond: number;
@@ -62,10 +67,14 @@ export function coordinatorCpu(reps = 200): CpuRow[] {
     }
     const a: number[] = [];
     const b: number[] = [];
+    const cpu = { a: 0, b: 0 };
     const time = (f: () => void, into: number[]): void => {
+      const c = process.cpuUsage();
       const t = performance.now();
       f();
       into.push(performance.now() - t);
+      const d = process.cpuUsage(c);
+      cpu[into === a ? 'a' : 'b'] += (d.user + d.system) / 1000;
     };
     // Alternating which goes first, so that neither always finds its data in cache.
     for (let k = 0; k < reps; k++) {
@@ -77,18 +86,107 @@ export function coordinatorCpu(reps = 200): CpuRow[] {
         time(before, a);
       }
     }
-    const afterMs = median(b);
-    out.push({ dtype, frameBytes: frame.byteLength, beforeMs: median(a), afterMs, speedup: median(a) / afterMs, afterBytesPerSecond: frame.byteLength / (afterMs / 1000), load1: os.loadavg()[0] });
+    const afterCpuMs = cpu.b / reps;
+    const beforeCpuMs = cpu.a / reps;
+    out.push({ dtype, frameBytes: frame.byteLength, beforeMs: median(a), afterMs: median(b), beforeCpuMs, afterCpuMs, speedup: beforeCpuMs / afterCpuMs, afterBytesPerSecond: frame.byteLength / (Math.min(afterCpuMs, median(b)) / 1000), load1: os.loadavg()[0] });
   }
   return out;
 }
 
-if (import.meta.url === `file://${process.argv[1]}`) {
+if (import.meta.url === `file://${process.argv[1]}` && !process.argv.includes('--sparse')) {
   const rows = coordinatorCpu(Number(process.argv.find((a) => /^\d+$/.test(a)) ?? 200));
   for (const r of rows) {
     console.log(
-      `${r.dtype}: ${(r.frameBytes / 1e6).toFixed(2)} MB frame, before ${r.beforeMs.toFixed(3)} ms, after ${r.afterMs.toFixed(3)} ms (${r.speedup.toFixed(2)}x, ${(r.afterBytesPerSecond / 1e9).toFixed(2)} GB/s on one core), load ${r.load1.toFixed(2)}`,
+      `${r.dtype}: ${(r.frameBytes / 1e6).toFixed(2)} MB frame, CPU before ${r.beforeCpuMs.toFixed(3)} ms, after ${r.afterCpuMs.toFixed(3)} ms (${r.speedup.toFixed(2)}x, ${(r.afterBytesPerSecond / 1e9).toFixed(2)} GB/s on one core); wall medians ${r.beforeMs.toFixed(3)} / ${r.afterMs.toFixed(3)} ms; load ${r.load1.toFixed(2)}`,
     );
   }
   if (process.argv.includes('--json')) console.log(JSON.stringify(rows));
+}
+
+export interface SparseRow {
+  vocab: number;
+  workers: number;
+  streamsPerWorker: number;
+  distinctInputsPerWorker: number;
+  denseBytesPerRound: number;
+  sparseBytesPerRound: number;
+  denseSumMs: number;
+  sparseSumMs: number;
+}
+
+/**
+ * Bytes per round with and without sparse rows for a word-sized vocabulary:
+ * the LSTM (H=256) over a generated vocabulary of `vocab` tokens drawn with
+ * Zipf frequencies (s = 1, as words are), global batch 32 x 35 split over the
+ * workers; each worker's gradient is random where it can be nonzero and zero
+ * in the W_x rows of tokens its batch did not hold, encoded as the worker does
+ * (encodeGradient) with and without rows; the coordinator CPU to add one
+ * reply each way (median of `reps`).
+ */
+export async function sparseRowBytes(vocab = 5000, workerCounts = [1, 2, 8], reps = 20): Promise<SparseRow[]> {
+  const { createModel } = await import('../src/shared/model/registry.js');
+  const { rowSparseBlocks } = await import('../src/shared/model/descriptor.js');
+  const { encodeGradient } = await import('../src/worker/shard-compute.js');
+  const { Rng } = await import('../src/shared/data/rng.js');
+  const model = createModel('char-lstm', vocab, { hidden: 256 });
+  const blocks = rowSparseBlocks(model.blocks);
+  const rng = new Rng(3);
+  const cdf = new Float64Array(vocab);
+  for (let i = 0, acc = 0; i < vocab; i++) cdf[i] = acc += 1 / (i + 1);
+  const draw = (): number => {
+    const u = rng.next() * cdf[vocab - 1];
+    let lo = 0;
+    let hi = vocab - 1;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (cdf[mid] < u) lo = mid + 1;
+      else hi = mid;
+    }
+    return lo;
+  };
+  const base = Float32Array.from({ length: model.paramCount }, () => 1e-3 * rng.normal());
+  const out: SparseRow[] = [];
+  for (const workers of workerCounts) {
+    const rows = 32 / workers;
+    let dense = 0;
+    let sparse = 0;
+    let distinct = 0;
+    const acc = new GradAccumulator(model.paramCount, blocks);
+    const sum = acc.newSum();
+    const denseMs: number[] = [];
+    const sparseMs: number[] = [];
+    for (let w = 0; w < workers; w++) {
+      const inputs = Int32Array.from({ length: rows * 35 }, draw);
+      const seen = new Set(inputs);
+      distinct += seen.size;
+      const grad = base.slice();
+      for (const b of blocks) for (let r = 0; r < b.rows; r++) if (!seen.has(r)) grad.fill(0, b.offset + r * b.cols, b.offset + (r + 1) * b.cols);
+      const frame = (useRows: boolean) => encode({ type: 'grads', round: 1, tokenCount: rows * 35, lossSum: 1, computeMs: 1, ...encodeGradient(model, grad, inputs, 'float32', useRows) });
+      const d = frame(false);
+      const s = frame(true);
+      dense += d.byteLength;
+      sparse += s.byteLength;
+      if (w === 0) {
+        const limits = { paramCount: model.paramCount, maxTokenCount: 32 * 35, rowSparse: blocks, gradsFinitenessChecked: true };
+        for (let k = 0; k < reps + 3; k++) {
+          for (const [f, into] of [[d, denseMs], [s, sparseMs]] as const) {
+            const t = performance.now();
+            const v = decodeWorkerMessage(f, limits);
+            if (!v.ok || v.msg.type !== 'grads' || acc.addInto(sum, v.msg.grads, v.msg.rows) !== null) throw new Error('refused');
+            if (k >= 3) into.push(performance.now() - t);
+          }
+        }
+      }
+    }
+    out.push({ vocab, workers, streamsPerWorker: rows, distinctInputsPerWorker: distinct / workers, denseBytesPerRound: dense, sparseBytesPerRound: sparse, denseSumMs: median(denseMs), sparseSumMs: median(sparseMs) });
+  }
+  return out;
+}
+
+if (import.meta.url === `file://${process.argv[1]}` && process.argv.includes('--sparse')) {
+  for (const r of await sparseRowBytes()) {
+    console.log(
+      `vocabulary ${r.vocab}, ${r.workers} workers x ${r.streamsPerWorker} streams: ${r.distinctInputsPerWorker.toFixed(0)} distinct inputs per worker; gradient bytes per round ${(r.denseBytesPerRound / 1e6).toFixed(2)} MB dense, ${(r.sparseBytesPerRound / 1e6).toFixed(2)} MB with rows (${((100 * r.sparseBytesPerRound) / r.denseBytesPerRound).toFixed(1)}%); coordinator per reply ${r.denseSumMs.toFixed(2)} ms dense, ${r.sparseSumMs.toFixed(2)} ms with rows; load ${os.loadavg()[0].toFixed(2)}`,
+    );
+  }
 }

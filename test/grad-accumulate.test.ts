@@ -8,6 +8,7 @@ import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { GradAccumulator, type RowSparseBlock, type SparseRows } from '../src/shared/wire/accumulate.js';
 import { decodeTensor, encodeTensor, WIRE_DTYPES, type WireDtype, type WireTensor } from '../src/shared/wire/tensor.js';
+import { simdSum } from '../src/shared/wire/simd-sum.js';
 
 /** 1,003 values: not a multiple of four, so the vector loops' tails run too. */
 const n = 1003;
@@ -160,4 +161,22 @@ describe('GradAccumulator: row-sparse blocks', () => {
       assert.deepEqual(sum, after);
     });
   }
+});
+
+describe('WebAssembly SIMD decoders', () => {
+  it('float16 and bfloat16: every one of the 65,536 bit patterns decodes to the bits decodeTensor gives (NaN payloads included)', (t) => {
+    const s = simdSum();
+    if (!s) return t.skip('no WebAssembly SIMD here');
+    const count = 65536;
+    s.memory.grow(Math.ceil((count * 6) / 65536));
+    const raw = new Uint16Array(s.memory.buffer, 0, count);
+    for (let h = 0; h < count; h++) raw[h] = h;
+    const bytes = new Uint8Array(raw.buffer, 0, count * 2).slice();
+    for (const [dtype, fn] of [['float16', s.half], ['bfloat16', s.bfloat]] as const) {
+      fn(count * 2, 0, count * 2);
+      const got: Uint32Array = new Uint32Array(s.memory.buffer, count * 2, count);
+      const want = new Uint32Array(decodeTensor({ dtype, length: count, data: bytes }).buffer);
+      for (let h = 0; h < count; h++) if (got[h] !== want[h]) assert.fail(`${dtype} 0x${h.toString(16)}: 0x${got[h].toString(16)} vs 0x${want[h].toString(16)}`);
+    }
+  });
 });

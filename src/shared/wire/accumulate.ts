@@ -40,8 +40,10 @@ export class GradAccumulator {
   private f32 = new Float32Array(0);
   private u32 = new Uint32Array(0);
   private u8 = new Uint8Array(0);
-  /** Byte address of the scratch in the module's memory. */
+  /** Byte addresses of the scratch and of the raw 16-bit values in the module's memory. */
   private scratchAt = 0;
+  private rawAt = 0;
+  private raw = new Uint8Array(0);
   private readonly ids: Int32Array;
 
   constructor(
@@ -60,13 +62,15 @@ export class GradAccumulator {
 
   private layout(n: number): void {
     if (this.simd) {
-      // [sum: n float64][scratch: n float32], 16-byte aligned.
+      // [sum: n float64][scratch: n float32][raw: n 16-bit values], 16-byte aligned.
       this.scratchAt = Math.ceil((n * 8) / 16) * 16;
-      const need = this.scratchAt + n * 4 + 16;
+      this.rawAt = this.scratchAt + Math.ceil((n * 4 + 16) / 16) * 16;
+      const need = this.rawAt + n * 2 + 16;
       const mem = this.simd.memory;
       if (mem.buffer.byteLength < need) mem.grow(Math.ceil((need - mem.buffer.byteLength) / 65536));
       this.sum = new Float64Array(mem.buffer, 0, n);
       this.f32 = new Float32Array(mem.buffer, this.scratchAt, n);
+      this.raw = new Uint8Array(mem.buffer, this.rawAt, n * 2);
     } else {
       this.sum = new Float64Array(n);
       this.f32 = new Float32Array(n);
@@ -154,11 +158,17 @@ export class GradAccumulator {
         const dv = new DataView(d.buffer, d.byteOffset, d.byteLength);
         for (let i = 0; i < n; i++) this.f32[at + i] = dv.getFloat32(i * 4, true);
       }
-    } else if (t.dtype === 'float16') {
-      decodeHalf(d, this.u32, at, n);
-    } else {
-      decodeBfloat(d, this.u32, at, n);
+      return;
     }
+    let done = 0;
+    if (this.simd) {
+      // Copy the bytes in (native), decode whole groups of four in the module, the tail here.
+      done = n & ~3;
+      this.raw.set(d.subarray(0, done * 2));
+      (t.dtype === 'float16' ? this.simd.half : this.simd.bfloat)(this.scratchAt + at * 4, this.rawAt, this.rawAt + done * 2);
+    }
+    if (t.dtype === 'float16') decodeHalf(d, this.u32, at, n, done);
+    else decodeBfloat(d, this.u32, at, n, done);
   }
 
   private allFinite(n: number): boolean {
@@ -200,13 +210,13 @@ function readIds(bytes: Uint8Array, k: number, rows: number, out: Int32Array | n
   return true;
 }
 
-function decodeHalf(d: Uint8Array, u: Uint32Array, at: number, n: number): void {
+function decodeHalf(d: Uint8Array, u: Uint32Array, at: number, n: number, from: number): void {
   const table = getHalfTable();
-  for (let i = 0, j = 0; i < n; i++, j += 2) u[at + i] = table[d[j] | (d[j + 1] << 8)];
+  for (let i = from, j = from * 2; i < n; i++, j += 2) u[at + i] = table[d[j] | (d[j + 1] << 8)];
 }
 
-function decodeBfloat(d: Uint8Array, u: Uint32Array, at: number, n: number): void {
-  for (let i = 0, j = 0; i < n; i++, j += 2) u[at + i] = (d[j] << 16) | (d[j + 1] << 24);
+function decodeBfloat(d: Uint8Array, u: Uint32Array, at: number, n: number, from: number): void {
+  for (let i = from, j = from * 2; i < n; i++, j += 2) u[at + i] = (d[j] << 16) | (d[j + 1] << 24);
 }
 
 function finiteFrom(u: Uint32Array, from: number, to: number): boolean {
