@@ -93,7 +93,7 @@ export function coordinatorCpu(reps = 200): CpuRow[] {
   return out;
 }
 
-if (import.meta.url === `file://${process.argv[1]}` && !process.argv.includes('--sparse')) {
+if (import.meta.url === `file://${process.argv[1]}` && !process.argv.includes('--sparse') && !process.argv.includes('--critical')) {
   const rows = coordinatorCpu(Number(process.argv.find((a) => /^\d+$/.test(a)) ?? 200));
   for (const r of rows) {
     console.log(
@@ -189,4 +189,91 @@ if (import.meta.url === `file://${process.argv[1]}` && process.argv.includes('--
       `vocabulary ${r.vocab}, ${r.workers} workers x ${r.streamsPerWorker} streams: ${r.distinctInputsPerWorker.toFixed(0)} distinct inputs per worker; gradient bytes per round ${(r.denseBytesPerRound / 1e6).toFixed(2)} MB dense, ${(r.sparseBytesPerRound / 1e6).toFixed(2)} MB with rows (${((100 * r.sparseBytesPerRound) / r.denseBytesPerRound).toFixed(1)}%); coordinator per reply ${r.denseSumMs.toFixed(2)} ms dense, ${r.sparseSumMs.toFixed(2)} ms with rows; load ${os.loadavg()[0].toFixed(2)}`,
     );
   }
+}
+
+export interface CriticalRow {
+  what: string;
+  beforeCpuMs: number;
+  afterCpuMs: number;
+}
+
+/**
+ * The coordinator's work between the last reply and the next step message,
+ * before and after, interleaved, CPU time per round (mean of `reps`), on the
+ * current tfjs backend: mean and norm of the float64 sum (clip when over),
+ * the SGD step, reading the parameters, encoding the params message.
+ * before: tfjs's SGD on one variable per block, then reading the blocks back
+ * (as ParameterServer did); after: ParameterServer.apply (SGD in JavaScript
+ * on the flat parameters) and params().
+ */
+export async function criticalPath(reps = 100): Promise<CriticalRow[]> {
+  const tf = await import('@tensorflow/tfjs');
+  const { createModel } = await import('../src/shared/model/registry.js');
+  const { ParameterServer } = await import('../src/shared/train/param-server.js');
+  const { Rng } = await import('../src/shared/data/rng.js');
+  const model = createModel('char-lstm', 28, { hidden: 256 });
+  const init = model.init(new Rng(1));
+  const n = model.paramCount;
+  const sum = Float64Array.from({ length: n }, (_, i) => 1e-2 * Math.sin(i));
+  const server = new ParameterServer(model, init, { optimizer: 'sgd', lr: 1, clip: 1 });
+  const vars = model.blocks.map((b) => tf.variable(tf.tensor1d(init.subarray(b.offset, b.offset + b.size))));
+  const opt = tf.train.sgd(1);
+  const mean = new Float32Array(n);
+  const flat = new Float32Array(n);
+  const cpu = { before: [0, 0, 0], after: [0, 0, 0] };
+  const lap = (into: number[], k: number, c: NodeJS.CpuUsage): NodeJS.CpuUsage => {
+    const d = process.cpuUsage(c);
+    into[k] += (d.user + d.system) / 1000;
+    return process.cpuUsage();
+  };
+  const before = (into: number[]): void => {
+    let c = process.cpuUsage();
+    let sq = 0;
+    for (let i = 0; i < n; i++) {
+      mean[i] = sum[i] / 1120;
+      sq += mean[i] * mean[i];
+    }
+    const norm = Math.sqrt(sq);
+    if (norm > 1) for (let i = 0; i < n; i++) mean[i] *= 1 / norm;
+    const grads = model.blocks.map((b, k) => ({ name: vars[k].name, tensor: tf.tensor1d(mean.subarray(b.offset, b.offset + b.size)) }));
+    opt.applyGradients(grads);
+    tf.dispose(grads.map((g) => g.tensor));
+    c = lap(into, 0, c);
+    model.blocks.forEach((b, k) => flat.set(vars[k].dataSync() as Float32Array, b.offset));
+    c = lap(into, 1, c);
+    encode({ type: 'params', version: 1, params: encodeTensor(flat, 'float32') });
+    lap(into, 2, c);
+  };
+  const after = (into: number[]): void => {
+    let c = process.cpuUsage();
+    server.apply(sum, 1120);
+    c = lap(into, 0, c);
+    const p = server.params();
+    c = lap(into, 1, c);
+    encode({ type: 'params', version: 1, params: encodeTensor(p, 'float32') });
+    lap(into, 2, c);
+  };
+  for (let k = 0; k < 20; k++) {
+    before([0, 0, 0]);
+    after([0, 0, 0]);
+  }
+  for (let k = 0; k < reps; k++) {
+    if (k % 2 === 0) {
+      before(cpu.before);
+      after(cpu.after);
+    } else {
+      after(cpu.after);
+      before(cpu.before);
+    }
+  }
+  server.dispose();
+  tf.dispose(vars);
+  opt.dispose();
+  return ['mean, norm, clip and the SGD step', 'read the parameters', 'encode the params message'].map((what, k) => ({ what, beforeCpuMs: cpu.before[k] / reps, afterCpuMs: cpu.after[k] / reps }));
+}
+
+if (import.meta.url === `file://${process.argv[1]}` && process.argv.includes('--critical')) {
+  const { selectBackend } = await import('../src/shared/backend.js');
+  const be = await selectBackend({ backend: 'wasm', log: () => {} });
+  for (const r of await criticalPath()) console.log(`${be.name}: ${r.what}: CPU before ${r.beforeCpuMs.toFixed(3)} ms, after ${r.afterCpuMs.toFixed(3)} ms; load ${os.loadavg()[0].toFixed(2)}`);
 }

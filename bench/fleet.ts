@@ -107,6 +107,8 @@ export interface Terms {
   fixedMs: number;
   /** A relay's extra work per round: its float64 sum to float32 and one grads message. */
   forwardMs: number;
+  /** Per round and level, outside the root's CPU: the parameters to a worker and its gradient back (transfer, the worker's decode and encode), from the 1-worker runs. */
+  transferMs: number;
   /** Bytes per message each way (gradient or parameters, float32). */
   bytes: number;
 }
@@ -117,16 +119,14 @@ export function modelPeriodMs(t: Terms, n: number, computeMs: number, opts: { fa
   const k = opts.k ?? 1;
   const link = opts.linkBytesPerMs ? t.bytes / opts.linkBytesPerMs : 0;
   const perMsg = Math.max(t.sendMs + t.recvMs, link);
-  let round = k * computeMs + t.fixedMs;
+  let round = k * computeMs + t.fixedMs + t.transferMs + link;
   let left = n;
-  let levels = 0;
   while (left > fanout) {
-    round += fanout * perMsg + t.forwardMs;
+    // A relay level: it serves `fanout` children like the root, forwards one sum, and adds a hop.
+    round += fanout * perMsg + t.forwardMs + t.transferMs + link;
     left = Math.ceil(left / fanout);
-    levels++;
   }
   round += left * perMsg;
-  void levels;
   return round / k;
 }
 
@@ -169,12 +169,16 @@ export const fleetPart: BenchPart = {
     }
     const cpu = coordinatorCpu(100).find((r) => r.dtype === 'float32')!;
     const terms: Terms = {
-      recvMs: cpu.afterMs,
+      recvMs: cpu.afterCpuMs,
       sendMs: median(runs.map((r) => r.sendMsPerWorker)),
       fixedMs: median(runs.map((r) => r.fixedMs)),
       forwardMs: measureForward(),
+      transferMs: 0,
       bytes: paramCount({ vocabSize: 28, hidden: 256 }) * 4,
     };
+    // Calibrated on the 1-worker runs only (what their period holds beyond the terms above); the other runs check the model.
+    const ones = runs.filter((r) => r.workers === 1);
+    terms.transferMs = Math.max(0, median(ones.map((r) => r.periodMs - r.computeMs - terms.fixedMs - terms.sendMs - terms.recvMs)));
     const loadEnd = os.loadavg()[0];
     const md: string[] = [];
     md.push(
@@ -200,10 +204,12 @@ export const fleetPart: BenchPart = {
     md.push(
       `Terms, measured in this part: coordinator CPU per reply r = ${fmt(terms.recvMs, 3)} ms (validate the grads message, decode the state, the one-pass check-decode-add; \`bench/coordinator-cpu.ts\`, median of 100); ` +
         `per worker to send parameters and step s = ${fmt(terms.sendMs, 3)} ms (the rounds' \`sendMs\` / N, median over the runs above); fixed work per round F = ${fmt(terms.fixedMs, 2)} ms (encode, mean, clip, optimizer; median over the runs); ` +
-        `a relay's forward (its float64 sum to float32, one grads message) = ${fmt(terms.forwardMs, 3)} ms.`,
+        `a relay's forward (its float64 sum to float32, one grads message) = ${fmt(terms.forwardMs, 3)} ms; per round and hop, the transfers and the worker's own decode and encode x = ${fmt(terms.transferMs, 2)} ms ` +
+        `(the 1-worker runs' period minus compute, F, s and r: the one term fitted, on N = 1 only; N ≥ 2 check the model). Modelled period per optimizer step: (K·compute + F + x + N·(s + r)) / K for the star; ` +
+        `relays of 8 replace N by 8 at each relay level and the root's fan-in, adding a forward and an x per level. On a real link each message costs max(s + r, bytes / bandwidth) and each hop adds bytes / bandwidth.`,
     );
     md.push('');
-    const links: [string, number | undefined][] = [['CPU only (loopback)', undefined], ['10 Gbit/s', 10e9 / 8 / 1000], ['100 Gbit/s', 100e9 / 8 / 1000]];
+    const links: [string, number | undefined][] = [['1 Gbit/s', 1e9 / 8 / 1000], ['10 Gbit/s', 10e9 / 8 / 1000], ['100 Gbit/s', 100e9 / 8 / 1000]];
     const configs: [string, { fanout?: number; k?: number }][] = [['star', {}], ['relays of 8', { fanout: 8 }], ['local SGD K=8', { k: 8 }], ['relays of 8 + local SGD K=8', { fanout: 8, k: 8 }]];
     const model: Record<string, unknown>[] = [];
     const rows: string[][] = [];

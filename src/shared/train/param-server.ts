@@ -95,13 +95,7 @@ export class ParameterServer {
     if (!(tokens > 0)) throw new RangeError(`token count must be positive, got ${tokens}`);
     const t0 = performance.now();
     const mean = this.mean;
-    let sq = 0;
-    for (let i = 0; i < mean.length; i++) {
-      const g = gradSum[i] / tokens;
-      mean[i] = g;
-      sq += mean[i] * mean[i];
-    }
-    const gradNorm = Math.sqrt(sq);
+    const gradNorm = Math.sqrt(gradSum instanceof Float64Array ? meanSq64(gradSum, tokens, mean) : meanSq32(gradSum, tokens, mean));
     if (!Number.isFinite(gradNorm)) throw new RangeError('gradient is not finite; refusing to apply it');
     const scale = gradNorm > this.cfg.clip ? this.cfg.clip / gradNorm : 1;
     if (scale !== 1) for (let i = 0; i < mean.length; i++) mean[i] *= scale;
@@ -169,4 +163,23 @@ export class ParameterServer {
 /** out = p + fround(c * g), in float32 as tfjs computes add(mul(c, g), p). */
 function sgdStep(out: Float32Array, p: Float32Array, g: Float32Array, c: number): void {
   for (let i = 0; i < out.length; i++) out[i] = Math.fround(c * g[i]) + p[i];
+}
+
+// The mean and its squared norm in one pass; one function per input type, so that each loop stays monomorphic.
+function meanSq64(sum: Float64Array, tokens: number, mean: Float32Array): number {
+  let sq = 0;
+  for (let i = 0; i < mean.length; i++) {
+    mean[i] = sum[i] / tokens;
+    sq += mean[i] * mean[i];
+  }
+  return sq;
+}
+
+function meanSq32(sum: Float32Array, tokens: number, mean: Float32Array): number {
+  let sq = 0;
+  for (let i = 0; i < mean.length; i++) {
+    mean[i] = sum[i] / tokens;
+    sq += mean[i] * mean[i];
+  }
+  return sq;
 }
