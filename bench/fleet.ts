@@ -225,6 +225,30 @@ export const fleetPart: BenchPart = {
     md.push('**Modelled from the measured terms** (efficiency at 8 / 32 / 128 workers; a link adds max(0, bytes / bandwidth - CPU) per message at each level):');
     md.push('');
     md.push(table(['compute ms', 'link', 'configuration', '8', '32', '128'], rows, ['r', 'l', 'l', 'r', 'r', 'r']));
+    md.push('');
+    // The issue's targets, on a 10 Gbit/s link: which configurations reach them in this model.
+    const at = (c: number, n: number): [string, number][] =>
+      configs.map(([cname, o]) => [cname, c / modelPeriodMs(terms, n, c, { ...o, linkBytesPerMs: 10e9 / 8 / 1000 })] as [string, number]);
+    const targets: [string, number, number, number, boolean][] = [
+      ['≥ 90% at 32 workers, 68 ms compute', 68, 32, 0.9, false],
+      ['≥ 80% at 128 workers, 68 ms compute', 68, 128, 0.8, false],
+      ['≥ 80% at 32 workers, 10 ms compute, with local SGD', 10, 32, 0.8, true],
+    ];
+    const verdicts = [];
+    for (const [what, c, n, goal, localOnly] of targets) {
+      if (!computes.includes(c)) continue;
+      const cands = at(c, n).filter(([cname]) => !localOnly || cname.includes('local SGD'));
+      const met = cands.filter(([, e]) => e >= goal);
+      const best = cands.reduce((a, b) => (b[1] > a[1] ? b : a));
+      verdicts.push({ what, met: met.map(([x]) => x), best: best[0], bestEfficiency: best[1] });
+      md.push(`- **${what}** (10 Gbit/s, this model's terms): ${met.length > 0 ? `reached by ${met.map(([x, e]) => `${x} (${pct(e, 0)})`).join(', ')}` : `**not reached**; best ${best[0]} at ${pct(best[1], 0)}`}.`);
+    }
+    model.push({ verdicts });
+    if (quiet.load > os.cpus().length) {
+      md.push(
+        `- The terms above were measured at a load average of ${quiet.load} on ${os.cpus().length} cores: every one of them (F, s, x above all) is inflated by waiting for a core, and the model inherits that. Re-run on a quiet machine for figures that stand for this code.`,
+      );
+    }
     return { markdown: md.join('\n'), result: { quiet, loadEnd, runs, terms, model } };
   },
 };
