@@ -65,8 +65,9 @@ export interface RoundBreakdown {
   sendMs: number;
   /** From the last send until the last reply (or the deadline). */
   waitMs: number;
-  /** Decoding and validating gradient tensors, and summing them (inside waitMs). */
+  /** Decoding the returned stream states (inside waitMs). */
   decodeMs: number;
+  /** Checking, decoding and adding the gradients, one pass each (inside waitMs). */
   sumMs: number;
   clipMs: number;
   optimizerMs: number;
