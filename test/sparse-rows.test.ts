@@ -37,13 +37,18 @@ function frame(dtype: (typeof WIRE_DTYPES)[number], useRows = true): Buffer {
 }
 
 describe('sparse rows: encoding, validation and the sum', () => {
-  it('the LSTM marks its four W_x blocks (V x H) row-sparse, nothing else', () => {
+  it('the models mark the blocks indexed by input token id row-sparse, nothing else', () => {
     assert.deepEqual(
       model.blocks.filter((b) => b.rowSparse).map((b) => b.name),
       ['W_xi', 'W_xf', 'W_xo', 'W_xc'],
     );
     const gru = createModel('char-gru', V, { hidden: 8 });
     assert.deepEqual(gru.blocks.filter((b) => b.rowSparse).map((b) => b.name), ['W_xz', 'W_xr', 'W_xh']);
+    // A stack: the embedding when there is one, else the first layer's one-hot input weights; never a layer above.
+    const emb = createModel('stack-lstm', V, { hidden: 8, layers: 2, embedding: 4, dropout: 0, seed: 0 });
+    assert.deepEqual(emb.blocks.filter((b) => b.rowSparse).map((b) => b.name), ['W_emb']);
+    const deep = createModel('stack-gru', V, { hidden: 8, layers: 2, embedding: 0, dropout: 0, seed: 0 });
+    assert.deepEqual(deep.blocks.filter((b) => b.rowSparse).map((b) => b.name), ['W_xz_l0', 'W_xr_l0', 'W_xh_l0']);
   });
   for (const dtype of WIRE_DTYPES) {
     it(`${dtype}: the rows of the tokens that occurred travel, in fewer bytes, and sum to exactly the dense gradient`, () => {

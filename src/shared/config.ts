@@ -12,6 +12,7 @@ import type { WireDtype } from './wire/tensor.js';
 import { DptrainError } from './errors.js';
 import { readSmallFile } from './small-file.js';
 import { D2L_MAX_TOKENS, type Preprocess } from './data/corpus.js';
+import { modelNameFor } from './model/registry.js';
 import { camel, envVarFor, type OptionTable, COORDINATOR_OPTIONS, WORKER_OPTIONS } from './options.js';
 
 export interface TrainConfig {
@@ -27,9 +28,12 @@ export interface TrainConfig {
   numSteps: number;
   /** `--cell`: lstm, gru or rnn; checkTrainConfig sets `model` from it. */
   cell?: string;
-  /** Registry name of the model (src/shared/model/registry.ts): char-<cell>; its hyperparameters are keys of this config (hidden). */
+  /** Registry name of the model (src/shared/model/registry.ts): char-<cell>, or stack-<cell> with --layers, --dropout or --embedding; its hyperparameters are keys of this config (hidden, ...). */
   model: string;
   hidden: number;
+  layers: number;
+  dropout: number;
+  embedding: number;
   epochs: number;
   lr: number;
   optimizer: 'sgd' | 'adam';
@@ -83,7 +87,7 @@ export interface WorkerConfig {
 }
 
 /** Keys of TrainConfig that define the model and the data order: a resumed run must match them. */
-export const TRAIN_KEYS: (keyof TrainConfig)[] = ['corpus', 'maxTokens', 'preprocess', 'tokenizer', 'valFraction', 'batchSize', 'numSteps', 'model', 'hidden', 'optimizer', 'partition', 'seed'];
+export const TRAIN_KEYS: (keyof TrainConfig)[] = ['corpus', 'maxTokens', 'preprocess', 'tokenizer', 'valFraction', 'batchSize', 'numSteps', 'model', 'hidden', 'layers', 'dropout', 'embedding', 'optimizer', 'partition', 'seed'];
 
 function bad(msg: string): never {
   throw new DptrainError('ERR_BAD_CONFIG', msg);
@@ -166,7 +170,9 @@ export function resolveOptions<T>(table: OptionTable, explicit: Record<string, u
 }
 
 export function checkTrainConfig(c: TrainConfig): void {
-  if (c.cell !== undefined) c.model = `char-${c.cell}`;
+  if (c.dropout >= 1) bad(`--dropout must be below 1 (it is the probability of dropping a unit), got ${c.dropout}`);
+  if (c.dropout > 0 && c.layers === 1) bad(`--dropout ${c.dropout} applies between recurrent layers (as d2l and PyTorch), so it needs --layers 2 or more`);
+  if (c.cell !== undefined) c.model = modelNameFor(c.cell, c);
   // d2l's 10,000-token cut belongs to the d2l setup; any other corpus is used whole unless --max-tokens says otherwise.
   // Resolved here, before a checkpoint compares it (TRAIN_KEYS), so a resume sees the number the run used.
   if (c.maxTokens === undefined) c.maxTokens = c.corpus.trim() === 'timemachine' ? D2L_MAX_TOKENS : 0;

@@ -14,7 +14,7 @@ function show(v: unknown): string {
  * Throws ERR_CHECKPOINT_MISMATCH listing every difference between the
  * checkpoint and the run that wants to resume from it.
  */
-const KEYS_ADDED_LATER: Record<string, unknown> = { preprocess: 'd2l', model: 'char-lstm', tokenizer: 'char' };
+const KEYS_ADDED_LATER: Record<string, unknown> = { preprocess: 'd2l', model: 'char-lstm', tokenizer: 'char', layers: 1, dropout: 0, embedding: 0 };
 
 export function checkCompatible(
   ck: CheckpointData,
