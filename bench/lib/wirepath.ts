@@ -65,7 +65,7 @@ export function measureWirePath(dims: ModelDims, rows: number, dtype: WireDtype 
     { key: 'sum', where: 'coordinator', what: 'one pass: decode the gradient from the frame, check it for Inf/NaN, add it into the float64 sum (WebAssembly SIMD)', f: () => {
       if (acc.addInto(sum64, gradWire) !== null) throw new Error('refused');
     } },
-    { key: 'apply', where: 'coordinator', what: 'mean, norm, clip and the tfjs optimizer step', f: () => void server.apply(sum64, 1e6) },
+    { key: 'apply', where: 'coordinator', what: 'mean, norm, clip and the optimizer step (SGD in JavaScript)', f: () => void server.apply(sum64, 1e6) },
   ];
   const samples = new Map<string, number[]>(steps.map((s) => [s.key, []]));
   for (let r = 0; r < reps + 2; r++) {
