@@ -11,6 +11,7 @@ import { d2lPart } from './d2l.js';
 import { modelsPart } from './models.js';
 import { scalingPart } from './scaling.js';
 import { faninPart } from './fanin.js';
+import { fleetPart } from './fleet.js';
 import { memoryPart } from './memory.js';
 import { wirePart } from './wire.js';
 import { ttpPart, ttpAdamPart, ttpFullPart } from './ttp.js';
@@ -23,6 +24,7 @@ export const PARTS: BenchPart[] = [
   modelsPart,
   scalingPart,
   faninPart,
+  fleetPart,
   wirePart,
   ttpPart,
   ttpAdamPart,

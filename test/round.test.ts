@@ -3,6 +3,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Round } from '../src/coordinator/round.js';
 import { Membership, type Peer } from '../src/coordinator/membership.js';
+import { GradAccumulator } from '../src/shared/wire/accumulate.js';
+import { encodeTensor, type WireDtype } from '../src/shared/wire/tensor.js';
 
 const exp = (lo: number, hi: number) => ({ lo, hi, tokenCount: (hi - lo) * 5 });
 const reply = (workerId: string, round: number, g: number[], tokenCount = 10) => ({ workerId, round, tokenCount, lossSum: 1, computeMs: 3, grad: Float32Array.from(g) });
@@ -63,4 +65,18 @@ test('membership: bounded reused slots, epoch bumps, contiguous stream assignmen
   assert.equal(m.epoch, 5);
   assert.equal(changes, 5);
   assert.equal(m.assign(2).length, 2, 'never more workers than streams');
+});
+
+test('a gradient as received is summed in one pass into the accumulator\'s sum; a NaN or a wrong size in it leaves the sum and the round as they were', async () => {
+  const acc = new GradAccumulator(3);
+  const r = new Round(2, new Map([['a', exp(0, 2)], ['b', exp(2, 4)]]), 3, 10_000, undefined, acc);
+  const wire = (g: number[], dtype: WireDtype = 'float32') => encodeTensor(Float32Array.from(g), dtype);
+  assert.equal(r.accept({ ...reply('a', 2, []), grad: wire([1, 2, 3], 'bfloat16') }), null);
+  assert.equal(r.accept({ ...reply('b', 2, []), grad: wire([5, 5, NaN]) }), 'ERR_NON_FINITE');
+  assert.equal(r.accept({ ...reply('b', 2, []), grad: wire([5, 5]) }), 'ERR_BAD_TENSOR');
+  assert.equal(r.isSettled, false);
+  assert.equal(r.accept({ ...reply('b', 2, []), grad: wire([0.5, 0.5, 0.5], 'float16') }), null);
+  const o = await r.done;
+  assert.deepEqual([...o.gradSum], [1.5, 2.5, 3.5]);
+  assert.equal(o.tokens, 20);
 });

@@ -7,8 +7,11 @@
  * computes nothing. Frames are sent unmasked (a zero masking key), as the
  * real worker client sends them.
  *
- *   node --import tsx bench/lib/fake-workers.ts URL COUNT [NAME]
+ *   node --import tsx bench/lib/fake-workers.ts URL COUNT [NAME] [COMPUTE_MS]
  *   (token in DPTRAIN_TOKEN)
+ *
+ * With COMPUTE_MS, each connection answers a step that long after it arrived
+ * (a timer, no CPU), as a worker computing its shard would: the fleet part.
  *
  * Prints `ready COUNT` once every connection is welcomed, and a line per
  * problem; exits when the coordinator closes the connections.
@@ -19,8 +22,9 @@ import { decodeCoordinatorMessage, encode, PROTOCOL_VERSION } from '../../src/sh
 import { encodeTensor, type WireDtype, type WireTensor } from '../../src/shared/wire/tensor.js';
 import { Rng } from '../../src/shared/data/rng.js';
 
-const [url, countArg, name = 'fake'] = process.argv.slice(2);
+const [url, countArg, name = 'fake', computeArg = '0'] = process.argv.slice(2);
 const count = Number(countArg);
+const computeMs = Number(computeArg);
 const token = process.env.DPTRAIN_TOKEN ?? '';
 if (!url || !(count > 0)) {
   console.error('usage: fake-workers.ts URL COUNT [NAME] (token in DPTRAIN_TOKEN)');
@@ -70,7 +74,7 @@ function replyFor(round: number, rows: number, model: { paramCount: number; stat
   let frame = replies.get(key);
   if (!frame) {
     const tokenCount = rows * model.numSteps;
-    frame = encode({ type: 'grads', round, tokenCount, lossSum: tokenCount * Math.log(28), computeMs: 0, grads: gradientFor(model.paramCount, dtype), state: stateFor(rows, model.stateWidth) });
+    frame = encode({ type: 'grads', round, tokenCount, lossSum: tokenCount * Math.log(28), computeMs, grads: gradientFor(model.paramCount, dtype), state: stateFor(rows, model.stateWidth) });
     replies.set(key, frame);
   }
   return frame;
@@ -104,7 +108,9 @@ for (let k = 0; k < count; k++) {
       if (++welcomed === count) console.log(`ready ${count}`);
     } else if (msg.type === 'step' && model) {
       const rows = msg.hi - msg.lo;
-      ws.send(replyFor(msg.round, rows, model, dtype));
+      const m = model;
+      if (computeMs > 0) setTimeout(() => ws.send(replyFor(msg.round, rows, m, dtype)), computeMs);
+      else ws.send(replyFor(msg.round, rows, model, dtype));
     } else if (msg.type === 'error') {
       console.log(`connection ${k}: coordinator error ${msg.code}: ${msg.message}`);
     }

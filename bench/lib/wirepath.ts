@@ -7,6 +7,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { decodeCoordinatorMessage, decodeWorkerMessage, encode, type GradsMsg } from '../../src/shared/wire/protocol.js';
 import { decodeTensor, encodeTensor, type WireDtype } from '../../src/shared/wire/tensor.js';
+import { GradAccumulator } from '../../src/shared/wire/accumulate.js';
 import { disposeStepParams, makeStepParams } from '../../src/shared/model/char-lstm/step.js';
 import { initParams, paramCount, type ModelDims } from '../../src/shared/model/char-lstm/params.js';
 import { createModel } from '../../src/shared/model/registry.js';
@@ -39,9 +40,10 @@ export function measureWirePath(dims: ModelDims, rows: number, dtype: WireDtype 
   const params = initParams(dims, rng);
   const grad = Float32Array.from({ length: n }, () => 1e-3 * rng.normal());
   const state = Float32Array.from({ length: rows * 2 * H }, () => 0.1 * rng.normal());
-  const limits = { paramCount: n, maxTokenCount: rows * 35, stateCount: rows * 2 * H };
+  const limits = { paramCount: n, maxTokenCount: rows * 35, stateCount: rows * 2 * H, gradsFinitenessChecked: true };
   const server = new ParameterServer(createModel('char-lstm', dims.vocabSize, { hidden: dims.hidden }), params, { optimizer: 'sgd', lr: 1, clip: 1 });
-  const sum64 = new Float64Array(n);
+  const acc = new GradAccumulator(n);
+  const sum64 = acc.newSum();
   const mask = new Uint8Array([0x12, 0x34, 0x56, 0x78]);
   const gradWire = encodeTensor(grad, dtype);
   const stateWire = encodeTensor(state, 'float32');
@@ -58,15 +60,12 @@ export function measureWirePath(dims: ModelDims, rows: number, dtype: WireDtype 
     { key: 'workerEncodeGrads', where: 'worker', what: 'encode the grads message (gradient and stream state)', f: () => void encode(gradsMsg()) },
     { key: 'mask', where: 'worker', what: 'mask the grads frame with a random key, byte by byte (skipped: workers send a zero masking key)', f: () => jsMask(gradsFrame, mask), skipped: true },
     { key: 'unmask', where: 'coordinator', what: 'unmask it again (skipped likewise)', f: () => jsMask(gradsFrame, mask), skipped: true },
-    { key: 'decodeGrads', where: 'coordinator', what: 'decode and validate the grads message (structure, sizes, finiteness)', f: () => void decodeWorkerMessage(gradsFrame, limits) },
-    { key: 'decodeTensor', where: 'coordinator', what: 'decode the gradient tensor (and the state)', f: () => {
-      decodeTensor(gradWire);
-      decodeTensor(stateWire);
+    { key: 'decodeGrads', where: 'coordinator', what: 'decode and validate the grads message (structure, sizes; finiteness is left to the sum)', f: () => void decodeWorkerMessage(gradsFrame, limits) },
+    { key: 'decodeTensor', where: 'coordinator', what: 'decode the returned stream state', f: () => void decodeTensor(stateWire) },
+    { key: 'sum', where: 'coordinator', what: 'one pass: decode the gradient from the frame, check it for Inf/NaN, add it into the float64 sum (WebAssembly SIMD)', f: () => {
+      if (acc.addInto(sum64, gradWire) !== null) throw new Error('refused');
     } },
-    { key: 'sum', where: 'coordinator', what: 'add the gradient into the float64 sum', f: () => {
-      for (let i = 0; i < n; i++) sum64[i] += grad[i];
-    } },
-    { key: 'apply', where: 'coordinator', what: 'mean, norm, clip and the tfjs optimizer step', f: () => void server.apply(sum64, 1e6) },
+    { key: 'apply', where: 'coordinator', what: 'mean, norm, clip and the optimizer step (SGD in JavaScript)', f: () => void server.apply(sum64, 1e6) },
   ];
   const samples = new Map<string, number[]>(steps.map((s) => [s.key, []]));
   for (let r = 0; r < reps + 2; r++) {

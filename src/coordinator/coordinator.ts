@@ -21,7 +21,9 @@ import { TRAIN_KEYS, publicConfig, type CoordinatorConfig } from '../shared/conf
 import { COORDINATOR_OPTIONS } from '../shared/options.js';
 import { CloseCodes, closeCodeFor, DptrainError, ErrorCodes, type ErrorCode } from '../shared/errors.js';
 import { encode, maxPayloadFor, tokensToWire, PROTOCOL_VERSION, type GradsMsg, type CapacityMsg, type HelloMsg, type LocalSteps, type WorkerMessage } from '../shared/wire/protocol.js';
-import { decodeTensor, encodeTensor } from '../shared/wire/tensor.js';
+import { decodeTensor, encodeTensor, tensorAllFinite } from '../shared/wire/tensor.js';
+import { GradAccumulator } from '../shared/wire/accumulate.js';
+import { rowSparseBlocks } from '../shared/model/descriptor.js';
 import type { ModelDescriptor } from '../shared/model/descriptor.js';
 import { ParameterServer } from '../shared/train/param-server.js';
 import { initialParams, modelOf } from '../shared/train/local-trainer.js';
@@ -64,8 +66,9 @@ export interface RoundBreakdown {
   sendMs: number;
   /** From the last send until the last reply (or the deadline). */
   waitMs: number;
-  /** Decoding and validating gradient tensors, and summing them (inside waitMs). */
+  /** Decoding the returned stream states (inside waitMs). */
   decodeMs: number;
+  /** Checking, decoding and adding the gradients, one pass each (inside waitMs). */
   sumMs: number;
   clipMs: number;
   optimizerMs: number;
@@ -141,8 +144,8 @@ export class Coordinator {
   private lastCheckpointStep = -1;
   private recentRoundMs: number[] = [];
   private breakdown: RoundBreakdown | null = null;
-  /** Each reply's gradient is decoded here and summed at once, not kept: no 1.2 MB of garbage per reply. */
-  private gradScratch = new Float32Array(0);
+  /** Checks, decodes and sums each reply's gradient in one pass from the frame, into a sum reused every round. */
+  private gradAcc: GradAccumulator | null = null;
 
   constructor(
     readonly cfg: CoordinatorConfig,
@@ -230,7 +233,13 @@ export class Coordinator {
         helloTimeoutMs: cfg.helloTimeout * 1000,
         heartbeatMs: cfg.heartbeatInterval * 1000,
         maxBufferedBytes: 8 * gradBytes + (this.corpus.train.length * 2),
-        limits: { paramCount: this.count, maxTokenCount: cfg.batchSize * cfg.numSteps * cfg.syncEvery, stateCount: cfg.batchSize * this.model.stateWidth },
+        limits: {
+          paramCount: this.count,
+          maxTokenCount: cfg.batchSize * cfg.numSteps * cfg.syncEvery,
+          stateCount: cfg.batchSize * this.model.stateWidth,
+          rowSparse: rowSparseBlocks(this.model.blocks),
+          gradsFinitenessChecked: true,
+        },
         log: this.log,
       },
       {
@@ -303,6 +312,7 @@ export class Coordinator {
         wireDtype: this.cfg.wireDtype,
         heartbeatMs: this.cfg.heartbeatInterval * 1000,
         streams: this.cfg.batchSize,
+        sparseRows: true,
       }),
     );
     this.metrics.joins.inc();
@@ -342,29 +352,35 @@ export class Coordinator {
     const round = this.round;
     const early = round ? round.check(m.id, msg.round) : msg.round < this.roundId ? ErrorCodes.ERR_STALE_ROUND : ErrorCodes.ERR_FUTURE_ROUND;
     if (early || !round) {
+      // The validator leaves the gradient's finiteness to the summing pass; a reply
+      // that is not summed still gets that check, so a NaN is refused as ever.
+      if (!tensorAllFinite(msg.grads) || (msg.rows ?? []).some((r) => !tensorAllFinite(r.values))) {
+        this.refuse(m, ErrorCodes.ERR_NON_FINITE, 'grads.grads contains NaN or Infinity');
+        return;
+      }
       // Late replies are expected after a deadline: count them, apply nothing.
       this.metrics.rejected.inc({ code: early ?? ErrorCodes.ERR_STALE_ROUND });
       return;
     }
     const t0 = performance.now();
-    if (this.gradScratch.length !== msg.grads.length) this.gradScratch = new Float32Array(msg.grads.length);
-    const grad = decodeTensor(msg.grads, this.gradScratch);
     const state = msg.state ? decodeTensor(msg.state) : undefined;
     const t1 = performance.now();
-    const bad = round.accept({ workerId: m.id, round: msg.round, tokenCount: msg.tokenCount, lossSum: msg.lossSum, computeMs: msg.computeMs, grad, state });
+    const bad = round.accept({ workerId: m.id, round: msg.round, tokenCount: msg.tokenCount, lossSum: msg.lossSum, computeMs: msg.computeMs, grad: msg.grads, rows: msg.rows, state });
     if (this.breakdown) {
       this.breakdown.decodeMs += t1 - t0;
       this.breakdown.sumMs += performance.now() - t1;
     }
-    if (bad) {
-      this.metrics.rejected.inc({ code: bad });
-      // A reply for this round that does not fit it (token count, tensor size) is a
-      // protocol error like any other: the round must not wait for it until the deadline.
-      if (bad === ErrorCodes.ERR_BAD_MESSAGE || bad === ErrorCodes.ERR_BAD_TENSOR) {
-        m.peer.send(encode({ type: 'error', code: bad, message: `reply for round ${msg.round} does not match the streams it was given` }));
-        m.peer.close(closeCodeFor(bad), bad);
-      }
-    }
+    // A reply for this round that does not fit it (token count, tensor size, a NaN)
+    // is a protocol error like any other: the round must not wait for it until the deadline.
+    if (bad === ErrorCodes.ERR_BAD_MESSAGE || bad === ErrorCodes.ERR_BAD_TENSOR) this.refuse(m, bad, `reply for round ${msg.round} does not match the streams it was given`);
+    else if (bad === ErrorCodes.ERR_NON_FINITE) this.refuse(m, bad, 'grads.grads contains NaN or Infinity');
+    else if (bad) this.metrics.rejected.inc({ code: bad });
+  }
+
+  private refuse(m: Member, code: ErrorCode, message: string): void {
+    this.metrics.rejected.inc({ code });
+    m.peer.send(encode({ type: 'error', code, message }));
+    m.peer.close(closeCodeFor(code), code);
   }
 
   private onClose(id: string, reason: LeaveReason): void {
@@ -499,7 +515,8 @@ export class Coordinator {
     // A member may have gone between assign() and here; the round must not wait for it.
     b.encodeMs = performance.now() - t0 - b.sendMs;
     const tw = performance.now();
-    this.round = new Round(roundId, expected, this.count, deadlineMs, this.deps.clock ?? realClock);
+    this.gradAcc ??= new GradAccumulator(this.count, rowSparseBlocks(this.model.blocks));
+    this.round = new Round(roundId, expected, this.count, deadlineMs, this.deps.clock ?? realClock, this.gradAcc);
     for (const id of expected.keys()) if (!this.membership.get(id)) this.round.drop(id);
     const outcome = await this.round.done;
     this.round = null;

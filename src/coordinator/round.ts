@@ -6,6 +6,8 @@
  */
 import { ErrorCodes, type ErrorCode } from '../shared/errors.js';
 import { realClock, type Clock } from './transport.js';
+import { GradAccumulator, type SparseRows } from '../shared/wire/accumulate.js';
+import type { WireTensor } from '../shared/wire/tensor.js';
 
 export interface Reply {
   workerId: string;
@@ -13,7 +15,10 @@ export interface Reply {
   tokenCount: number;
   lossSum: number;
   computeMs: number;
-  grad: Float32Array;
+  /** Decoded values, or the tensor as received: then it is checked, decoded and summed in one pass, all or nothing. */
+  grad: Float32Array | WireTensor;
+  /** Row-sparse blocks sent as rows (with a received tensor only); `grad` then holds the other blocks. */
+  rows?: readonly SparseRows[];
   state?: Float32Array;
 }
 
@@ -72,9 +77,11 @@ export class Round {
     paramCount: number,
     deadlineMs: number,
     private readonly clock: Clock = realClock,
+    /** Sums received tensors; its reused sum becomes this round's (the previous round's sum must be applied by then). */
+    private acc?: GradAccumulator,
   ) {
     this.pending = new Map(expected);
-    this.gradSum = new Float64Array(paramCount);
+    this.gradSum = acc && acc.paramCount === paramCount ? acc.newSum() : new Float64Array(paramCount);
     this.t0 = clock.now();
     this.done = new Promise((r) => (this.resolve = r));
     this.timer = clock.setTimeout(() => this.finish(true), deadlineMs);
@@ -101,11 +108,18 @@ export class Round {
     if (bad) return bad;
     const exp = this.pending.get(r.workerId)!;
     if (exp.partial ? r.tokenCount > exp.tokenCount : r.tokenCount !== exp.tokenCount) return ErrorCodes.ERR_BAD_MESSAGE;
-    if (r.grad.length !== this.gradSum.length) return ErrorCodes.ERR_BAD_TENSOR;
     if (r.state && exp.stateLength !== undefined && r.state.length !== exp.stateLength) return ErrorCodes.ERR_BAD_TENSOR;
-    const g = this.gradSum;
-    const x = r.grad;
-    for (let i = 0; i < g.length; i++) g[i] += x[i];
+    if (r.grad instanceof Float32Array) {
+      if (r.grad.length !== this.gradSum.length || r.rows) return ErrorCodes.ERR_BAD_TENSOR;
+      const g = this.gradSum;
+      const x = r.grad;
+      for (let i = 0; i < g.length; i++) g[i] += x[i];
+    } else {
+      this.acc ??= new GradAccumulator(this.gradSum.length);
+      // All or nothing: a refused frame leaves the sum as it was.
+      const bad = this.acc.addInto(this.gradSum, r.grad, r.rows);
+      if (bad) return bad;
+    }
     this.tokens += r.tokenCount;
     this.lossSum += r.lossSum;
     this.computeMs.set(r.workerId, r.computeMs);

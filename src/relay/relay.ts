@@ -163,7 +163,9 @@ export class Relay {
 
   private sendWelcome(m: Member): void {
     const w = this.welcome!;
-    m.peer.send(encode({ ...w, workerId: m.id, heartbeatMs: this.opts.heartbeatMs }));
+    // The relay knows no model layout, so its workers send dense gradients (no sparse rows); its reply up is dense too.
+    const { sparseRows: _dense, ...forWorkers } = w;
+    m.peer.send(encode({ ...forWorkers, workerId: m.id, heartbeatMs: this.opts.heartbeatMs }));
     if (!this.upstream.connected) m.peer.send(encode({ type: 'pause', reason: 'the relay is reconnecting to its coordinator', workers: this.membership.workers, minWorkers: 0 }));
   }
 

@@ -8,7 +8,9 @@
  * What a stream's state holds is the model's business: here it is stateWidth floats.
  */
 import { gatherRows } from '../shared/data/batches.js';
-import type { ModelDescriptor, TrainStepper } from '../shared/model/descriptor.js';
+import { rowSparseBlocks, type ModelDescriptor, type TrainStepper } from '../shared/model/descriptor.js';
+import { bytesPerElement, encodeTensor, type WireDtype, type WireTensor } from '../shared/wire/tensor.js';
+import type { SparseRows } from '../shared/wire/accumulate.js';
 import type { LocalSteps } from '../shared/wire/messages.js';
 import { InnerLoop } from '../shared/train/local-sgd.js';
 
@@ -30,6 +32,46 @@ export interface ShardResult {
   /** Final state of the rows, (hi-lo) x stateWidth. */
   state: Float32Array;
   computeMs: number;
+  /** The batch's input token ids (rows x numSteps): the rows of a row-sparse block that can be nonzero. Absent for a local SGD round, whose change is sent dense. */
+  inputs?: Int32Array;
+}
+
+/**
+ * A gradient for the wire: each row-sparse block (one-hot input weights, an
+ * embedding) goes as (row ids, rows) of the tokens that occurred among the
+ * inputs when that is fewer bytes than the whole block; the other rows are
+ * exactly zero, so the coordinator's sum is the same either way.
+ */
+export function encodeGradient(model: ModelDescriptor, grad: Float32Array, inputs: Int32Array, dtype: WireDtype, sparse: boolean): { grads: WireTensor; rows?: SparseRows[] } {
+  const blocks = sparse ? rowSparseBlocks(model.blocks) : [];
+  if (blocks.length === 0) return { grads: encodeTensor(grad, dtype) };
+  const seen = new Uint8Array(model.vocabSize);
+  for (let i = 0; i < inputs.length; i++) seen[inputs[i]] = 1;
+  const w = bytesPerElement(dtype);
+  const rows: SparseRows[] = [];
+  const sent: { offset: number; size: number }[] = [];
+  blocks.forEach((b, index) => {
+    const ids: number[] = [];
+    for (let id = 0; id < Math.min(b.rows, seen.length); id++) if (seen[id]) ids.push(id);
+    if (ids.length * (4 + b.cols * w) >= b.rows * b.cols * w) return;
+    const values = new Float32Array(ids.length * b.cols);
+    ids.forEach((id, j) => values.set(grad.subarray(b.offset + id * b.cols, b.offset + (id + 1) * b.cols), j * b.cols));
+    const idBytes = new Uint8Array(ids.length * 4);
+    const dv = new DataView(idBytes.buffer);
+    ids.forEach((id, j) => dv.setInt32(j * 4, id, true));
+    rows.push({ block: index, ids: idBytes, values: encodeTensor(values, dtype) });
+    sent.push({ offset: b.offset, size: b.rows * b.cols });
+  });
+  if (rows.length === 0) return { grads: encodeTensor(grad, dtype) };
+  const dense = new Float32Array(grad.length - sent.reduce((a, s) => a + s.size, 0));
+  let at = 0;
+  let from = 0;
+  for (const s of [...sent, { offset: grad.length, size: 0 }]) {
+    dense.set(grad.subarray(from, s.offset), at);
+    at += s.offset - from;
+    from = s.offset + s.size;
+  }
+  return { grads: encodeTensor(dense, dtype), rows };
 }
 
 export class ShardComputer {
@@ -92,7 +134,7 @@ export class ShardComputer {
     const r = this.params.stepper.step({ x, y, rows, numSteps: this.numSteps, streams, step: task.paramsVersion }, init);
     this.held.clear();
     for (let i = 0; i < rows; i++) this.held.set(task.lo + i, r.state.slice(i * W, (i + 1) * W));
-    return { grad: r.grad, lossSum: r.lossSum, tokenCount: r.tokenCount, state: r.state, computeMs: performance.now() - t0 };
+    return { grad: r.grad, lossSum: r.lossSum, tokenCount: r.tokenCount, state: r.state, computeMs: performance.now() - t0, inputs: x };
   }
 
   /**

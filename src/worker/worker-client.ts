@@ -8,7 +8,7 @@ import fs from 'node:fs';
 import { CloseCodes, finalRefusalFor, type ErrorCode } from '../shared/errors.js';
 import { decodeCoordinatorMessage, encode, tokensFromWire, PROTOCOL_VERSION, WORKER_MAX_PAYLOAD, type CoordinatorMessage, type LocalSteps, type StepMsg, type WorkerInfo } from '../shared/wire/protocol.js';
 import { decodeTensor, encodeTensor, type WireDtype } from '../shared/wire/tensor.js';
-import { ShardComputer } from './shard-compute.js';
+import { encodeGradient, ShardComputer } from './shard-compute.js';
 import { createModel } from '../shared/model/registry.js';
 import type { WorkerMetrics } from './metrics.js';
 import { AddressRotation } from '../shared/addresses.js';
@@ -50,6 +50,8 @@ export class WorkerClient {
   private ws: WebSocket | null = null;
   private computer: ShardComputer | null = null;
   private wireDtype: WireDtype = 'float32';
+  /** Whether the coordinator takes row-sparse blocks as rows (its welcome says so). */
+  private sparseRows = false;
   private stopped = false;
   private exit: WorkerExit | null = null;
   private wakeSleep: (() => void) | null = null;
@@ -258,6 +260,7 @@ export class WorkerClient {
       case 'welcome': {
         this.workerId = msg.workerId;
         this.wireDtype = msg.wireDtype;
+        this.sparseRows = msg.sparseRows === true;
         this.heartbeatMs = msg.heartbeatMs;
         const tokens = tokensFromWire(msg.tokens, msg.tokenWidth, msg.model.vocabSize);
         this.computer?.dispose();
@@ -295,7 +298,7 @@ export class WorkerClient {
             tokenCount: r.tokenCount,
             lossSum: r.lossSum,
             computeMs: r.computeMs,
-            grads: encodeTensor(r.grad, this.wireDtype),
+            ...encodeGradient(c.model, r.grad, r.inputs ?? new Int32Array(0), this.wireDtype, this.sparseRows && r.inputs !== undefined),
             state: encodeTensor(r.state, 'float32'),
           }),
         );

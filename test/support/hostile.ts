@@ -7,6 +7,7 @@ import v8 from 'node:v8';
 import vm from 'node:vm';
 import type { Coordinator } from '../../src/coordinator/coordinator.js';
 import { Round, type Reply } from '../../src/coordinator/round.js';
+import { decodeTensor } from '../../src/shared/wire/tensor.js';
 import { within } from './processes.js';
 import { spawnWorker, startCoordinator, tinyCoordinatorConfig, waitFor, type WorkerProc } from './cluster.js';
 
@@ -27,7 +28,9 @@ export function recordAccepted(): { accepted: Accepted[]; restore: () => void } 
   const original = Round.prototype.accept;
   Round.prototype.accept = function (this: Round, r: Reply) {
     const bad = original.call(this, r);
-    if (bad === null) accepted.push({ workerId: r.workerId, round: r.round, roundId: this.id, tokens: r.tokenCount, allFinite: r.grad.every(Number.isFinite) });
+    // A tensor as received is decoded again here, only to record what was summed.
+    const finite = (t: Reply['grad']): boolean => (t instanceof Float32Array ? t : decodeTensor(t)).every(Number.isFinite);
+    if (bad === null) accepted.push({ workerId: r.workerId, round: r.round, roundId: this.id, tokens: r.tokenCount, allFinite: finite(r.grad) && (r.rows ?? []).every((x) => finite(x.values)) });
     return bad;
   };
   return { accepted, restore: () => void (Round.prototype.accept = original) };

@@ -16,6 +16,17 @@ export interface ParamBlock {
   shape: number[];
   offset: number;
   size: number;
+  /**
+   * A (vocabulary, n) matrix indexed by input token id (one-hot input weights,
+   * an embedding): only the rows of tokens that occur as inputs in a batch get
+   * a nonzero gradient, so a worker may send just those rows.
+   */
+  rowSparse?: true;
+}
+
+/** The row-sparse blocks of a layout as the wire needs them: offset, rows, columns. */
+export function rowSparseBlocks(blocks: readonly ParamBlock[]): { offset: number; rows: number; cols: number }[] {
+  return blocks.filter((b) => b.rowSparse === true && b.shape.length === 2).map((b) => ({ offset: b.offset, rows: b.shape[0], cols: b.shape[1] }));
 }
 
 /** The length of the flat vector a layout describes. */

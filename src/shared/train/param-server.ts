@@ -6,6 +6,13 @@
  * The in-process reference loop and the coordinator both update through this
  * class, so "N workers equal one process" compares only how the gradient sum
  * was computed.
+ *
+ * This is the coordinator's critical path between the last reply and the next
+ * step message, so SGD runs here in JavaScript on the flat parameters, in the
+ * same float32 operations as tfjs's SGD (p + fround(-lr) * g, each rounded to
+ * float32; a float64 intermediate rounds to the same float32 for + and x), one
+ * pass after the mean and the norm, with no tensors to create and no copy to
+ * read back; Adam goes through tfjs.
  */
 import * as tf from '@tensorflow/tfjs';
 import type { ModelDescriptor, ParamBlock } from '../model/descriptor.js';
@@ -48,6 +55,8 @@ export class ParameterServer {
   private readonly cfg: OptimizerConfig;
   private cache: Float32Array | null = null;
   private readonly mean: Float32Array;
+  /** SGD in JavaScript: the parameters, and the buffer the next step writes (swapped, so params() stays valid until then). */
+  private readonly sgd: { flat: Float32Array; next: Float32Array; c: number } | null;
 
   /** One tfjs variable per block of the model's parameter layout. */
   constructor(model: ModelDescriptor, init: Float32Array, cfg: OptimizerConfig) {
@@ -59,8 +68,9 @@ export class ParameterServer {
     // tfjs registers variables by name process-wide; tests and benchmarks hold several servers at once.
     const id = instances++;
     this.varNames = this.layout.map((p) => `dptrain${id}/${p.name}`);
+    this.sgd = cfg.optimizer === 'sgd' ? { flat: init.slice(), next: new Float32Array(this.count), c: Math.fround(-cfg.lr) } : null;
     // A variable shares its initial tensor's data; that tensor itself must still be disposed.
-    this.vars = this.layout.map((p, k) => {
+    this.vars = this.sgd ? [] : this.layout.map((p, k) => {
       const t = tf.tensor1d(init.subarray(p.offset, p.offset + p.size));
       const v = tf.variable(t, true, this.varNames[k]);
       t.dispose();
@@ -72,6 +82,7 @@ export class ParameterServer {
 
   /** Current parameters, flat. The returned array is shared until the next apply: do not mutate it. */
   params(): Float32Array {
+    if (this.sgd) return this.sgd.flat;
     if (this.cache === null) {
       const flat = new Float32Array(this.count);
       this.layout.forEach((p, k) => flat.set(this.vars[k].dataSync() as Float32Array, p.offset));
@@ -86,17 +97,19 @@ export class ParameterServer {
     if (!(tokens > 0)) throw new RangeError(`token count must be positive, got ${tokens}`);
     const t0 = performance.now();
     const mean = this.mean;
-    let sq = 0;
-    for (let i = 0; i < mean.length; i++) {
-      const g = gradSum[i] / tokens;
-      mean[i] = g;
-      sq += mean[i] * mean[i];
-    }
-    const gradNorm = Math.sqrt(sq);
+    const gradNorm = Math.sqrt(gradSum instanceof Float64Array ? meanSq64(gradSum, tokens, mean) : meanSq32(gradSum, tokens, mean));
     if (!Number.isFinite(gradNorm)) throw new RangeError('gradient is not finite; refusing to apply it');
     const scale = gradNorm > this.cfg.clip ? this.cfg.clip / gradNorm : 1;
     if (scale !== 1) for (let i = 0; i < mean.length; i++) mean[i] *= scale;
     const t1 = performance.now();
+    if (this.sgd) {
+      sgdStep(this.sgd.next, this.sgd.flat, mean, this.sgd.c);
+      [this.sgd.flat, this.sgd.next] = [this.sgd.next, this.sgd.flat];
+      // The iteration count the checkpoint keeps, as tfjs's applyGradients would have counted it.
+      (this.optimizer as unknown as { incrementIterations(): void }).incrementIterations();
+      this.version++;
+      return { gradNorm, scale, clipMs: t1 - t0, optimizerMs: performance.now() - t1 };
+    }
     const grads: Record<string, tf.Tensor> = {};
     this.layout.forEach((p, k) => {
       grads[this.varNames[k]] = tf.tensor1d(mean.subarray(p.offset, p.offset + p.size));
@@ -111,6 +124,8 @@ export class ParameterServer {
   /** Replace the parameters (resume). */
   setParams(flat: Float32Array): void {
     if (flat.length !== this.count) throw new RangeError(`parameters hold ${flat.length} values, the model has ${this.count}`);
+    if (this.sgd) this.sgd.flat.set(flat);
+    if (this.sgd) return;
     this.layout.forEach((p, k) => {
       const t = tf.tensor1d(flat.subarray(p.offset, p.offset + p.size));
       this.vars[k].assign(t);
@@ -145,4 +160,28 @@ export class ParameterServer {
     tf.dispose(this.vars);
     this.optimizer.dispose();
   }
+}
+
+/** out = p + fround(c * g), in float32 as tfjs computes add(mul(c, g), p). */
+function sgdStep(out: Float32Array, p: Float32Array, g: Float32Array, c: number): void {
+  for (let i = 0; i < out.length; i++) out[i] = Math.fround(c * g[i]) + p[i];
+}
+
+// The mean and its squared norm in one pass; one function per input type, so that each loop stays monomorphic.
+function meanSq64(sum: Float64Array, tokens: number, mean: Float32Array): number {
+  let sq = 0;
+  for (let i = 0; i < mean.length; i++) {
+    mean[i] = sum[i] / tokens;
+    sq += mean[i] * mean[i];
+  }
+  return sq;
+}
+
+function meanSq32(sum: Float32Array, tokens: number, mean: Float32Array): number {
+  let sq = 0;
+  for (let i = 0; i < mean.length; i++) {
+    mean[i] = sum[i] / tokens;
+    sq += mean[i] * mean[i];
+  }
+  return sq;
 }

@@ -51,6 +51,7 @@ function toWire(msg: Message): Record<string, unknown> {
         computeMs: msg.computeMs,
         grads: tensorToWire(msg.grads),
         ...(msg.state ? { state: tensorToWire(msg.state) } : {}),
+        ...(msg.rows && msg.rows.length > 0 ? { rows: msg.rows.map((r) => ({ block: r.block, ids: bytesView(r.ids), values: tensorToWire(r.values) })) } : {}),
       };
     case 'leave':
       return { type: msg.type, reason: msg.reason };
@@ -70,6 +71,7 @@ function toWire(msg: Message): Record<string, unknown> {
         tokenWidth: msg.tokenWidth,
         wireDtype: msg.wireDtype,
         heartbeatMs: msg.heartbeatMs,
+        ...(msg.sparseRows === true ? { sparseRows: true } : {}),
         tokens: bytesView(msg.tokens),
         ...(msg.streams !== undefined ? { streams: msg.streams } : {}),
       };

@@ -9,6 +9,7 @@
  */
 import type { ErrorCode } from '../errors.js';
 import type { WireDtype, WireTensor } from './tensor.js';
+import type { RowSparseBlock, SparseRows } from './accumulate.js';
 
 /**
  * Bumped on any change a peer of the previous version would misread.
@@ -92,6 +93,11 @@ export interface GradsMsg {
   computeMs: number;
   /** Final carried state of the worker's rows, (hi-lo) x model.stateWidth float32. */
   state?: WireTensor;
+  /**
+   * Row-sparse blocks sent as (row ids, rows), in ascending block order; `grads`
+   * then holds every other block, in layout order. Absent: `grads` is the whole vector.
+   */
+  rows?: SparseRows[];
 }
 
 /**
@@ -138,6 +144,8 @@ export interface WelcomeMsg {
   heartbeatMs: number;
   /** The global batch (number of streams): a relay sizes its stream table and its limits by it. Workers ignore it. */
   streams?: number;
+  /** The coordinator takes row-sparse blocks as (row ids, rows) in `grads.rows`; absent: send every gradient dense. */
+  sparseRows?: boolean;
 }
 
 export interface ParamsMsg {
@@ -213,6 +221,14 @@ export interface WorkerMessageLimits {
   maxTokenCount: number;
   /** largest carried-state tensor a worker may return (batch x stateWidth) */
   stateCount?: number;
+  /** the model's row-sparse blocks, which a gradient may send as rows; none: no `rows` accepted */
+  rowSparse?: readonly RowSparseBlock[];
+  /**
+   * The receiver checks the gradient's values for Inf and NaN itself, in the
+   * pass that decodes and sums them (GradAccumulator), so the validator skips
+   * that pass over the bytes; every other check still happens here.
+   */
+  gradsFinitenessChecked?: boolean;
 }
 
 export interface CoordinatorMessageLimits {

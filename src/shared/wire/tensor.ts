@@ -22,7 +22,7 @@ export interface WireTensor {
 
 // Typed-array views use host byte order, so every fast path that views bytes
 // as wider words needs to know whether that matches the wire's.
-const HOST_LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
+export const HOST_LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
 
 export function isWireDtype(x: unknown): x is WireDtype {
   return x === 'float32' || x === 'float16' || x === 'bfloat16';
@@ -105,7 +105,7 @@ function bfloatFromFloatBits(u: number): number {
 
 // Decoding float16 is one table lookup per element; 256 KiB, built on first use.
 let halfTable: Uint32Array | null = null;
-function getHalfTable(): Uint32Array {
+export function getHalfTable(): Uint32Array {
   if (halfTable === null) {
     const t = new Uint32Array(65536);
     for (let h = 0; h < 65536; h++) t[h] = floatBitsFromHalf(h);

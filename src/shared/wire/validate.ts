@@ -9,6 +9,7 @@ import { HOST_LITTLE_ENDIAN } from '../msgpack.js';
 import { ErrorCodes, isDptrainError, type ErrorCode } from '../errors.js';
 import { bytesPerElement, isWireDtype, tensorAllFinite, type WireTensor } from './tensor.js';
 import { decode } from './frame.js';
+import { rowIdsValid, type SparseRows } from './accumulate.js';
 import {
   LIMITS,
   MessageTypes,
@@ -172,9 +173,22 @@ function validateGrads(o: Obj, limits: WorkerMessageLimits): GradsMsg {
   const lossSum = numField(o, 'lossSum', w, ErrorCodes.ERR_NON_FINITE);
   const computeMs = numField(o, 'computeMs', w);
   if (computeMs < 0) reject(ErrorCodes.ERR_BAD_MESSAGE, `${w}.computeMs must not be negative`);
-  const grads = tensorField(o, 'grads', w, limits.paramCount);
-  if (!tensorAllFinite(grads)) reject(ErrorCodes.ERR_NON_FINITE, `${w}.grads contains NaN or Infinity`);
+  const rows = o.rows === undefined || o.rows === null ? undefined : rowsField(o.rows, w, limits);
+  let denseLength = limits.paramCount;
+  for (const r of rows ?? []) {
+    const b = limits.rowSparse![r.block];
+    denseLength -= b.rows * b.cols;
+  }
+  const grads = tensorField(o, 'grads', w, denseLength);
+  for (const r of rows ?? []) {
+    if (r.values.dtype !== grads.dtype) reject(ErrorCodes.ERR_BAD_TENSOR, `${w}.rows: values are ${r.values.dtype}, the gradient ${grads.dtype}`);
+  }
+  if (limits.gradsFinitenessChecked !== true) {
+    if (!tensorAllFinite(grads)) reject(ErrorCodes.ERR_NON_FINITE, `${w}.grads contains NaN or Infinity`);
+    for (const r of rows ?? []) if (!tensorAllFinite(r.values)) reject(ErrorCodes.ERR_NON_FINITE, `${w}.rows contains NaN or Infinity`);
+  }
   const msg: GradsMsg = { type: 'grads', round, tokenCount, lossSum, grads, computeMs };
+  if (rows) msg.rows = rows;
   if (o.state !== undefined && o.state !== null) {
     const state = tensorField(o, 'state', w, undefined);
     if (state.dtype !== 'float32') reject(ErrorCodes.ERR_BAD_TENSOR, `${w}.state must be float32`);
@@ -183,6 +197,29 @@ function validateGrads(o: Obj, limits: WorkerMessageLimits): GradsMsg {
     msg.state = state;
   }
   return msg;
+}
+
+/** Row-sparse blocks of a gradient: known blocks in ascending order, row ids strictly increasing and in range, k x cols values. */
+function rowsField(v: unknown, w: string, limits: WorkerMessageLimits): SparseRows[] {
+  const blocks = limits.rowSparse ?? [];
+  if (!Array.isArray(v)) reject(ErrorCodes.ERR_BAD_MESSAGE, `${w}.rows must be an array`);
+  if (v.length > blocks.length) reject(ErrorCodes.ERR_BAD_TENSOR, `${w}.rows has ${v.length} entries, the model has ${blocks.length} row-sparse blocks`);
+  const out: SparseRows[] = [];
+  let prev = -1;
+  for (const e of v as unknown[]) {
+    if (!isObj(e)) reject(ErrorCodes.ERR_BAD_MESSAGE, `${w}.rows entries must be maps`);
+    const block = intField(e, 'block', `${w}.rows`, 0, blocks.length - 1);
+    if (block <= prev) reject(ErrorCodes.ERR_BAD_TENSOR, `${w}.rows blocks must be in ascending order without repeats`);
+    prev = block;
+    const b = blocks[block];
+    const ids = binField(e, 'ids', `${w}.rows`);
+    const k = ids.byteLength / 4;
+    if (!Number.isInteger(k) || k > b.rows) reject(ErrorCodes.ERR_BAD_TENSOR, `${w}.rows[${block}].ids has ${ids.byteLength} bytes: at most ${b.rows} int32 row ids`);
+    if (!rowIdsValid(ids, b.rows)) reject(ErrorCodes.ERR_BAD_TENSOR, `${w}.rows[${block}].ids must be strictly increasing and in [0, ${b.rows})`);
+    const values = tensorField(e, 'values', `${w}.rows`, k * b.cols);
+    out.push({ block, ids, values });
+  }
+  return out;
 }
 
 function validateLeave(o: Obj): LeaveMsg {
@@ -227,6 +264,7 @@ function validateWelcome(o: Obj): WelcomeMsg {
   const heartbeatMs = intField(o, 'heartbeatMs', w, 1);
   const msg: WelcomeMsg = { type: 'welcome', version, workerId, model, tokens, tokenWidth, wireDtype, heartbeatMs };
   if (o.streams !== undefined && o.streams !== null) msg.streams = intField(o, 'streams', w, 1, 65536);
+  if (o.sparseRows === true) msg.sparseRows = true;
   return msg;
 }
 

@@ -28,7 +28,8 @@ export function cellLayout({ cell, vocabSize: V, hidden: H }: CellDims): ParamBl
   let offset = 0;
   const add = (name: string, shape: number[]) => {
     const size = shape.reduce((a, b) => a * b, 1);
-    out.push({ name, shape, offset, size });
+    // One-hot inputs: W_x*'s gradient has rows only for the tokens a batch holds.
+    out.push(name.startsWith('W_x') ? { name, shape, offset, size, rowSparse: true } : { name, shape, offset, size });
     offset += size;
   };
   for (const g of CELL_GATES[cell]) {

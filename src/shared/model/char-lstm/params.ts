@@ -36,6 +36,7 @@ export interface ParamEntry {
   shape: number[];
   offset: number;
   size: number;
+  rowSparse?: true;
 }
 
 export function paramLayout({ vocabSize: V, hidden: H }: ModelDims): ParamEntry[] {
@@ -43,7 +44,8 @@ export function paramLayout({ vocabSize: V, hidden: H }: ModelDims): ParamEntry[
   return PARAM_NAMES.map((name) => {
     const shape = name === 'W_hq' ? [H, V] : name === 'b_q' ? [V] : name.startsWith('W_x') ? [V, H] : name.startsWith('W_h') ? [H, H] : [H];
     const size = shape.reduce((a, b) => a * b, 1);
-    const entry = { name, shape, offset, size };
+    // One-hot inputs: W_x*'s gradient has rows only for the tokens a batch holds.
+    const entry: ParamEntry = name.startsWith('W_x') ? { name, shape, offset, size, rowSparse: true } : { name, shape, offset, size };
     offset += size;
     return entry;
   });

@@ -44,15 +44,17 @@ export function stackLayout(d: StackDims): ParamBlock[] {
   const { vocabSize: V, hidden: H } = d;
   const out: ParamBlock[] = [];
   let offset = 0;
-  const add = (name: string, shape: number[]) => {
+  const add = (name: string, shape: number[], rowSparse = false) => {
     const size = shape.reduce((a, b) => a * b, 1);
-    out.push({ name, shape, offset, size });
+    out.push(rowSparse ? { name, shape, offset, size, rowSparse: true } : { name, shape, offset, size });
     offset += size;
   };
-  if (d.embedding > 0) add(EMBEDDING_BLOCK, [V, d.embedding]);
+  // Rows indexed by input token id get a gradient only for the tokens a batch holds:
+  // the embedding, or the first layer's input weights when the inputs are one-hot.
+  if (d.embedding > 0) add(EMBEDDING_BLOCK, [V, d.embedding], true);
   for (let l = 0; l < d.layers; l++) {
     for (const g of STACK_GATES[d.cell]) {
-      add(`W_x${g}_l${l}`, [inputWidth(d, l), H]);
+      add(`W_x${g}_l${l}`, [inputWidth(d, l), H], l === 0 && d.embedding === 0);
       add(`W_h${g}_l${l}`, [H, H]);
       add(`b_${g}_l${l}`, [H]);
     }

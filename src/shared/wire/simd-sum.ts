@@ -1,0 +1,165 @@
+/**
+ * The coordinator's two hot loops over a gradient, in WebAssembly SIMD:
+ * "is any float32 Inf or NaN?" and "add float32 values into a float64 sum",
+ * four values per instruction. V8 does not vectorise the JavaScript loops
+ * (measured: 0.46 ms to add 299,036 values with a 4x unrolled loop, 0.25 ms
+ * to check them), which alone would break the 0.5 ms a gradient may cost.
+ *
+ * float16 and bfloat16 are decoded there too. The module is written out below (no toolchain needed); both
+ * loops work on whole groups of four and the caller does the tail. Where
+ * WebAssembly SIMD is missing, `simdSum()` returns null and the caller uses
+ * its JavaScript loops.
+ */
+
+/** Exponent field all ones in any float32 of [p, end) (byte addresses, end - p a multiple of 16). */
+export type CheckFn = (p: number, end: number) => number;
+/** float64 at `dst` += float32 at [src, srcEnd) (byte addresses, srcEnd - src a multiple of 16). */
+export type AddFn = (dst: number, src: number, srcEnd: number) => void;
+/** float16 or bfloat16 bits at [src, srcEnd) -> float32 at `dst` (srcEnd - src a multiple of 8). */
+export type DecodeFn = (dst: number, src: number, srcEnd: number) => void;
+
+export interface SimdSum {
+  memory: WebAssembly.Memory;
+  check: CheckFn;
+  add: AddFn;
+  /** Exactly decodeTensor's float16 table, every bit pattern (NaN payloads included). */
+  half: DecodeFn;
+  bfloat: DecodeFn;
+}
+
+const SIMD = 0xfd;
+const V128 = 0x7b;
+const I32 = 0x7f;
+const op = {
+  block: [0x02, 0x40],
+  loop: [0x03, 0x40],
+  end: [0x0b],
+  br: (d: number) => [0x0c, d],
+  brIf: (d: number) => [0x0d, d],
+  get: (i: number) => [0x20, i],
+  set: (i: number) => [0x21, i],
+  i32Const: (v: number) => [0x41, v],
+  i32GeU: [0x4f],
+  i32Add: [0x6a],
+  load: (offset: number) => [SIMD, 0x00, 0x00, offset],
+  load16x4u: [SIMD, 0x04, 0x00, 0x00],
+  i32x4Shl: [SIMD, 0xab, 0x01],
+  f32x4Mul: [SIMD, 0xe6, 0x01],
+  store: (offset: number) => [SIMD, 0x0b, 0x00, offset],
+  v128Const: (bytes: number[]) => [SIMD, 0x0c, ...bytes],
+  shuffle: (lanes: number[]) => [SIMD, 0x0d, ...lanes],
+  i32x4Eq: [SIMD, 0x37],
+  and: [SIMD, 0x4e],
+  or: [SIMD, 0x50],
+  anyTrue: [SIMD, 0x53],
+  promoteLow: [SIMD, 0x5f],
+  f64x2Add: [SIMD, 0xf0, 0x01],
+};
+
+/** Unsigned LEB128, as every length in a module is written. */
+function leb(n: number): number[] {
+  const out: number[] = [];
+  do {
+    let b = n & 0x7f;
+    n >>>= 7;
+    if (n !== 0) b |= 0x80;
+    out.push(b);
+  } while (n !== 0);
+  return out;
+}
+function vec(items: number[][]): number[] {
+  return [items.length, ...items.flat()];
+}
+function body(locals: number[][], code: number[]): number[] {
+  const b = [...vec(locals), ...code, ...op.end];
+  return [...leb(b.length), ...b];
+}
+function section(id: number, content: number[]): number[] {
+  return [id, ...leb(content.length), ...content];
+}
+function name(s: string): number[] {
+  return [s.length, ...[...s].map((c) => c.charCodeAt(0))];
+}
+
+function moduleBytes(): Uint8Array<ArrayBuffer> {
+  const mask = [0x00, 0x00, 0x80, 0x7f];
+  // check(p, end): locals 2 = any, 3 = mask
+  const check = body(
+    [[2, V128]],
+    [
+      ...op.v128Const([...mask, ...mask, ...mask, ...mask]), ...op.set(3),
+      ...op.block, ...op.loop,
+      ...op.get(0), ...op.get(1), ...op.i32GeU, ...op.brIf(1),
+      ...op.get(2),
+      ...op.get(0), ...op.load(0), ...op.get(3), ...op.and, ...op.get(3), ...op.i32x4Eq,
+      ...op.or, ...op.set(2),
+      ...op.get(0), ...op.i32Const(16), ...op.i32Add, ...op.set(0),
+      ...op.br(0),
+      ...op.end, ...op.end,
+      ...op.get(2), ...op.anyTrue,
+    ],
+  );
+  // add(dst, src, srcEnd): local 3 = four float32 values
+  const hiToLo = [8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7];
+  const add = body(
+    [[1, V128]],
+    [
+      ...op.block, ...op.loop,
+      ...op.get(1), ...op.get(2), ...op.i32GeU, ...op.brIf(1),
+      ...op.get(1), ...op.load(0), ...op.set(3),
+      ...op.get(0), ...op.get(0), ...op.load(0), ...op.get(3), ...op.promoteLow, ...op.f64x2Add, ...op.store(0),
+      ...op.get(0), ...op.get(0), ...op.load(16), ...op.get(3), ...op.get(3), ...op.shuffle(hiToLo), ...op.promoteLow, ...op.f64x2Add, ...op.store(16),
+      ...op.get(0), ...op.i32Const(32), ...op.i32Add, ...op.set(0),
+      ...op.get(1), ...op.i32Const(16), ...op.i32Add, ...op.set(1),
+      ...op.br(0),
+      ...op.end, ...op.end,
+    ],
+  );
+  const splat = (u: number) => op.v128Const([0, 1, 2, 3].flatMap(() => [u & 0xff, (u >>> 8) & 0xff, (u >>> 16) & 0xff, (u >>> 24) & 0xff]));
+  // A loop over four 16-bit values at a time: src += 8, dst += 16; `body` leaves the four float32 on the stack.
+  const decodeLoop = (body: number[]) =>
+    [
+      ...op.block, ...op.loop,
+      ...op.get(1), ...op.get(2), ...op.i32GeU, ...op.brIf(1),
+      ...op.get(0), ...op.get(1), ...op.load16x4u, ...op.set(3), ...body, ...op.store(0),
+      ...op.get(0), ...op.i32Const(16), ...op.i32Add, ...op.set(0),
+      ...op.get(1), ...op.i32Const(8), ...op.i32Add, ...op.set(1),
+      ...op.br(0),
+      ...op.end, ...op.end,
+    ];
+  // bfloat16: the high half of a float32.
+  const bfloat = body([[1, V128]], decodeLoop([...op.get(3), ...op.i32Const(16), ...op.i32x4Shl]));
+  // float16: magnitude bits moved to float32's places and scaled by 2^112 (exact, subnormals included),
+  // Inf and NaN get float32's all-ones exponent (payload kept), then the sign.
+  const half = body(
+    [[1, V128]],
+    decodeLoop([
+      ...op.get(3), ...splat(0x7fff), ...op.and, ...op.i32Const(13), ...op.i32x4Shl, ...splat(0x77800000), ...op.f32x4Mul,
+      ...op.get(3), ...splat(0x7c00), ...op.and, ...splat(0x7c00), ...op.i32x4Eq, ...splat(0x7f800000), ...op.and, ...op.or,
+      ...op.get(3), ...splat(0x8000), ...op.and, ...op.i32Const(16), ...op.i32x4Shl, ...op.or,
+    ]),
+  );
+  const bytes = [
+    0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00,
+    ...section(1, vec([[0x60, 2, I32, I32, 1, I32], [0x60, 3, I32, I32, I32, 0]])),
+    ...section(3, vec([[0], [1], [1], [1]])),
+    ...section(5, vec([[0x00, 1]])),
+    ...section(7, vec([[...name('check'), 0x00, 0], [...name('add'), 0x00, 1], [...name('half'), 0x00, 2], [...name('bfloat'), 0x00, 3], [...name('mem'), 0x02, 0]])),
+    ...section(10, vec([check, add, half, bfloat])),
+  ];
+  return new Uint8Array(bytes);
+}
+
+/** A fresh instance (its own memory), or null where WebAssembly SIMD is not available. */
+export function simdSum(): SimdSum | null {
+  if (process.env.DPTRAIN_NO_SIMD === '1') return null;
+  try {
+    const bytes = moduleBytes();
+    if (typeof WebAssembly === 'undefined' || !WebAssembly.validate(bytes)) return null;
+    const inst = new WebAssembly.Instance(new WebAssembly.Module(bytes));
+    const e = inst.exports as unknown as { mem: WebAssembly.Memory; check: CheckFn; add: AddFn; half: DecodeFn; bfloat: DecodeFn };
+    return { memory: e.mem, check: e.check, add: e.add, half: e.half, bfloat: e.bfloat };
+  } catch {
+    return null;
+  }
+}

@@ -1,0 +1,56 @@
+/**
+ * The parameter server's SGD runs in JavaScript (the coordinator's critical
+ * path): it must be tfjs's SGD bit for bit, clipping included, and keep the
+ * iteration count a checkpoint stores.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import * as tf from '@tensorflow/tfjs';
+import { ParameterServer } from '../src/shared/train/param-server.js';
+import { createModel } from '../src/shared/model/registry.js';
+import { Rng } from '../src/shared/data/rng.js';
+import { testBackend } from './support/tf.js';
+
+test('SGD in JavaScript equals tfjs SGD bit for bit over steps with and without clipping; iterations counted', async () => {
+  await testBackend();
+  const model = createModel('char-lstm', 11, { hidden: 6 });
+  const rng = new Rng(3);
+  const init = model.init(rng);
+  const lr = 0.7;
+  const clip = 0.05;
+  const server = new ParameterServer(model, init, { optimizer: 'sgd', lr, clip });
+  const v = tf.variable(tf.tensor1d(init));
+  const opt = tf.train.sgd(lr);
+  let clipped = 0;
+  for (let step = 0; step < 6; step++) {
+    // Large steps get clipped, small ones do not.
+    const scale = step % 2 === 0 ? 10 : 1e-4;
+    const sum = Float64Array.from({ length: model.paramCount }, () => scale * rng.normal());
+    const before = server.params();
+    const snapshot = before.slice();
+    const r = server.apply(sum, 7);
+    assert.deepEqual(before, snapshot, 'params() handed out before a step stays as it was');
+    if (r.scale !== 1) clipped++;
+    // The reference: the same mean and clip, then tfjs's optimizer.
+    const mean = new Float32Array(model.paramCount);
+    for (let i = 0; i < mean.length; i++) mean[i] = sum[i] / 7;
+    if (r.scale !== 1) for (let i = 0; i < mean.length; i++) mean[i] *= r.scale;
+    const g = tf.tensor1d(mean);
+    opt.applyGradients([{ name: v.name, tensor: g }]);
+    g.dispose();
+    assert.deepEqual(server.params(), v.dataSync() as Float32Array, `step ${step}`);
+  }
+  assert.ok(clipped >= 2 && clipped <= 4, `${clipped} of 6 steps clipped`);
+  const state = await server.optimizerState();
+  assert.deepEqual(state.map((s) => [s.name, [...s.values]]), [['iter', [6]]]);
+  // And a restored server continues from the same parameters and count.
+  const again = new ParameterServer(model, init, { optimizer: 'sgd', lr, clip });
+  again.setParams(server.params());
+  await again.loadOptimizerState(state);
+  assert.deepEqual(again.params(), server.params());
+  assert.deepEqual((await again.optimizerState()).map((s) => [...s.values]), [[6]]);
+  server.dispose();
+  again.dispose();
+  v.dispose();
+  opt.dispose();
+});
