@@ -39,6 +39,10 @@ async function tryWebgl(notes: string[]): Promise<TabBackendInfo | null> {
   }
   // Full float32 textures: the step's sums must not be rounded to float16.
   tf.env().set('WEBGL_RENDER_FLOAT32_ENABLED', true);
+  // Unpacked textures (one value per texel). With tfjs's default packed textures
+  // (four values per texel), SwiftShader returned NaN in 16 of 3,275 gradient
+  // entries of a 3-row shard after a few rounds; unpacked, the step matches the cpu backend (BENCHMARKS.md, part browser).
+  tf.env().set('WEBGL_PACK', false);
   if (!(await tf.setBackend('webgl'))) {
     notes.push('tfjs webgl failed to initialise');
     return null;

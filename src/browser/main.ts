@@ -11,6 +11,7 @@
 import { WorkerClient, type WorkerExit } from '../worker/worker-client.js';
 import { browserSockets } from './browser-socket.js';
 import { chooseBackend } from './backend.js';
+import { uaFamily } from './ua.js';
 
 interface PageConfig {
   /** ws or wss */
@@ -39,16 +40,6 @@ function log(line: string): void {
   logLines.push(`${new Date().toISOString().slice(11, 19)} ${line}`);
   if (logLines.length > 200) logLines.shift();
   show('log', logLines.join('\n'));
-}
-
-/** 'Chrome', 'Firefox', 'Safari', 'Edge', 'Opera' or 'other', from navigator.userAgent. */
-export function uaFamily(ua: string): string {
-  if (/\bEdg(e|A|iOS)?\//.test(ua)) return 'Edge';
-  if (/\bOPR\//.test(ua)) return 'Opera';
-  if (/\bFirefox\//.test(ua)) return 'Firefox';
-  if (/\b(Headless)?Chrom(e|ium)\//.test(ua)) return 'Chrome';
-  if (/\bSafari\//.test(ua)) return 'Safari';
-  return 'other';
 }
 
 function tokenFromFragment(): string | null {
