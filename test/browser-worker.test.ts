@@ -185,3 +185,62 @@ test('a worker process and a webgl tab train a run to the end, the tab visible o
     await run.close();
   }
 });
+
+test('a tab closed mid-run is a leave: training goes on with the worker process, and a new tab takes streams', async () => {
+  const run = await startRun({ minWorkers: 1, epochs: 40 });
+  const procs: WorkerProc[] = [];
+  try {
+    procs.push(spawnWorker(`ws://127.0.0.1:${run.c.port}`));
+    const first = await openTab(run);
+    const done = run.c.run();
+    await waitFor(() => browserMembers(run.c).some((w) => w.rounds >= 3), 120_000, 'the first tab to compute 3 rounds');
+    const firstJoined = browserMembers(run.c)[0].joinedAt;
+    await first.close({ runBeforeUnload: true });
+    await waitFor(() => browserMembers(run.c).length === 0, 20_000, 'the closed tab to leave');
+    const stepAtLeave = run.c.state.step;
+    await waitFor(() => run.c.state.step >= stepAtLeave + 3, 60_000, 'training to go on without the tab');
+    assert.ok(statusJson(run.c).workers.length === 1, 'the worker process alone');
+
+    const second = await openTab(run);
+    await waitFor(() => browserMembers(run.c).some((w) => w.rounds >= 3), 120_000, 'the new tab to compute 3 rounds');
+    const now = browserMembers(run.c);
+    assert.equal(now.length, 1);
+    assert.ok(now[0].tokens > 0, 'the new tab is given streams');
+    assert.ok(now[0].joinedAt > firstJoined, 'a new member, not the first tab back');
+    const leave = run.logs.find((l) => /^worker \S+ left \(leave\)/.test(l));
+    assert.ok(leave, `the coordinator logged the leave:\n${run.logs.join('\n')}`);
+    console.log(`# tab-close ${JSON.stringify({ leave })}`);
+    run.c.stop('test done');
+    const summary = await done;
+    assert.equal(summary.reason, 'stopped');
+    await second.close();
+  } finally {
+    killAll(procs);
+    await run.close();
+  }
+});
+
+test('a wrong token in the fragment is refused with ERR_BAD_TOKEN and the page says so; without a token the page asks for one', async () => {
+  const run = await startRun({ minWorkers: 1 });
+  try {
+    const wrong = await openTab(run, '#token=not-the-token-0000000');
+    const s = await tabReaches(wrong, ['refused', 'error', 'done'], 60_000);
+    assert.equal(s.state, 'refused', JSON.stringify(s));
+    assert.match(s.detail ?? '', /ERR_BAD_TOKEN/);
+    assert.equal(run.c.membership.size, 0, 'nobody joined');
+    await wrong.close();
+
+    const none = await openTab(run, '');
+    const asked = await tabReaches(none, ['needs-token'], 30_000);
+    assert.equal(asked.state, 'needs-token');
+    assert.equal(await none.isVisible('#token-form'), true);
+    // The token typed into the form joins like the fragment's.
+    await none.fill('#token-input', TOKEN);
+    await none.click('button[type=submit]');
+    await waitFor(() => run.c.membership.size === 1, 60_000, 'the tab to join with the typed token');
+    assert.equal(await none.isVisible('#token-form'), false);
+    await none.close();
+  } finally {
+    await run.close();
+  }
+});
