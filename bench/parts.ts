@@ -13,6 +13,7 @@ import { faninPart } from './fanin.js';
 import { memoryPart } from './memory.js';
 import { wirePart } from './wire.js';
 import { ttpPart, ttpAdamPart, ttpFullPart } from './ttp.js';
+import { browserPart } from './browser.js';
 
 export const PARTS: BenchPart[] = [
   summaryPart,
@@ -25,4 +26,5 @@ export const PARTS: BenchPart[] = [
   ttpAdamPart,
   ttpFullPart,
   memoryPart,
+  browserPart,
 ];

@@ -162,6 +162,8 @@ test('a worker process and a webgl tab train a run to the end, the tab visible o
     assert.equal(seen.backend, 'webgl');
     assert.match(seen.device, /SwiftShader/i, 'the device is the renderer WebGL names');
     assert.equal(seen.host, 'browser');
+    const metrics = await run.c.metrics.registry.metrics();
+    assert.match(metrics, new RegExp(`dptrain_worker_info\\{worker="${seen.slot}",name="browser:Chrome",backend="webgl",device="[^"]*SwiftShader[^"]*"\\} 1`));
     const summary = await done;
     assert.equal(summary.reason, 'done');
     const tab = await tabReaches(page, ['done'], 10_000);

@@ -1,14 +1,16 @@
 /**
- * Bundled for the browser by bench/browser-step.ts (and used to check the tab's
- * arithmetic): runs a model's training step on a chosen tfjs backend and
- * returns its gradient and timings, through window.dptrainStep.
+ * Bundled for the browser by bench/browser.ts: a model's training step on the
+ * tab's backend (chosen as the worker page chooses it), through
+ * window.dptrainInit (build the stepper, one step, its gradient and op counts)
+ * and window.dptrainTime (time n more steps).
  */
 import * as tf from '@tensorflow/tfjs';
 import { chooseBackend } from '../../src/browser/backend.js';
 import { createModel } from '../../src/shared/model/registry.js';
+import type { TrainStepper } from '../../src/shared/model/descriptor.js';
 import { initialParamsFor } from './params.js';
 
-interface StepRequest {
+export interface StepRequest {
   backend: string;
   model: string;
   vocab: number;
@@ -16,41 +18,41 @@ interface StepRequest {
   rows: number;
   numSteps: number;
   seed: number;
-  /** Timed repetitions after one warm-up step. */
-  reps: number;
 }
 
-async function dptrainStep(req: StepRequest) {
+let run: { stepper: TrainStepper; x: Int32Array; y: Int32Array; state: Float32Array; req: StepRequest } | null = null;
+
+async function dptrainInit(req: StepRequest) {
   const be = await chooseBackend(req.backend);
   const model = createModel(req.model, req.vocab, req.hyper);
   const { params, x, y } = initialParamsFor(model.paramCount, req.vocab, req.rows, req.numSteps, req.seed);
   const stepper = model.stepper(params);
   const state = new Float32Array(req.rows * model.stateWidth);
+  run = { stepper, x, y, state, req };
   const first = stepper.step({ x, y, rows: req.rows, numSteps: req.numSteps }, state);
-  const times: number[] = [];
-  for (let i = 0; i < req.reps; i++) {
-    const t0 = performance.now();
-    stepper.step({ x, y, rows: req.rows, numSteps: req.numSteps }, state);
-    times.push(performance.now() - t0);
-  }
-  tf.engine().startScope();
   const profile = await tf.profile(() => {
     stepper.step({ x, y, rows: req.rows, numSteps: req.numSteps }, state);
   });
-  tf.engine().endScope();
   const byOp = new Map<string, number>();
   for (const k of profile.kernels) byOp.set(k.name, (byOp.get(k.name) ?? 0) + 1);
-  stepper.dispose();
   return {
     backend: be.name,
     device: be.device,
     grad: Array.from(first.grad),
-    lossSum: first.lossSum,
-    state: Array.from(first.state),
-    times,
     kernels: profile.kernels.length,
     byOp: Object.fromEntries([...byOp].sort((a, b) => b[1] - a[1])),
   };
 }
 
-(window as unknown as { dptrainStep: typeof dptrainStep }).dptrainStep = dptrainStep;
+function dptrainTime(n: number): number[] {
+  const r = run!;
+  const times: number[] = [];
+  for (let i = 0; i < n; i++) {
+    const t0 = performance.now();
+    r.stepper.step({ x: r.x, y: r.y, rows: r.req.rows, numSteps: r.req.numSteps }, r.state);
+    times.push(performance.now() - t0);
+  }
+  return times;
+}
+
+Object.assign(window, { dptrainInit, dptrainTime });

@@ -39,7 +39,7 @@ import { Round, type Expected, type RoundOutcome } from './round.js';
 import { StreamTable } from './streams.js';
 import { WsServer, type HelloResult } from './ws-server.js';
 import { realClock, type Clock, type Transport, type TransportFactory } from './transport.js';
-import { createCoordinatorMetrics, initSeries, VERSION, type CoordinatorMetrics } from './metrics.js';
+import { createCoordinatorMetrics, initSeries, VERSION, workerInfoLabels, type CoordinatorMetrics } from './metrics.js';
 import { ConsoleReporter } from './console-report.js';
 import { RunObserver } from './run-observer.js';
 import { LogThinning, RoundSeries } from './round-series.js';
@@ -292,6 +292,7 @@ export class Coordinator {
     this.metrics.workersConnected.set(this.membership.size);
     this.metrics.membershipEpoch.set(this.membership.epoch);
     const i = msg.info;
+    this.metrics.workerInfo.set(workerInfoLabels(m), 1);
     this.log(`worker ${m.slot} joined from ${remote} (${printable(i.name ?? `${i.host}:${i.pid}`)}, ${printable(i.backend)}/${printable(i.device)}); ${this.membership.size} connected`);
     if (this.paused && this.membership.size < this.cfg.minWorkers) this.sendPause(m);
     return { ok: true, id };
@@ -339,6 +340,7 @@ export class Coordinator {
     if (!m) return;
     this.round?.drop(id);
     this.streams.release(id);
+    this.metrics.workerInfo.remove(workerInfoLabels(m));
     if (reason === 'leave' || reason === 'shutdown') this.metrics.leaves.inc();
     else this.metrics.failures.inc({ reason: reason === 'protocol' ? 'protocol' : reason === 'timeout' ? 'timeout' : 'disconnect' });
     this.metrics.workersConnected.set(this.membership.size);
