@@ -246,3 +246,30 @@ test('a wrong token in the fragment is refused with ERR_BAD_TOKEN and the page s
     await run.close();
   }
 });
+
+test('a frozen tab misses its round deadline and is dropped; training goes on with the worker process', async () => {
+  const run = await startRun({ minWorkers: 1, epochs: 40, roundTimeout: 2 });
+  const procs: WorkerProc[] = [];
+  try {
+    procs.push(spawnWorker(`ws://127.0.0.1:${run.c.port}`));
+    const page = await openTab(run);
+    const done = run.c.run();
+    await waitFor(() => browserMembers(run.c).some((w) => w.rounds >= 3), 120_000, 'the tab to compute 3 rounds');
+    // Freeze the tab's main thread for 12 s, as a browser freezing a tab would: no step, no reply.
+    await page.evaluate(() => {
+      setTimeout(() => {
+        const t = Date.now();
+        while (Date.now() - t < 12_000);
+      }, 0);
+    });
+    await waitFor(() => run.logs.some((l) => /^worker \S+ left \(timeout\)/.test(l)), 30_000, 'the frozen tab to be dropped at the deadline');
+    const step = run.c.state.step;
+    await waitFor(() => run.c.state.step >= step + 3, 60_000, 'training to go on without the frozen tab');
+    run.c.stop('test done');
+    assert.equal((await done).reason, 'stopped');
+    await page.close();
+  } finally {
+    killAll(procs);
+    await run.close();
+  }
+});
