@@ -8,6 +8,7 @@ import type { BenchPart } from './lib/types.js';
 import { summaryPart } from './summary.js';
 import { stepPart } from './step.js';
 import { d2lPart } from './d2l.js';
+import { modelsPart } from './models.js';
 import { scalingPart } from './scaling.js';
 import { faninPart } from './fanin.js';
 import { memoryPart } from './memory.js';
@@ -19,6 +20,7 @@ export const PARTS: BenchPart[] = [
   summaryPart,
   stepPart,
   d2lPart,
+  modelsPart,
   scalingPart,
   faninPart,
   wirePart,

@@ -146,7 +146,7 @@ test('checkCompatible names each differing item', () => {
     );
   };
   mismatch({ vocab: ['a', 'b', 'c', ' ', '\n', 'x'] }, /vocab differs at index 5/);
-  mismatch({ vocab: ['a', 'b'] }, /vocab has 6 characters in the checkpoint but 2 now/);
+  mismatch({ vocab: ['a', 'b'] }, /vocab has 6 tokens in the checkpoint but 2 now/);
   mismatch({ corpusSha1: 'ffff' }, /corpus SHA-1 is da39\w+ in the checkpoint but ffff now/);
   mismatch({ config: { ...ck.config, hidden: 128 }, paramCount: paramCount({ vocabSize: 6, hidden: 128 }) }, /hidden is 4 in the checkpoint but 128 now/);
   mismatch({ config: { ...ck.config, optimizer: 'sgd' } }, /optimizer is "adam" in the checkpoint but "sgd" now/);

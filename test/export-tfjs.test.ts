@@ -62,11 +62,11 @@ test('exported Layers model reproduces the reference forward pass', async (t) =>
   const json = JSON.parse(await fs.readFile(path.join(dir, 'model.json'), 'utf8'));
   assert.equal(json.format, 'layers-model');
   assert.deepStrictEqual(json.weightsManifest[0].paths, ['weights.bin']);
-  assert.deepStrictEqual(json.userDefinedMetadata, { dptrain: { vocab, hidden: 4, vocabSize: 6, model: 'char-lstm', tokenizer: 'char', preprocess: 'none' } });
+  assert.deepStrictEqual(json.userDefinedMetadata, { dptrain: { vocab, hidden: 4, vocabSize: 6, model: 'char-lstm', tokenizer: 'char', preprocess: 'none', minFreq: 0, separator: '' } });
   assert.equal((await fs.stat(path.join(dir, 'weights.bin'))).size, paramCount(dims) * 4);
 
   const model = await tf.loadLayersModel(fileLoader(dir));
-  assert.deepStrictEqual(model.getUserDefinedMetadata(), { dptrain: { vocab, hidden: 4, vocabSize: 6, model: 'char-lstm', tokenizer: 'char', preprocess: 'none' } });
+  assert.deepStrictEqual(model.getUserDefinedMetadata(), { dptrain: { vocab, hidden: 4, vocabSize: 6, model: 'char-lstm', tokenizer: 'char', preprocess: 'none', minFreq: 0, separator: '' } });
 
   const rows = 2;
   const numSteps = 5;

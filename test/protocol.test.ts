@@ -444,7 +444,8 @@ describe('message validation', () => {
   });
 
   it('checks welcome consistency', () => {
-    expectMutation(welcome(), (o) => (o.model.hyper.hidden = 0), 'ERR_BAD_MESSAGE', 'hidden 0');
+    expectMutation(welcome(), (o) => (o.model.hyper.hidden = -1), 'ERR_BAD_MESSAGE', 'hidden -1');
+    expectMutation(welcome(), (o) => (o.model.hyper.hidden = Infinity), 'ERR_BAD_MESSAGE', 'hidden Infinity');
     expectMutation(welcome(300), (o) => (o.tokenWidth = 1), 'ERR_BAD_MESSAGE', 'width 1 for 300 ids');
     expectMutation(welcome(300), (o) => (o.tokens = o.tokens.subarray(1)), 'ERR_BAD_MESSAGE', 'odd uint16 bytes');
     expectMutation(welcome(), (o) => (o.tokenWidth = 4), 'ERR_BAD_MESSAGE', 'width 4');

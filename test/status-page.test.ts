@@ -147,7 +147,7 @@ test('status page HTTP: page and assets with types and CSP, only whitelisted ass
     assert.equal(s.state, 'waiting', 'no worker yet, min-workers 1');
     assert.equal(s.epochs, 3);
     assert.equal(s.step, 0);
-    assert.deepEqual(s.model, { name: 'char-gru', summary: c.model.summary, paramCount: c.model.paramCount });
+    assert.deepEqual(s.model, { name: 'char-gru', summary: c.model.summary, paramCount: c.model.paramCount, tokenizer: 'char' });
     assert.match(s.model.summary, /^GRU hidden 16, vocabulary \d+$/);
     assert.match(html, /id="model"/);
     assert.deepEqual(s.workers, []);

@@ -167,6 +167,8 @@ export class Coordinator {
       maxTokens: cfg.maxTokens,
       valFraction: cfg.valFraction,
       preprocess: cfg.preprocess,
+      tokens: cfg.tokenizer === 'word' ? 'word' : 'char',
+      minFreq: cfg.minFreq,
       maxBytes: cfg.maxCorpusBytes,
       onWarning: (m) => this.log(`corpus: ${m}`),
     });
@@ -174,7 +176,7 @@ export class Coordinator {
     this.corpus = loaded.corpus;
     this.model = modelOf(cfg, this.corpus);
     this.count = this.model.paramCount;
-    checkModelFits({ paramCount: this.count, stateCount: cfg.batchSize * this.model.stateWidth, trainTokens: this.corpus.train.length, backend: this.deps.backend?.name ?? 'wasm', sizeFlags: this.model.sizeFlags });
+    checkModelFits({ paramCount: this.count, stateCount: cfg.batchSize * this.model.stateWidth, trainTokens: this.corpus.train.length, backend: this.deps.backend?.name ?? 'wasm', sizeFlags: this.model.sizeFlags, vocab: { size: this.corpus.vocab.size, tokens: cfg.tokenizer, minFreq: cfg.minFreq } });
     this.log(`corpus: ${loaded.summary}`);
     // The sample prefix goes through the corpus's own preprocessing, or 'Call Me' would reach the model as '<unk>all <unk>e'.
     this.tokenizer = tokenizerFromConfig(cfg, this.corpus.vocab);
@@ -200,10 +202,11 @@ export class Coordinator {
         version: VERSION,
         model: this.model.name,
         model_hyper: Object.entries(this.model.hyper).map(([k, v]) => `${k}=${v}`).join(','),
+        tokenizer: `${this.tokenizer.name},min_freq=${this.tokenizer.minFreq}`,
       },
       1,
     );
-    this.log(`model: ${this.model.summary}, ${this.count} parameters; ${cfg.optimizer} lr ${cfg.lr}, clip ${cfg.clip}, batch ${cfg.batchSize} x ${cfg.numSteps}`);
+    this.log(`model: ${this.model.summary} (tokens: ${this.tokenizer.label}), ${this.count} parameters; ${cfg.optimizer} lr ${cfg.lr}, clip ${cfg.clip}, batch ${cfg.batchSize} x ${cfg.numSteps}`);
 
     const gradBytes = this.count * 4;
     this.ws = (this.deps.transport ?? ((o, h) => new WsServer(o, h)))(

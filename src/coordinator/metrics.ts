@@ -66,7 +66,7 @@ export function createCoordinatorMetrics() {
     lastStep: unknownUntilSet(new client.Gauge({ name: 'dptrain_last_step_timestamp_seconds', help: 'Unix time of the last optimizer step.', registers: r })),
     lastCheckpoint: unknownUntilSet(new client.Gauge({ name: 'dptrain_last_checkpoint_timestamp_seconds', help: 'Unix time of the last checkpoint written successfully (absent until one is written or resumed from).', registers: r })),
     checkpointFailures: new client.Counter({ name: 'dptrain_checkpoint_failures_total', help: 'Checkpoint writes that failed (the previous checkpoint stays intact).', registers: r }),
-    info: new client.Gauge({ name: 'dptrain_info', help: 'Build and backend of the coordinator and the model it trains (value 1).', labelNames: ['backend', 'device', 'version', 'model', 'model_hyper'], registers: r }),
+    info: new client.Gauge({ name: 'dptrain_info', help: 'Build and backend of the coordinator and the model it trains (value 1).', labelNames: ['backend', 'device', 'version', 'model', 'model_hyper', 'tokenizer'], registers: r }),
   };
 }
 

@@ -275,7 +275,7 @@ export const STATUS_JS = `(function () {
     var shownEpoch = Math.min(s.epoch + 1, s.epochs);
     setParts('epoch', fmtInt(shownEpoch), ' / ' + fmtInt(s.epochs));
     setText('step', fmtInt(s.step));
-    setText('model', s.model ? s.model.summary + ' \u00b7 ' + fmtInt(s.model.paramCount) + ' parameters' : '');
+    setText('model', s.model ? s.model.summary + ' \u00b7 ' + (s.model.tokenizer ? s.model.tokenizer + ' tokens \u00b7 ' : '') + fmtInt(s.model.paramCount) + ' parameters' : '');
     setText('workers-count', s.workersConnected + (s.minWorkers > 1 ? ' (min ' + s.minWorkers + ')' : ''));
     var latest = s.series.latest;
     var lastLog = s.history.length ? s.history[s.history.length - 1] : null;

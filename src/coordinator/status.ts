@@ -46,8 +46,8 @@ export function statusJson(c: Coordinator, q: StatusQuery = {}) {
     history: c.history,
     series: c.series.view(q.since, q.generation),
     sample: c.lastSample,
-    /** The model: registry name, one-line summary ('GRU hidden 256, vocabulary 28'), parameter count. */
-    model: { name: c.model.name, summary: c.model.summary, paramCount: c.model.paramCount },
+    /** The model: registry name, one-line summary ('GRU hidden 256, vocabulary 28'), parameter count, and its tokens ('word, min-freq 2'). */
+    model: { name: c.model.name, summary: c.model.summary, paramCount: c.model.paramCount, tokenizer: c.tokenizer?.label ?? cfg.tokenizer },
     samplePrefix: cfg.samplePrefix,
     sampleTemperature: cfg.sampleTemperature,
     workers: c.membership.list().map((m) => ({

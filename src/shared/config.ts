@@ -11,7 +11,8 @@ import type { BackendChoice } from './backend.js';
 import type { WireDtype } from './wire/tensor.js';
 import { DptrainError } from './errors.js';
 import { readSmallFile } from './small-file.js';
-import { D2L_MAX_TOKENS, type Preprocess } from './data/corpus.js';
+import { D2L_MAX_TOKENS, defaultMinFreq, type Preprocess, type TokenKind } from './data/corpus.js';
+import { modelNameFor } from './model/registry.js';
 import { camel, envVarFor, type OptionTable, COORDINATOR_OPTIONS, WORKER_OPTIONS } from './options.js';
 
 export interface TrainConfig {
@@ -20,16 +21,23 @@ export interface TrainConfig {
   maxTokens: number;
   maxCorpusBytes: number;
   preprocess: Preprocess;
+  /** `--tokens`: char or word; checkTrainConfig sets `tokenizer` from it. */
+  tokens?: TokenKind;
   /** Registry name of the tokenizer (src/shared/data/tokenizer.ts). */
   tokenizer: string;
+  /** d2l's min_freq; checkTrainConfig resolves an unset one to the default of `tokens`. */
+  minFreq: number;
   valFraction: number;
   batchSize: number;
   numSteps: number;
   /** `--cell`: lstm, gru or rnn; checkTrainConfig sets `model` from it. */
   cell?: string;
-  /** Registry name of the model (src/shared/model/registry.ts): char-<cell>; its hyperparameters are keys of this config (hidden). */
+  /** Registry name of the model (src/shared/model/registry.ts): char-<cell>, or stack-<cell> with --layers, --dropout or --embedding; its hyperparameters are keys of this config (hidden, ...). */
   model: string;
   hidden: number;
+  layers: number;
+  dropout: number;
+  embedding: number;
   epochs: number;
   lr: number;
   optimizer: 'sgd' | 'adam';
@@ -83,7 +91,7 @@ export interface WorkerConfig {
 }
 
 /** Keys of TrainConfig that define the model and the data order: a resumed run must match them. */
-export const TRAIN_KEYS: (keyof TrainConfig)[] = ['corpus', 'maxTokens', 'preprocess', 'tokenizer', 'valFraction', 'batchSize', 'numSteps', 'model', 'hidden', 'optimizer', 'partition', 'seed'];
+export const TRAIN_KEYS: (keyof TrainConfig)[] = ['corpus', 'maxTokens', 'preprocess', 'tokenizer', 'minFreq', 'valFraction', 'batchSize', 'numSteps', 'model', 'hidden', 'layers', 'dropout', 'embedding', 'optimizer', 'partition', 'seed'];
 
 function bad(msg: string): never {
   throw new DptrainError('ERR_BAD_CONFIG', msg);
@@ -166,10 +174,14 @@ export function resolveOptions<T>(table: OptionTable, explicit: Record<string, u
 }
 
 export function checkTrainConfig(c: TrainConfig): void {
-  if (c.cell !== undefined) c.model = `char-${c.cell}`;
-  // d2l's 10,000-token cut belongs to the d2l setup; any other corpus is used whole unless --max-tokens says otherwise.
-  // Resolved here, before a checkpoint compares it (TRAIN_KEYS), so a resume sees the number the run used.
-  if (c.maxTokens === undefined) c.maxTokens = c.corpus.trim() === 'timemachine' ? D2L_MAX_TOKENS : 0;
+  if (c.dropout >= 1) bad(`--dropout must be below 1 (it is the probability of dropping a unit), got ${c.dropout}`);
+  if (c.dropout > 0 && c.layers === 1) bad(`--dropout ${c.dropout} applies between recurrent layers (as d2l and PyTorch), so it needs --layers 2 or more`);
+  if (c.cell !== undefined) c.model = modelNameFor(c.cell, c);
+  if (c.tokens !== undefined) c.tokenizer = c.tokens;
+  // Resolved here, before a checkpoint compares them (TRAIN_KEYS), so a resume sees the numbers the run used.
+  if (c.minFreq === undefined) c.minFreq = defaultMinFreq(c.tokenizer === 'word' ? 'word' : 'char');
+  // d2l's 10,000-token cut belongs to the d2l character setup; any other corpus (and d2l's word examples) use it whole unless --max-tokens says otherwise.
+  if (c.maxTokens === undefined) c.maxTokens = c.corpus.trim() === 'timemachine' && c.tokenizer !== 'word' ? D2L_MAX_TOKENS : 0;
   if (c.maxTokens !== 0 && c.maxTokens < c.batchSize * c.numSteps + c.numSteps + 1) {
     bad(`--max-tokens ${c.maxTokens} is less than one batch needs (batch-size * num-steps + num-steps + 1 = ${c.batchSize * c.numSteps + c.numSteps + 1})`);
   }

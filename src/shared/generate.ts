@@ -1,15 +1,11 @@
 /** `dptrain generate` and `dptrain export`: use a checkpoint without a coordinator. */
-import { checkpointModel, readCheckpoint } from './store/checkpoint.js';
-import { tokenizerFromConfig, type TextTokenizer } from './data/tokenizer.js';
+import { checkpointModel, checkpointTokenizer, readCheckpoint } from './store/checkpoint.js';
 import { predict } from './model/evaluate.js';
 import { exportLayersModel } from './model/export-tfjs.js';
 import { selectBackend, type BackendChoice } from './backend.js';
-import { Vocab } from './data/vocab.js';
 
 /** The tokenizer the checkpoint's run used, over its vocabulary (older checkpoints: char, and d2l preprocessing before --preprocess existed). */
-function tokenizerOf(ck: { vocab: string[]; config: Record<string, unknown> }): TextTokenizer {
-  return tokenizerFromConfig(ck.config, Vocab.fromList(ck.vocab));
-}
+const tokenizerOf = checkpointTokenizer;
 
 export async function generateFromCheckpoint(o: {
   checkpoint: string;

@@ -5,7 +5,7 @@
  */
 import { BACKEND_CHOICES } from './backend.js';
 import { CELLS, DEFAULT_CELL } from './model/registry.js';
-import { DEFAULT_TOKENIZER, TOKENIZER_NAMES } from './data/tokenizer.js';
+import { TOKEN_KINDS } from './data/corpus.js';
 
 export interface OptionSpec {
   type: 'string' | 'number' | 'boolean';
@@ -30,12 +30,16 @@ const TRAIN_OPTIONS = {
   'max-tokens': { type: 'number', integer: true, min: 0, describe: 'use only the first N tokens of the corpus and stop reading there, 0 = all (default: 10000 for timemachine as d2l, else all)' },
   'max-corpus-bytes': { type: 'number', default: 268435456, integer: true, min: 1, describe: 'refuse a corpus (file, folder or download) larger than this many bytes (default 256 MiB); with --max-tokens only the bytes read count' },
   preprocess: { type: 'string', default: 'd2l', choices: ['d2l', 'none'], describe: 'd2l: keep only the letters A-Z, lower-cased, other runs one space (read_time_machine); none: every character is a token, as is (case kept, line ends as \\n)' },
-  tokenizer: { type: 'string', default: DEFAULT_TOKENIZER, choices: TOKENIZER_NAMES, describe: 'how text becomes token ids: char = every character of the preprocessed text is a token (d2l)' },
+  tokens: { type: 'string', default: 'char', choices: TOKEN_KINDS, describe: "how text becomes tokens, as d2l's tokenize(lines, token): char = every character of the preprocessed text; word = every whitespace-separated word (generation joins words with spaces)" },
+  'min-freq': { type: 'number', integer: true, min: 0, max: 4294967295, describe: "d2l's Vocab min_freq: tokens seen fewer times in the corpus become the unknown token (default: 0 for char, as d2l; 2 for word: words seen once are over 40% of a book's distinct words and cannot be learned)" },
   'val-fraction': { type: 'number', default: 0.1, min: 0, max: 0.5, describe: 'last fraction of the corpus held out for validation perplexity' },
   'batch-size': { type: 'number', default: 32, integer: true, min: 1, max: 65536, describe: 'number of parallel streams (global batch), split over the workers' },
   'num-steps': { type: 'number', default: 35, integer: true, min: 1, max: 10000, describe: 'time steps per batch (truncated BPTT length)' },
-  cell: { type: 'string', default: DEFAULT_CELL, choices: CELLS, describe: 'recurrent cell of the d2l character model (one layer of --hidden units, one-hot inputs): lstm, gru (reset gate before the recurrent matMul, as d2l) or rnn (tanh)' },
-  hidden: { type: 'number', default: 256, integer: true, min: 1, max: 16384, describe: 'hidden units of the recurrent layer' },
+  cell: { type: 'string', default: DEFAULT_CELL, choices: CELLS, describe: 'recurrent cell of the d2l model: lstm, gru (reset gate before the recurrent matMul, as d2l) or rnn (tanh)' },
+  hidden: { type: 'number', default: 256, integer: true, min: 1, max: 16384, describe: 'hidden units of each recurrent layer' },
+  layers: { type: 'number', default: 1, integer: true, min: 1, max: 64, describe: "recurrent layers (d2l deep RNN): layer l reads layer l-1's hidden state; every layer's state is carried per stream" },
+  dropout: { type: 'number', default: 0, min: 0, max: 1, describe: 'dropout probability on the output of every recurrent layer but the last (as d2l and PyTorch), in training only; needs --layers 2 or more; below 1' },
+  embedding: { type: 'number', default: 0, integer: true, min: 0, max: 16384, describe: 'size of a learned input embedding (W_emb, vocabulary x E, normal(0, 0.01) init); 0 = one-hot inputs as d2l' },
   epochs: { type: 'number', default: 500, integer: true, min: 1, describe: 'passes over the training split' },
   lr: { type: 'number', default: 1, min: 1e-12, max: 1e6, describe: 'learning rate' },
   optimizer: { type: 'string', default: 'sgd', choices: ['sgd', 'adam'], describe: 'optimizer (tfjs): sgd as d2l, or adam' },
@@ -68,7 +72,7 @@ export const COORDINATOR_OPTIONS = {
   spawn: { type: 'number', default: 0, integer: true, min: 0, max: 256, describe: 'start N local worker processes (one-command local mode; a token is generated)' },
   'log-every': { type: 'number', default: 10, integer: true, min: 1, describe: 'epochs between log lines (with validation perplexity)' },
   'sample-every': { type: 'number', default: 50, integer: true, min: 0, describe: 'epochs between generated samples from --sample-prefix (0 = never)' },
-  'sample-prefix': { type: 'string', default: 'time traveller', describe: 'prefix of the generated samples' },
+  'sample-prefix': { type: 'string', default: 'time traveller', describe: 'prefix of the generated samples (words with --tokens word; unknown ones are read as the unknown token, with a warning)' },
   'sample-temperature': { type: 'number', default: 0, min: 0, max: 100, describe: 'temperature of the samples: 0 = greedy (d2l predict_ch8; often loops on a short phrase), else drawn from softmax(logits / T), e.g. 0.6' },
   'wire-dtype': { type: 'string', default: 'float32', choices: ['float32', 'float16', 'bfloat16'], describe: 'precision of parameters and gradients on the wire' },
   'tls-cert': { type: 'string', describe: 'PEM certificate: serve wss:// instead of ws://' },
@@ -94,8 +98,8 @@ export const WORKER_OPTIONS = {
 
 export const GENERATE_OPTIONS = {
   checkpoint: { type: 'string', default: './checkpoints', describe: 'checkpoint directory' },
-  prefix: { type: 'string', default: 'time traveller', describe: 'text to warm the state up on' },
-  length: { type: 'number', default: 50, integer: true, min: 1, max: 100000, describe: 'characters to generate' },
+  prefix: { type: 'string', default: 'time traveller', describe: 'text to warm the state up on, preprocessed as the corpus was (words for a word model; unknown ones are read as the unknown token, with a warning)' },
+  length: { type: 'number', default: 50, integer: true, min: 1, max: 100000, describe: 'tokens to generate: characters, or words (joined by spaces) for a word model' },
   temperature: { type: 'number', default: 0, min: 0, max: 100, describe: '0 = greedy (d2l predict_ch8), else sample from softmax(logits / T)' },
   seed: { type: 'number', default: 0, integer: true, min: 0, max: 4294967295, describe: 'seed for temperature sampling' },
   backend: { type: 'string', default: 'auto', choices: BACKEND_CHOICES, describe: 'tfjs backend' },

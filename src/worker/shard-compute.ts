@@ -81,7 +81,9 @@ export class ShardComputer {
       }
     }
     const { x, y } = gatherRows(this.tokens, task.starts, this.numSteps);
-    const r = this.params.stepper.step({ x, y, rows, numSteps: this.numSteps }, init);
+    // Global stream ids and the step: what randomness inside a step (dropout) is a function of, as in one process.
+    const streams = Int32Array.from({ length: rows }, (_, i) => task.lo + i);
+    const r = this.params.stepper.step({ x, y, rows, numSteps: this.numSteps, streams, step: task.paramsVersion }, init);
     this.held.clear();
     for (let i = 0; i < rows; i++) this.held.set(task.lo + i, r.state.slice(i * W, (i + 1) * W));
     return { grad: r.grad, lossSum: r.lossSum, tokenCount: r.tokenCount, state: r.state, computeMs: performance.now() - t0 };

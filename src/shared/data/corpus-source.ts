@@ -23,7 +23,7 @@ import fs from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import { DptrainError } from '../errors.js';
-import { checkBuildOptions, Tokenizer, type BuildOptions, type Corpus } from './corpus.js';
+import { checkBuildOptions, createStreamTokenizer, type BuildOptions, type Corpus } from './corpus.js';
 
 export const TIMEMACHINE_URL = 'http://d2l-data.s3-accelerate.amazonaws.com/timemachine.txt';
 export const TIMEMACHINE_SHA1 = '090b5e7e70c295757f55df93cb0a180b9691891a';
@@ -289,13 +289,18 @@ export async function loadCorpus(spec: string, opts: CorpusLoadOptions): Promise
   const b = checkBuildOptions(opts);
   const trimmed = spec.trim();
   const wholeBook = trimmed === 'timemachine';
-  const tokenizer = new Tokenizer({ preprocess: b.preprocess, stopAt: wholeBook ? 0 : b.maxTokens });
+  const tokenizer = createStreamTokenizer({ preprocess: b.preprocess, tokens: b.tokens, minFreq: b.minFreq, stopAt: wholeBook ? 0 : b.maxTokens });
   const reader = new Reader(tokenizer, opts, !wholeBook && b.maxTokens > 0);
   const { source, what } = await readSource(trimmed, opts, reader);
   const r = tokenizer.finish({ maxTokens: b.maxTokens, valFraction: b.valFraction, what });
   for (const w of r.warnings) warn(opts, w);
   const c = r.corpus;
-  let summary = `${source}: ${c.train.length} training + ${c.validation.length} validation tokens, vocabulary ${c.vocab.size}`;
+  let summary = `${source}: ${c.train.length} training + ${c.validation.length} validation tokens${b.tokens === 'word' ? ' (words)' : ''}, vocabulary ${c.vocab.size}`;
+  if (c.stats && (b.minFreq > 1 || c.stats.unkTokens > 0)) {
+    // What --min-freq cut: the report a word vocabulary needs (most distinct words are rare).
+    const pct = ((100 * c.stats.unkTokens) / Math.max(1, c.totalTokens)).toFixed(1);
+    summary += ` (${c.stats.distinct} distinct, those seen fewer than --min-freq ${b.minFreq} times read as <unk>: ${c.stats.unkTokens} tokens, ${pct}%)`;
+  }
   if (r.stoppedEarly) summary += `; using the first ${b.maxTokens} tokens (--max-tokens; ${formatBytes(reader.bytes)} read, the rest left out)`;
   else if (b.maxTokens > 0 && c.totalTokens > b.maxTokens) summary += `; using the first ${b.maxTokens} of ${c.totalTokens} tokens (--max-tokens; 0 uses them all)`;
   if (b.preprocess === 'none') summary += '; text as is (--preprocess none)';

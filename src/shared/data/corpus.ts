@@ -13,11 +13,28 @@
  */
 import { createHash, type Hash } from 'node:crypto';
 import { DptrainError } from '../errors.js';
-import { UNK, Vocab } from './vocab.js';
+import { checkD2lLetters, rankTokens, splitIds } from './ranked.js';
+import { UNK, type Vocab } from './vocab.js';
+import { WordTokenizer } from './words.js';
 
 /** d2l: letters A–Z only, lower-cased, every other run one space (read_time_machine). none: every character as is. */
 export type Preprocess = 'd2l' | 'none';
 export const PREPROCESS_CHOICES = ['d2l', 'none'] as const;
+
+/** d2l's `tokenize(lines, token)`: every character is a token, or every whitespace-separated word. */
+export type TokenKind = 'char' | 'word';
+export const TOKEN_KINDS = ['char', 'word'] as const;
+
+/**
+ * `--min-freq` when none is given. char: d2l's 0 (every character). word: 2,
+ * as d2l's machine-translation vocabulary: a word seen once cannot be learned
+ * from (it never appears as both input and target in different contexts), and
+ * in a book such words are about half of the distinct words, so the
+ * vocabulary (input and output layer) halves.
+ */
+export function defaultMinFreq(tokens: TokenKind): number {
+  return tokens === 'word' ? 2 : 0;
+}
 
 /** d2l's `load_corpus_time_machine(max_tokens=10000)`: the default cut of `--corpus timemachine` only. */
 export const D2L_MAX_TOKENS = 10000;
@@ -28,8 +45,7 @@ export const MAX_CORPUS_TOKENS = 2 ** 30;
 /** Token ids must fit the protocol's uint16 (LIMITS.MAX_VOCAB), `<unk>` included. */
 const MAX_DISTINCT_TOKENS = 65535;
 
-/** Warn when d2l preprocessing drops more than this share of the text's letters. */
-export const DROPPED_LETTERS_WARN_FRACTION = 0.05;
+export { DROPPED_LETTERS_WARN_FRACTION } from './ranked.js';
 
 /**
  * Python's text-mode readlines() uses universal newlines, so a lone '\r' also
@@ -51,6 +67,8 @@ export interface Corpus {
   validation: Int32Array;
   /** Tokens read, before maxTokens truncation (train + validation may be fewer); when reading stopped at maxTokens, that many. */
   totalTokens: number;
+  /** Distinct tokens read, and how many of the tokens read fell below --min-freq (or were a literal `<unk>`). */
+  stats?: { distinct: number; unkTokens: number };
 }
 
 export interface BuildOptions {
@@ -60,12 +78,24 @@ export interface BuildOptions {
   valFraction?: number;
   /** Default 'd2l'. */
   preprocess?: Preprocess;
+  /** Default 'char'. */
+  tokens?: TokenKind;
+  /** d2l's min_freq: tokens seen fewer times read as <unk>; default defaultMinFreq(tokens). */
+  minFreq?: number;
 }
 
-export function checkBuildOptions(opts: BuildOptions): { maxTokens: number; valFraction: number; preprocess: Preprocess } {
+export function checkBuildOptions(opts: BuildOptions): { maxTokens: number; valFraction: number; preprocess: Preprocess; tokens: TokenKind; minFreq: number } {
   const maxTokens = opts.maxTokens ?? 0;
   const valFraction = opts.valFraction ?? 0.1;
   const preprocess = opts.preprocess ?? 'd2l';
+  const tokens = opts.tokens ?? 'char';
+  const minFreq = opts.minFreq ?? defaultMinFreq(tokens);
+  if (!TOKEN_KINDS.includes(tokens)) {
+    throw new DptrainError('ERR_BAD_CONFIG', `The tokens must be one of ${TOKEN_KINDS.join(', ')}, got ${JSON.stringify(tokens)}.`);
+  }
+  if (!Number.isSafeInteger(minFreq) || minFreq < 0) {
+    throw new DptrainError('ERR_BAD_CONFIG', `The minimum token frequency must be a non-negative integer, got ${minFreq}.`);
+  }
   if (!Number.isInteger(maxTokens) || maxTokens < 0) {
     throw new DptrainError('ERR_BAD_CONFIG', `maxTokens must be a non-negative integer (0 means all), got ${maxTokens}.`);
   }
@@ -75,13 +105,26 @@ export function checkBuildOptions(opts: BuildOptions): { maxTokens: number; valF
   if (!PREPROCESS_CHOICES.includes(preprocess)) {
     throw new DptrainError('ERR_BAD_CONFIG', `The preprocessing must be one of ${PREPROCESS_CHOICES.join(', ')}, got ${JSON.stringify(preprocess)}.`);
   }
-  return { maxTokens, valFraction, preprocess };
+  return { maxTokens, valFraction, preprocess, tokens, minFreq };
+}
+
+/** What the corpus readers feed: the character or the word tokenizer. */
+export interface StreamTokenizer {
+  push(chunk: string): void;
+  /** True once stopAt tokens are in and the text is known to go on: the caller can stop reading. */
+  readonly done: boolean;
+  readonly tokens: number;
+  finish(o: { maxTokens: number; valFraction: number; what: string }): TokenizerResult;
+}
+
+export function createStreamTokenizer(o: TokenizerOptions & { tokens: TokenKind }): StreamTokenizer {
+  return o.tokens === 'word' ? new WordTokenizer(o) : new Tokenizer(o);
 }
 
 /** Everything in memory: for short texts (tests, prefixes, benchmarks). The vocabulary comes from all tokens, then the ids are cut, as d2l does. */
 export function buildCorpus(text: string, opts: BuildOptions = {}): Corpus {
   const o = checkBuildOptions(opts);
-  const t = new Tokenizer({ preprocess: o.preprocess });
+  const t = createStreamTokenizer({ preprocess: o.preprocess, tokens: o.tokens, minFreq: o.minFreq });
   t.push(text);
   return t.finish({ maxTokens: o.maxTokens, valFraction: o.valFraction, what: '' }).corpus;
 }
@@ -90,6 +133,8 @@ export interface TokenizerOptions {
   preprocess: Preprocess;
   /** Stop consuming text once this many tokens are in (0 = never): the vocabulary then comes from those tokens only. */
   stopAt?: number;
+  /** d2l's min_freq (default 0). */
+  minFreq?: number;
 }
 
 export interface TokenizerResult {
@@ -111,9 +156,10 @@ const SPACE = 32;
  * end, which gives exactly d2l's Vocab order (descending count, ties by first
  * occurrence).
  */
-export class Tokenizer {
+export class Tokenizer implements StreamTokenizer {
   private readonly mode: Preprocess;
   private readonly stopAt: number;
+  private readonly minFreq: number;
   private readonly hash: Hash = createHash('sha1');
   /** First-occurrence id of a BMP code point, -1 when unseen; astral code points in `astral`. */
   private readonly bmpId = new Int32Array(65536).fill(-1);
@@ -143,6 +189,7 @@ export class Tokenizer {
   constructor(o: TokenizerOptions) {
     this.mode = o.preprocess;
     this.stopAt = o.stopAt ?? 0;
+    this.minFreq = o.minFreq ?? 0;
     this.ids = new Uint16Array(this.stopAt > 0 ? Math.min(this.stopAt, 1 << 20) : 1 << 16);
   }
 
@@ -315,47 +362,15 @@ export class Tokenizer {
     if (!this.sawNonSpace) {
       throw new DptrainError('ERR_CORPUS_EMPTY', `The corpus${of} is empty or contains only whitespace.`);
     }
-    const warnings: string[] = [];
-    if (this.mode === 'd2l') {
-      const examples = [...this.droppedExamples].join(' ');
-      if (this.n === 0) {
-        if (this.dropped > 0) {
-          throw new DptrainError(
-            'ERR_CORPUS_EMPTY',
-            `The corpus${of} has no letters A-Z: d2l preprocessing keeps only A-Z, which drops all ${fmt(this.dropped)} of its letters (e.g. ${examples}); use --preprocess none to train on the text as is.`,
-          );
-        }
-        throw new DptrainError('ERR_CORPUS_EMPTY', `The corpus${of} contains no letters, so it has no tokens to train on (d2l preprocessing keeps only the letters A-Z).`);
-      }
-      if (this.dropped > this.letters * DROPPED_LETTERS_WARN_FRACTION) {
-        const pct = Math.round((100 * this.dropped) / this.letters);
-        warnings.push(
-          `d2l preprocessing keeps only the letters A-Z (lower-cased): ${pct}% of the corpus's letters (${fmt(this.dropped)} of ${fmt(this.letters)}, e.g. ${examples}) were dropped; --preprocess none keeps every character.`,
-        );
-      }
-    }
+    const warnings = this.mode === 'd2l' ? checkD2lLetters({ tokens: this.n, letters: this.letters, dropped: this.dropped, examples: this.droppedExamples, of }) : [];
     // n > 0 here: whitespace-only text was refused above, and 'none' keeps every character.
-    const distinct = this.codePoints.length;
-    const order = Array.from({ length: distinct }, (_, i) => i).sort((a, b) => this.counts[b] - this.counts[a] || a - b);
-    const list = [UNK];
-    const remap = new Int32Array(distinct);
-    order.forEach((first, rank) => {
-      remap[first] = rank + 1;
-      list.push(String.fromCodePoint(this.codePoints[first]));
-    });
-    const vocab = Vocab.fromList(list);
+    const r = rankTokens(this.counts, this.codePoints.length, (k) => String.fromCodePoint(this.codePoints[k]), this.minFreq, 'character');
     const total = this.n;
-    const used = o.maxTokens > 0 && o.maxTokens < total ? o.maxTokens : total;
-    const nVal = Math.floor(used * o.valFraction);
-    const train = new Int32Array(used - nVal);
-    const validation = new Int32Array(nVal);
-    const ids = this.ids;
-    for (let i = 0; i < train.length; i++) train[i] = remap[ids[i]];
-    for (let i = 0; i < nVal; i++) validation[i] = remap[ids[train.length + i]];
+    const { train, validation } = splitIds(this.ids, total, r.remap, o.maxTokens, o.valFraction);
     // Drop the reading buffer now: the coordinator keeps the corpus for the whole run.
     this.ids = new Uint16Array(0);
     return {
-      corpus: { vocab, train, validation, totalTokens: total },
+      corpus: { vocab: r.vocab, train, validation, totalTokens: total, stats: { distinct: r.distinct, unkTokens: r.unkTokens } },
       sha1: this.hash.digest('hex'),
       stoppedEarly: this.moreAfterFull,
       warnings,

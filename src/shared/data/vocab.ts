@@ -1,5 +1,6 @@
 /**
- * The d2l `Vocab` (min_freq 0, no reserved tokens) over character tokens.
+ * The d2l `Vocab(tokens, min_freq)` (no reserved tokens) over character or
+ * word tokens: `<unk>` first, then every token seen at least min_freq times.
  * Index order must match d2l exactly, because a checkpoint or a peer refers to
  * tokens by index and the reference numbers (28 tokens for The Time Machine)
  * depend on it.
@@ -20,12 +21,16 @@ export class Vocab {
    * order and Array.prototype.sort is stable, which is what Python's
    * `sorted(Counter(tokens).items(), key=..., reverse=True)` does.
    */
-  static fromTokens(tokens: Iterable<string>): Vocab {
+  static fromTokens(tokens: Iterable<string>, minFreq = 0): Vocab {
     const counts = new Map<string, number>();
     for (const t of tokens) counts.set(t, (counts.get(t) ?? 0) + 1);
     const byFreq = [...counts.entries()].sort((a, b) => b[1] - a[1]);
     const list = [UNK];
-    for (const [t] of byFreq) if (t !== UNK) list.push(t);
+    // d2l stops at the first token below min_freq: the list is sorted, so that is every rarer one.
+    for (const [t, n] of byFreq) {
+      if (n < minFreq) break;
+      if (t !== UNK) list.push(t);
+    }
     return new Vocab(list);
   }
 
@@ -59,7 +64,7 @@ export class Vocab {
     return this.idxToToken[i];
   }
 
-  /** Iterates code points, like Python's list(str), so astral characters stay one token. */
+  /** Character tokens: iterates code points, like Python's list(str), so astral characters stay one token. */
   encode(text: string): Int32Array {
     const out = new Int32Array(text.length);
     let n = 0;
@@ -67,9 +72,10 @@ export class Vocab {
     return n === out.length ? out : out.slice(0, n);
   }
 
-  decode(ids: ArrayLike<number>): string {
-    let s = '';
-    for (let i = 0; i < ids.length; i++) s += this.token(ids[i]);
-    return s;
+  /** Tokens joined by `sep`: '' for characters, ' ' for words. */
+  decode(ids: ArrayLike<number>, sep = ''): string {
+    const parts: string[] = [];
+    for (let i = 0; i < ids.length; i++) parts.push(this.token(ids[i]));
+    return parts.join(sep);
   }
 }

@@ -40,6 +40,15 @@ export interface TokenBatch {
   y: Int32Array;
   rows: number;
   numSteps: number;
+  /**
+   * Where the batch sits in the run, for randomness inside a step (dropout
+   * masks are a function of the run's seed, the step and the global stream id
+   * of each row, so N workers draw what one process draws): the global stream
+   * index of each row and the optimizer step (= the parameters' version).
+   * Models without randomness ignore them.
+   */
+  streams?: Int32Array;
+  step?: number;
 }
 
 export interface TrainStepResult {
@@ -87,10 +96,20 @@ export interface ModelDescriptor {
   layersModel(params: Float32Array): tf.LayersModel;
 }
 
+/** What values a hyperparameter may take (bounds inclusive unless `belowMax`). */
+export interface HyperRule {
+  integer: boolean;
+  min: number;
+  max?: number;
+  /** The value must be strictly below `max` (a dropout probability below 1). */
+  belowMax?: boolean;
+}
+
 /** A registry entry: how to build a descriptor from a vocabulary size and the run's config. */
 export interface ModelKind {
   readonly name: string;
-  /** Config keys (camelCase) holding its hyperparameters; each a positive integer. */
+  /** Config keys (camelCase) holding its hyperparameters; each a positive integer unless `hyperRules` says otherwise. */
   readonly hyperKeys: readonly string[];
+  readonly hyperRules?: Readonly<Record<string, HyperRule>>;
   create(vocabSize: number, hyper: Readonly<Record<string, number>>): ModelDescriptor;
 }

@@ -51,7 +51,9 @@ export function predict(flat: Float32Array, model: ModelDescriptor, tokenizer: T
   const temperature = opts.temperature ?? 0;
   const rng = new Rng(opts.seed ?? 0);
   const fw = model.forward(flat, 1);
-  const prompt = tokenizer.encode(prefix.length > 0 ? prefix : ' ');
+  const ids = tokenizer.encode(prefix.length > 0 ? prefix : ' ');
+  // A word prompt without words starts from <unk> (id 0); the tokenizer's preparePrompt says so.
+  const prompt = ids.length > 0 ? ids : Int32Array.of(0);
   const outputs = [prompt[0]];
   const stepOnce = (id: number): Float32Array => {
     const t = fw.logits(Int32Array.of(id), 1);

@@ -16,6 +16,7 @@ export const WEIGHTS_FILE = 'weights.bin';
 
 /** Stored under userDefinedMetadata.dptrain in model.json. */
 export interface ExportMetadata {
+  /** Index -> token: characters, or words with --tokens word (`<unk>` first). */
   vocab: string[];
   vocabSize: number;
   /** The model's registry name and its hyperparameters (the char-LSTM's `hidden`). */
@@ -23,6 +24,10 @@ export interface ExportMetadata {
   /** How text becomes the one-hot inputs: the tokenizer's name and the corpus's preprocessing. */
   tokenizer: string;
   preprocess: string;
+  /** d2l's min_freq the vocabulary was built with: rarer tokens read as <unk>. */
+  minFreq: number;
+  /** What generated tokens are joined with: '' for characters, ' ' for words. */
+  separator: string;
   [hyper: string]: unknown;
 }
 
@@ -108,7 +113,7 @@ export async function exportLayersModel(flat: Float32Array, desc: ModelDescripto
   await prepareExportDir(outDir, opts);
   const model = desc.layersModel(flat);
   try {
-    const metadata: ExportMetadata = { vocab: [...vocab], ...desc.hyper, vocabSize: desc.vocabSize, model: desc.name, tokenizer: tokenizer.name, preprocess: tokenizer.preprocess };
+    const metadata: ExportMetadata = { vocab: [...vocab], ...desc.hyper, vocabSize: desc.vocabSize, model: desc.name, tokenizer: tokenizer.name, preprocess: tokenizer.preprocess, minFreq: tokenizer.minFreq, separator: tokenizer.separator };
     model.setUserDefinedMetadata({ dptrain: metadata });
     await model.save(
       tf.io.withSaveHandler(async (artifacts) => {

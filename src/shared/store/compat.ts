@@ -14,7 +14,7 @@ function show(v: unknown): string {
  * Throws ERR_CHECKPOINT_MISMATCH listing every difference between the
  * checkpoint and the run that wants to resume from it.
  */
-const KEYS_ADDED_LATER: Record<string, unknown> = { preprocess: 'd2l', model: 'char-lstm', tokenizer: 'char' };
+const KEYS_ADDED_LATER: Record<string, unknown> = { preprocess: 'd2l', model: 'char-lstm', tokenizer: 'char', layers: 1, dropout: 0, embedding: 0, minFreq: 0 };
 
 export function checkCompatible(
   ck: CheckpointData,
@@ -24,7 +24,7 @@ export function checkCompatible(
   const diffs: string[] = [];
   if (!isDeepStrictEqual(ck.vocab, expect.vocab)) {
     if (ck.vocab.length !== expect.vocab.length) {
-      diffs.push(`vocab has ${ck.vocab.length} characters in the checkpoint but ${expect.vocab.length} now`);
+      diffs.push(`vocab has ${ck.vocab.length} tokens in the checkpoint but ${expect.vocab.length} now`);
     } else {
       const k = ck.vocab.findIndex((s, i) => s !== expect.vocab[i]);
       diffs.push(`vocab differs at index ${k}: ${JSON.stringify(ck.vocab[k])} in the checkpoint but ${JSON.stringify(expect.vocab[k])} now`);

@@ -12,6 +12,9 @@ import { createHash } from 'node:crypto';
 import { HOST_LITTLE_ENDIAN, plainPackr } from '../msgpack.js';
 import { createModel, modelFromConfig } from '../model/registry.js';
 import type { ModelDescriptor } from '../model/descriptor.js';
+import { PREPROCESS_CHOICES, type Preprocess } from '../data/corpus.js';
+import { createTokenizer, DEFAULT_TOKENIZER, TOKENIZER_NAMES, type TextTokenizer } from '../data/tokenizer.js';
+import { Vocab } from '../data/vocab.js';
 
 export const CHECKPOINT_FORMAT = 1;
 export const CHECKPOINT_FILE = 'checkpoint.dpt';
@@ -50,6 +53,12 @@ export interface CheckpointData {
   params: Float32Array;
   optimizer: { name: string; state: OptimizerSlot[] };
   vocab: string[];
+  /**
+   * How text became the ids of `vocab`: the tokenizer (--tokens), d2l's
+   * min_freq and the preprocessing. Checkpoints written before word tokens
+   * lack it: theirs follows from `config` (char, min-freq 0); see checkpointTokenizer.
+   */
+  tokenizer?: TokenizerField;
   corpusSha1: string;
   /** The effective training config (JSON-safe values). */
   config: Record<string, unknown>;
@@ -62,6 +71,30 @@ export interface CheckpointData {
    * of config.hidden units); see checkpointModel.
    */
   model?: { name: string; hyper: Record<string, number> };
+}
+
+export interface TokenizerField {
+  kind: string;
+  minFreq: number;
+  preprocess: Preprocess;
+}
+
+/** The tokenizer a config describes (old configs: char, min-freq 0, d2l). */
+export function tokenizerField(config: Record<string, unknown>): TokenizerField {
+  const kind = typeof config.tokenizer === 'string' ? config.tokenizer : DEFAULT_TOKENIZER;
+  const m = config.minFreq;
+  const p = config.preprocess;
+  return {
+    kind,
+    minFreq: typeof m === 'number' && Number.isSafeInteger(m) && m >= 0 ? m : 0,
+    preprocess: typeof p === 'string' && (PREPROCESS_CHOICES as readonly string[]).includes(p) ? (p as Preprocess) : 'd2l',
+  };
+}
+
+/** The tokenizer of a checkpoint: its `tokenizer` field, or for older checkpoints the one its config describes. */
+export function checkpointTokenizer(ck: Pick<CheckpointData, 'tokenizer' | 'config' | 'vocab'>): TextTokenizer {
+  const t = ck.tokenizer ?? tokenizerField(ck.config);
+  return createTokenizer(t.kind, Vocab.fromList([...ck.vocab]), t.preprocess, t.minFreq);
 }
 
 /** The model a checkpoint holds: its `model` field, or for older checkpoints the one its config describes. */
@@ -118,6 +151,7 @@ export function encodeFile(data: CheckpointData): Uint8Array {
   if (data.history !== undefined) payload.history = data.history.map(cleanHistoryEntry);
   if (data.streamState !== undefined) payload.streamState = f32ToBytes(data.streamState);
   if (data.model !== undefined) payload.model = { name: data.model.name, hyper: { ...data.model.hyper } };
+  if (data.tokenizer !== undefined) payload.tokenizer = { ...data.tokenizer };
   const body: Uint8Array = packr.pack(payload);
   if (body.byteLength > 0xffffffff) {
     throw new RangeError(`checkpoint payload of ${body.byteLength} bytes exceeds the format's 4 GiB limit`);
@@ -227,6 +261,15 @@ function validate(raw: unknown): CheckpointData {
     need(Object.values(m.hyper).every((v) => typeof v === 'number'), 'model.hyper holds a value that is not a number');
     modelField = { name: m.name, hyper: { ...(m.hyper as Record<string, number>) } };
   }
+  let tokenizer: TokenizerField | undefined;
+  if (raw.tokenizer != null) {
+    const t = raw.tokenizer;
+    need(isObject(t) && typeof t.kind === 'string' && isCount(t.minFreq) && typeof t.preprocess === 'string', 'tokenizer is not a map with a kind, a min-freq and a preprocessing');
+    need(TOKENIZER_NAMES.includes(t.kind), `its tokenizer ${JSON.stringify(t.kind)} is not one this dptrain knows (${TOKENIZER_NAMES.join(', ')})`);
+    need((PREPROCESS_CHOICES as readonly string[]).includes(t.preprocess), `its tokenizer's preprocessing ${JSON.stringify(t.preprocess)} is not one of ${PREPROCESS_CHOICES.join(', ')}`);
+    need(raw.vocab[0] === '<unk>', 'vocab does not start with <unk>');
+    tokenizer = { kind: t.kind, minFreq: t.minFreq, preprocess: t.preprocess as Preprocess };
+  }
   let model: ModelDescriptor;
   try {
     model = checkpointModel({ model: modelField, config: raw.config, vocab: raw.vocab });
@@ -277,6 +320,7 @@ function validate(raw: unknown): CheckpointData {
     out.streamState = st;
   }
   if (modelField) out.model = modelField;
+  if (tokenizer) out.tokenizer = tokenizer;
   if (raw.history != null) {
     need(Array.isArray(raw.history), 'history is not a list');
     const num = (x: unknown) => typeof x === 'number';

@@ -6,7 +6,7 @@ import { DptrainError, ErrorCodes } from '../errors.js';
 import type { ModelDescriptor } from '../model/descriptor.js';
 import type { Schedule } from '../data/schedule.js';
 import type { ParameterServer } from '../train/param-server.js';
-import { CHECKPOINT_FORMAT, checkCompatible, readCheckpoint, type CheckpointData, type HistoryEntry } from './checkpoint.js';
+import { CHECKPOINT_FORMAT, checkCompatible, readCheckpoint, tokenizerField, type CheckpointData, type HistoryEntry } from './checkpoint.js';
 
 /** Everything of a run that a checkpoint holds. */
 export interface RunState {
@@ -36,6 +36,7 @@ export async function assembleCheckpoint(s: RunState): Promise<CheckpointData> {
     params: s.server.params(),
     optimizer: { name: s.optimizer, state: await s.server.optimizerState() },
     vocab: [...s.vocab],
+    tokenizer: tokenizerField(s.config),
     corpusSha1: s.corpusSha1,
     config: s.config,
     streamState: s.streamState,

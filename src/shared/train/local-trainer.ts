@@ -29,7 +29,7 @@ export interface LocalRunOptions {
 }
 
 /** The model the config names, for the corpus's vocabulary. */
-export function modelOf(cfg: Pick<TrainConfig, 'model' | 'hidden'>, corpus: Corpus): ModelDescriptor {
+export function modelOf(cfg: Pick<TrainConfig, 'model' | 'hidden'> & Partial<TrainConfig>, corpus: Corpus): ModelDescriptor {
   return modelFromConfig(cfg, corpus.vocab.size);
 }
 
@@ -52,7 +52,9 @@ export function trainLocal(cfg: TrainConfig, corpus: Corpus, opts: LocalRunOptio
     if (plan.resetState || state === null) state = new Float32Array(cfg.batchSize * model.stateWidth);
     const { x, y } = gatherRows(corpus.train, plan.starts, cfg.numSteps);
     const stepper = model.stepper(server.params());
-    const r = stepper.step({ x, y, rows: cfg.batchSize, numSteps: cfg.numSteps }, state);
+    // Row r is stream r; the step number is the parameters' version, as a worker's paramsVersion.
+    const streams = Int32Array.from({ length: cfg.batchSize }, (_, r) => r);
+    const r = stepper.step({ x, y, rows: cfg.batchSize, numSteps: cfg.numSteps, streams, step: server.version }, state);
     stepper.dispose();
     state = r.state;
     server.apply(r.grad, r.tokenCount);

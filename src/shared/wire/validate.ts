@@ -190,7 +190,9 @@ function validateWelcome(o: Obj): WelcomeMsg {
   for (const k of keys) {
     if (k === '__proto__') reject(ErrorCodes.ERR_BAD_MESSAGE, 'welcome.model.hyper has a key __proto__');
     if (k.length > LIMITS.MAX_NAME_CHARS) reject(ErrorCodes.ERR_BAD_MESSAGE, `welcome.model.hyper has a key longer than ${LIMITS.MAX_NAME_CHARS} characters`);
-    hyper[k] = intField(h, k, 'welcome.model.hyper', 1);
+    // Which values a hyperparameter takes is the model's rule (model/registry.ts), checked when the worker builds it.
+    hyper[k] = numField(h, k, 'welcome.model.hyper');
+    if (hyper[k] < 0) reject(ErrorCodes.ERR_BAD_MESSAGE, `welcome.model.hyper.${k} must not be negative, got ${hyper[k]}`);
   }
   const model: ModelShape = {
     name: strField(m, 'name', 'welcome.model', LIMITS.MAX_NAME_CHARS, 1),

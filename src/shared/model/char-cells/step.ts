@@ -16,13 +16,19 @@
  *   dz_z = dh ⊙ (h_{t-1} − h~) ⊙ z(1 − z);  dz_r = d(r⊙h) ⊙ h_{t-1} ⊙ r(1 − r);
  *   dh_{t-1} = dh ⊙ z + d(r⊙h) ⊙ r + [dz_z, dz_r, dLogits_{t-1}] x [W_hz^T; W_hr^T; W_hq^T].
  *
+ * On the wasm backend the gate arithmetic can be fused into a few kernels per
+ * time step (kernels/cell-gates.ts; the GRU's z and r gates one matMul, the
+ * gates' weight gradients from the recurrence matMul's inputs stacked over
+ * time); that path is off by default because it did not pay (see there).
+ *
  * Shapes: B = rows, T = numSteps, H = hidden, V = vocab; tensors over all
  * steps are time-major (row t*B + r is stream r at time t).
  */
 import * as tf from '@tensorflow/tfjs';
 import type { TokenBatch } from '../descriptor.js';
 import { toTimeMajor } from '../char-lstm/step.js';
-import { blockOf, CELL_GATES, viewOf, type CellDims } from './params.js';
+import { blockOf, cellParamCount, CELL_GATES, viewOf, type CellDims } from './params.js';
+import { cellKernel, fusedCellGatesActive, scatterColumns } from '../kernels/cell-gates.js';
 
 export interface CellStepParams {
   dims: CellDims;
@@ -85,8 +91,91 @@ export interface CellStepResult {
 
 /** Forward + backward; h0 and the params are not disposed. */
 export function cellStep(p: CellStepParams, batch: TokenBatch, h0: tf.Tensor2D): CellStepResult {
+  checkBatch(batch, h0, p.dims);
+  return fusedCellGatesActive() ? fusedCellStep(p, batch, h0) : opsCellStep(p, batch, h0);
+}
+
+function idsAt(batch: TokenBatch, t: number): number[] | null {
+  if (t >= batch.numSteps) return null;
+  return Array.from({ length: batch.rows }, (_, r) => batch.x[r * batch.numSteps + t]);
+}
+
+/** The wasm path: fused gate kernels; the weight gradients assembled on the host. */
+function fusedCellStep(p: CellStepParams, batch: TokenBatch, h0: tf.Tensor2D): CellStepResult {
   const dims = p.dims;
-  checkBatch(batch, h0, dims);
+  const { rows: B, numSteps: T } = batch;
+  const { vocabSize: V, hidden: H } = dims;
+  const gru = dims.cell === 'gru';
+  const out = tf.tidy(() => {
+    let A = tf.concat([tf.tensor2d(oneHotAt(batch, 0, V), [B, V]), h0, tf.ones([B, 1])], 1);
+    const wzr = gru ? tf.concat([p.wcat[0], p.wcat[1]], 1) : p.wcat[0];
+    let h: tf.Tensor = h0;
+    const As: tf.Tensor[] = [];
+    const Ahs: tf.Tensor[] = [];
+    const hs: tf.Tensor[] = [];
+    const saved: { S: tf.Tensor; Sh: tf.Tensor; hp: tf.Tensor }[] = [];
+    for (let t = 0; t < T; t++) {
+      As.push(A);
+      const S = tf.sigmoid(tf.matMul(A, wzr));
+      let next: tf.Tensor[];
+      if (!gru) {
+        next = cellKernel('DptrainRnnHidden', { S }, H, V, idsAt(batch, t + 1));
+      } else {
+        const [Ah] = cellKernel('DptrainGruReset', { S, hp: h }, H, V, idsAt(batch, t));
+        Ahs.push(Ah);
+        const Sh = tf.sigmoid(tf.matMul(Ah, p.wcat[2]));
+        next = cellKernel('DptrainGruHidden', { S, Sh, hp: h }, H, V, idsAt(batch, t + 1));
+        saved.push({ S, Sh, hp: h });
+      }
+      h = next[0];
+      A = next[1];
+      hs.push(h);
+    }
+    const Hs = tf.concat(hs, 0);
+    const logp = tf.logSoftmax(tf.add(tf.matMul(Hs, p.whq), p.bq));
+    const yOneHot = tf.oneHot(tf.tensor1d(toTimeMajor(batch.y, B, T), 'int32'), V).asType('float32');
+    const lossSum = tf.neg(tf.sum(tf.mul(yOneHot, logp)));
+    const dLogits = tf.sub(tf.exp(logp), yOneHot);
+    const rest = tf.concat([tf.reshape(tf.matMul(tf.transpose(Hs), dLogits), [-1]), tf.sum(dLogits, 0)], 0);
+    const dLogitsT = tf.split(dLogits, T, 0);
+    const cats: tf.Tensor[] = [];
+    const das: tf.Tensor[] = [];
+    let dh: tf.Tensor = tf.matMul(dLogitsT[T - 1], p.whqT);
+    for (let t = T - 1; t >= 0; t--) {
+      const dl = dLogitsT[Math.max(0, t - 1)];
+      if (!gru) {
+        [cats[t]] = cellKernel('DptrainRnnBackward', { dh, h: hs[t], dl }, H, V);
+        if (t > 0) dh = tf.matMul(cats[t], p.whT);
+      } else {
+        const { S, Sh, hp } = saved[t];
+        const [da] = cellKernel('DptrainGruBackward1', { dh, S, Sh }, H, V);
+        das[t] = da;
+        const drh = tf.matMul(da, p.whhT!);
+        const [cat, direct] = cellKernel('DptrainGruBackward2', { dh, drh, S, Sh, hp, dl }, H, V);
+        cats[t] = cat;
+        if (t > 0) dh = tf.add(direct, tf.matMul(cat, p.whT));
+      }
+    }
+    // [dz_gates..., dLogits] stacked over time: the z/r (or h) gates' weight gradients in one matMul.
+    const gates = tf.matMul(tf.transpose(tf.concat(As, 0)), tf.concat(cats, 0));
+    const hGate = gru ? [tf.matMul(tf.transpose(tf.concat(Ahs, 0)), tf.concat(das, 0))] : [];
+    return { gates, hGate, rest, lossSum, h: h as tf.Tensor2D };
+  });
+  const grad = new Float32Array(cellParamCount(dims));
+  const G = out.gates.dataSync() as Float32Array;
+  const W = out.gates.shape[1] as number;
+  const names = gru ? ['z', 'r'] : ['h'];
+  names.forEach((g, k) => scatterColumns(G, V + H + 1, W, k * H, H, grad, blockOf(dims, `W_x${g}`).offset));
+  if (gru) grad.set(out.hGate[0].dataSync() as Float32Array, blockOf(dims, 'W_xh').offset);
+  grad.set(out.rest.dataSync() as Float32Array, blockOf(dims, 'W_hq').offset);
+  const lossSum = out.lossSum.dataSync()[0];
+  tf.dispose([out.gates, out.rest, out.lossSum, ...out.hGate]);
+  return { grad, lossSum, tokenCount: B * T, h: out.h };
+}
+
+/** Every backend but wasm: the step as tfjs ops. */
+function opsCellStep(p: CellStepParams, batch: TokenBatch, h0: tf.Tensor2D): CellStepResult {
+  const dims = p.dims;
   const { rows: B, numSteps: T } = batch;
   const V = dims.vocabSize;
   const gru = dims.cell === 'gru';

@@ -24,11 +24,17 @@
  *  - the gates' derivative factors are computed in the forward pass from the
  *    values at hand, so the backward pass is a few multiplies per gate.
  *
+ * On the wasm backend the four gates are one matMul per time step and the
+ * gate arithmetic is a few custom kernels (kernels/lstm-gates.ts), which also
+ * build the next A_t and the recurrence matMul's concatenated input;
+ * elsewhere the same arithmetic runs as tfjs ops (opsTidy).
+ *
  * Shapes: B = rows (streams in this shard), T = numSteps, H = hidden, V = vocab.
  * Tensors built over all steps are time-major: row t*B + r is stream r at time t.
  */
 import * as tf from '@tensorflow/tfjs';
 import { GATES, paramLayout, type ModelDims, type ParamName } from './params.js';
+import { fusedGatesActive, lstmGatesBackward, lstmGatesForward, type GatesForward } from '../kernels/lstm-gates.js';
 
 export interface Batch {
   /** Inputs, row-major (rows x numSteps). */
@@ -133,12 +139,113 @@ function checkBatch(batch: Batch, state: LstmState, dims: ModelDims): void {
  * state and the params are not disposed.
  */
 export function lstmStep(p: StepParams, batch: Batch, state: LstmState): StepResult {
-  const dims = p.dims;
-  checkBatch(batch, state, dims);
-  const { rows: B, numSteps: T } = batch;
-  const V = dims.vocabSize;
+  checkBatch(batch, state, p.dims);
+  const out = fusedGatesActive() ? fusedTidy(p, batch, state) : opsTidy(p, batch, state);
+  // dataSync hands back an array the tensor no longer needs once disposed (a
+  // copy on wasm and tensorflow, the cpu backend's own buffer, which it drops).
+  const grad = out.gates ? fusedFlatGrad(p.dims, out.gates, out.grad) : (out.grad.dataSync() as Float32Array);
+  const lossSum = out.lossSum.dataSync()[0];
+  tf.dispose([out.grad, out.lossSum, ...(out.gates ? [out.gates] : [])]);
+  return { grad, lossSum, tokenCount: batch.rows * batch.numSteps, state: { h: out.h, c: out.c } };
+}
 
-  const out = tf.tidy(() => {
+interface TidyOut {
+  /** The flat gradient (ops path), or only [dW_hq, db_q] (fused path). */
+  grad: tf.Tensor;
+  /** Fused path: A^T [dZ_i, dZ_f, dZ_o, dZ_c, (V columns to ignore)] (V+H+1, 4H+V). */
+  gates?: tf.Tensor;
+  lossSum: tf.Tensor;
+  h: tf.Tensor2D;
+  c: tf.Tensor2D;
+}
+
+/** The output layer over all steps at once: loss sum, dW_hq, db_q and dLogits per step. */
+function outputLayer(p: StepParams, batch: Batch, hs: tf.Tensor[]) {
+  const { rows: B, numSteps: T } = batch;
+  const V = p.dims.vocabSize;
+  const Hs = tf.concat(hs, 0); // (T*B, H)
+  const logp = tf.logSoftmax(tf.add(tf.matMul(Hs, p.whq), p.bq));
+  const yOneHot = tf.oneHot(tf.tensor1d(toTimeMajor(batch.y, B, T), 'int32'), V).asType('float32');
+  const lossSum = tf.neg(tf.sum(tf.mul(yOneHot, logp)));
+  // d(sum of -log p_y)/d logits = softmax - onehot(y)
+  const dLogits = tf.sub(tf.exp(logp), yOneHot); // (T*B, V)
+  const dWhq = tf.matMul(tf.transpose(Hs), dLogits);
+  const dbq = tf.sum(dLogits, 0);
+  const dLogitsT = tf.split(dLogits, T, 0) as tf.Tensor2D[]; // small (B, V) pieces: cheap to split
+  return { lossSum, dWhq, dbq, dLogitsT };
+}
+
+/** [dW_xg; dW_hg; db_g] per gate (one matMul over all steps each), then dW_hq and db_q: the flat layout. */
+function flatGrad(As: tf.Tensor[], dz: tf.Tensor[][], dWhq: tf.Tensor, dbq: tf.Tensor): tf.Tensor {
+  const AT = tf.transpose(tf.concat(As, 0)); // (V+H+1, T*B)
+  const parts: tf.Tensor[] = [];
+  for (let k = 0; k < 4; k++) parts.push(tf.reshape(tf.matMul(AT, tf.concat(dz[k], 0)), [-1]));
+  parts.push(tf.reshape(dWhq, [-1]), dbq);
+  return tf.concat(parts, 0);
+}
+
+/** The flat gradient from the fused path's gate gradients, one column block per gate, and [dW_hq, db_q]. */
+function fusedFlatGrad(dims: ModelDims, gates: tf.Tensor, rest: tf.Tensor): Float32Array {
+  const { vocabSize: V, hidden: H } = dims;
+  const layout = paramLayout(dims);
+  const grad = new Float32Array(layout.at(-1)!.offset + layout.at(-1)!.size);
+  const G = gates.dataSync() as Float32Array;
+  const W = 4 * H + V;
+  GATES.forEach((g, k) => {
+    // [W_xg; W_hg; b_g] is one (V+H+1, H) block starting at W_xg.
+    const base = layout.find((b) => b.name === `W_x${g}`)!.offset;
+    for (let a = 0; a < V + H + 1; a++) grad.set(G.subarray(a * W + k * H, a * W + (k + 1) * H), base + a * H);
+  });
+  grad.set(rest.dataSync() as Float32Array, layout.find((b) => b.name === 'W_hq')!.offset);
+  return grad;
+}
+
+function idsAt(batch: Batch, t: number): number[] {
+  return Array.from({ length: batch.rows }, (_, r) => batch.x[r * batch.numSteps + t]);
+}
+
+/** The step with the fused gate kernels (wasm backend). */
+function fusedTidy(p: StepParams, batch: Batch, state: LstmState): TidyOut {
+  const { rows: B, numSteps: T } = batch;
+  const V = p.dims.vocabSize;
+  return tf.tidy(() => {
+    let A = tf.concat([tf.tensor2d(oneHotAt(batch, 0, V), [B, V]), state.h, tf.ones([B, 1])], 1) as tf.Tensor2D;
+    const wall = tf.concat(p.wcat, 1); // (V+H+1, 4H): all four gates in one matMul
+    let c = state.c;
+    let h = state.h;
+    const As: tf.Tensor[] = [];
+    const hs: tf.Tensor[] = [];
+    const saved: GatesForward[] = [];
+    for (let t = 0; t < T; t++) {
+      const g = lstmGatesForward(tf.matMul(A, wall) as tf.Tensor2D, c, V, t + 1 < T ? idsAt(batch, t + 1) : null);
+      As.push(A);
+      hs.push(g.h);
+      saved.push(g.saved);
+      A = g.aNext;
+      c = g.c;
+      h = g.h;
+    }
+    const { lossSum, dWhq, dbq, dLogitsT } = outputLayer(p, batch, hs);
+    const cats: tf.Tensor[] = [];
+    let dh = tf.matMul(dLogitsT[T - 1], p.whqT) as tf.Tensor2D;
+    let dc = tf.zeros([B, p.dims.hidden]) as tf.Tensor2D;
+    for (let t = T - 1; t >= 0; t--) {
+      const b = lstmGatesBackward(dh, dc, saved[t], dLogitsT[Math.max(0, t - 1)]);
+      cats[t] = b.cat;
+      dc = b.dcPrev;
+      if (t > 0) dh = tf.matMul(b.cat, p.whT) as tf.Tensor2D;
+    }
+    // All four gates' weight gradients in one matMul over all time steps.
+    const gates = tf.matMul(tf.transpose(tf.concat(As, 0)), tf.concat(cats, 0));
+    return { grad: tf.concat([tf.reshape(dWhq, [-1]), dbq], 0), gates, lossSum, h, c };
+  });
+}
+
+/** The step as tfjs ops (every backend but wasm). */
+function opsTidy(p: StepParams, batch: Batch, state: LstmState): TidyOut {
+  const { rows: B, numSteps: T } = batch;
+  const V = p.dims.vocabSize;
+  return tf.tidy(() => {
     const one = tf.scalar(1);
     const ones = tf.ones([B, 1]);
     let h: tf.Tensor = state.h;
@@ -174,17 +281,7 @@ export function lstmStep(p: StepParams, batch: Batch, state: LstmState): StepRes
       hs.push(h);
     }
 
-    // Output layer over all steps at once.
-    const Hs = tf.concat(hs, 0); // (T*B, H)
-    const logp = tf.logSoftmax(tf.add(tf.matMul(Hs, p.whq), p.bq));
-    const yOneHot = tf.oneHot(tf.tensor1d(toTimeMajor(batch.y, B, T), 'int32'), V).asType('float32');
-    const lossSum = tf.neg(tf.sum(tf.mul(yOneHot, logp)));
-    // d(sum of -log p_y)/d logits = softmax - onehot(y)
-    const dLogits = tf.sub(tf.exp(logp), yOneHot); // (T*B, V)
-    const dWhq = tf.matMul(tf.transpose(Hs), dLogits);
-    const dbq = tf.sum(dLogits, 0);
-    const dLogitsT = tf.split(dLogits, T, 0); // small (B, V) pieces: cheap to split
-
+    const { lossSum, dWhq, dbq, dLogitsT } = outputLayer(p, batch, hs);
     const dz: tf.Tensor[][] = [[], [], [], []];
     let dh: tf.Tensor = tf.matMul(dLogitsT[T - 1], p.whqT);
     let dcNext: tf.Tensor | null = null;
@@ -204,19 +301,6 @@ export function lstmStep(p: StepParams, batch: Batch, state: LstmState): StepRes
         dh = tf.matMul(tf.concat([dzi, dzf, dzo, dzc, dLogitsT[t - 1]], 1), p.whT);
       }
     }
-
-    const AT = tf.transpose(tf.concat(As, 0)); // (V+H+1, T*B)
-    const parts: tf.Tensor[] = [];
-    // [dW_xg; dW_hg; db_g] for each gate, in the flat layout's order.
-    for (let k = 0; k < 4; k++) parts.push(tf.reshape(tf.matMul(AT, tf.concat(dz[k], 0)), [-1]));
-    parts.push(tf.reshape(dWhq, [-1]), dbq);
-    return { grad: tf.concat(parts, 0), lossSum, h: h as tf.Tensor2D, c: c as tf.Tensor2D };
+    return { grad: flatGrad(As, dz, dWhq, dbq), lossSum, h: h as tf.Tensor2D, c: c as tf.Tensor2D };
   });
-
-  // dataSync hands back an array the tensor no longer needs once disposed (a
-  // copy on wasm and tensorflow, the cpu backend's own buffer, which it drops).
-  const grad = out.grad.dataSync() as Float32Array;
-  const lossSum = out.lossSum.dataSync()[0];
-  tf.dispose([out.grad, out.lossSum]);
-  return { grad, lossSum, tokenCount: B * T, state: { h: out.h, c: out.c } };
 }

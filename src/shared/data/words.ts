@@ -1,0 +1,226 @@
+/**
+ * Word tokens as d2l's `tokenize(lines, 'word')`: every preprocessed line
+ * split on whitespace (Python's str.split()), read as a stream of chunks like
+ * the character tokenizer (corpus.ts). With d2l preprocessing a word is a
+ * run of the letters A-Z, lower-cased; with none, a run of anything but
+ * whitespace, as is (so 'Ishmael.' and 'Ishmael' are two words).
+ *
+ * Word ids are first-occurrence numbers while reading (four bytes each: a
+ * big text can have millions of distinct words before --min-freq cuts them)
+ * and are renumbered into d2l's vocabulary order at the end.
+ */
+import { createHash, type Hash } from 'node:crypto';
+import { DptrainError } from '../errors.js';
+import type { Preprocess, StreamTokenizer, TokenizerOptions, TokenizerResult } from './corpus.js';
+import { checkD2lLetters, rankTokens, splitIds } from './ranked.js';
+
+/** Same cap as the character tokenizer: token ids go to every worker in one WebSocket frame of at most 1 GiB. */
+const MAX_CORPUS_TOKENS = 2 ** 30;
+
+/** Python's str.isspace() for one UTF-16 code unit (every whitespace character is in the BMP). */
+export function isPyWhitespace(c: number): boolean {
+  if (c <= 0x20) return c === 0x20 || (c >= 0x09 && c <= 0x0d) || (c >= 0x1c && c <= 0x1f);
+  if (c < 0x85) return false;
+  return c === 0x85 || c === 0xa0 || c === 0x1680 || (c >= 0x2000 && c <= 0x200a) || c === 0x2028 || c === 0x2029 || c === 0x202f || c === 0x205f || c === 0x3000;
+}
+
+/** Python's `text.split()`: the runs of non-whitespace characters. */
+export function splitWords(text: string): string[] {
+  const out: string[] = [];
+  let start = -1;
+  for (let i = 0; i <= text.length; i++) {
+    const space = i === text.length || isPyWhitespace(text.charCodeAt(i));
+    if (!space && start < 0) start = i;
+    else if (space && start >= 0) {
+      out.push(text.slice(start, i));
+      start = -1;
+    }
+  }
+  return out;
+}
+
+/** The words of a text as a model of this preprocessing read them (d2l: runs of A-Z, lower-cased). */
+export function textWords(text: string, mode: Preprocess): string[] {
+  return mode === 'd2l' ? (text.match(/[A-Za-z]+/g) ?? []).map((w) => w.toLowerCase()) : splitWords(text);
+}
+
+const isAsciiLetter = (c: number) => ((c | 0x20) >= 97 && (c | 0x20) <= 122);
+
+export class WordTokenizer implements StreamTokenizer {
+  private readonly mode: Preprocess;
+  private readonly stopAt: number;
+  private readonly minFreq: number;
+  private readonly hash: Hash = createHash('sha1');
+  private readonly wordId = new Map<string, number>();
+  private readonly words: string[] = [];
+  private counts = new Float64Array(1024);
+  private ids: Uint32Array;
+  private n = 0;
+  /** The start of a word that the previous chunk ended in. */
+  private pending = '';
+  /** A lone high surrogate at the end of the previous chunk, waiting for its pair. */
+  private carry = '';
+  private sawNonSpace = false;
+  private full = false;
+  private moreAfterFull = false;
+  // d2l: how much of the text's letters (any script) preprocessing keeps.
+  private letters = 0;
+  private dropped = 0;
+  private readonly droppedExamples = new Set<string>();
+  private readonly letterClass = new Uint8Array(65536);
+
+  constructor(o: TokenizerOptions) {
+    this.mode = o.preprocess;
+    this.stopAt = o.stopAt ?? 0;
+    this.minFreq = o.minFreq ?? 0;
+    this.ids = new Uint32Array(this.stopAt > 0 ? Math.min(this.stopAt, 1 << 20) : 1 << 16);
+  }
+
+  get tokens(): number {
+    return this.n;
+  }
+
+  get done(): boolean {
+    return this.moreAfterFull;
+  }
+
+  private isWordChar(c: number): boolean {
+    return this.mode === 'd2l' ? isAsciiLetter(c) : !isPyWhitespace(c);
+  }
+
+  push(chunk: string): void {
+    if (this.moreAfterFull || chunk.length === 0) return;
+    let s = this.carry + chunk;
+    this.carry = '';
+    if (this.full) {
+      this.peekAfterFull(s);
+      return;
+    }
+    const last = s.charCodeAt(s.length - 1);
+    if (last >= 0xd800 && last <= 0xdbff) {
+      this.carry = s.slice(-1);
+      s = s.slice(0, -1);
+    }
+    if (!this.sawNonSpace && /\S/.test(s)) this.sawNonSpace = true;
+    const consumed = this.scan(s);
+    this.hash.update(consumed === s.length ? s : s.slice(0, consumed));
+    if (this.full) {
+      this.carry = '';
+      if (consumed < s.length) this.peekAfterFull(s.slice(consumed));
+    }
+  }
+
+  private peekAfterFull(s: string): void {
+    for (let i = 0; i < s.length; i++) {
+      if (this.isWordChar(s.charCodeAt(i))) {
+        this.moreAfterFull = true;
+        return;
+      }
+    }
+  }
+
+  /** Returns the code units consumed (fewer than s.length only when stopAt was reached: up to the end of the last word). */
+  private scan(s: string): number {
+    const len = s.length;
+    const d2l = this.mode === 'd2l';
+    let start = -1;
+    for (let i = 0; i < len; i++) {
+      const c = s.charCodeAt(i);
+      if (this.isWordChar(c)) {
+        if (start < 0) start = i;
+        if (d2l) this.letters++;
+        continue;
+      }
+      if (start >= 0 || this.pending !== '') {
+        this.emit(this.pending + (start >= 0 ? s.slice(start, i) : ''));
+        this.pending = '';
+        start = -1;
+        if (this.full) return i;
+      }
+      if (d2l && c >= 128) i += this.countDropped(s, i) - 1;
+    }
+    if (start >= 0) this.pending += s.slice(start);
+    return len;
+  }
+
+  /** A non-ASCII character that d2l preprocessing drops: counted when it is a letter. Returns its width in code units. */
+  private countDropped(s: string, i: number): number {
+    const c = s.charCodeAt(i);
+    let width = 1;
+    if (c >= 0xd800 && c <= 0xdbff && i + 1 < s.length) {
+      const lo = s.charCodeAt(i + 1);
+      if (lo >= 0xdc00 && lo <= 0xdfff) width = 2;
+    }
+    let letter: boolean;
+    if (width === 1) {
+      let k = this.letterClass[c];
+      if (k === 0) {
+        k = /\p{L}/u.test(String.fromCharCode(c)) ? 1 : 2;
+        this.letterClass[c] = k;
+      }
+      letter = k === 1;
+    } else letter = /\p{L}/u.test(s.slice(i, i + 2));
+    if (letter) {
+      this.letters++;
+      this.dropped++;
+      if (this.droppedExamples.size < 6) this.droppedExamples.add(s.slice(i, i + width));
+    }
+    return width;
+  }
+
+  private emit(raw: string): void {
+    const word = this.mode === 'd2l' ? raw.toLowerCase() : raw;
+    let id = this.wordId.get(word);
+    if (id === undefined) {
+      id = this.words.length;
+      this.wordId.set(word, id);
+      this.words.push(word);
+      if (id >= this.counts.length) {
+        const c = new Float64Array(this.counts.length * 2);
+        c.set(this.counts);
+        this.counts = c;
+      }
+    }
+    if (this.n === this.ids.length) {
+      if (this.n >= MAX_CORPUS_TOKENS) {
+        throw new DptrainError(
+          'ERR_CORPUS_TOO_LARGE',
+          `The corpus has more than ${MAX_CORPUS_TOKENS.toLocaleString('en-US')} words, more than a worker can receive in one message; use --max-tokens to train on its beginning.`,
+        );
+      }
+      const grown = new Uint32Array(Math.min(MAX_CORPUS_TOKENS, this.ids.length * 2));
+      grown.set(this.ids);
+      this.ids = grown;
+    }
+    this.ids[this.n++] = id;
+    this.counts[id]++;
+    if (this.stopAt > 0 && this.n >= this.stopAt) this.full = true;
+  }
+
+  finish(o: { maxTokens: number; valFraction: number; what: string }): TokenizerResult {
+    const of = o.what ? ` ${o.what}` : '';
+    if (this.carry) {
+      // A lone high surrogate at the very end: part of a word when words are runs of non-whitespace.
+      this.hash.update(this.carry);
+      if (this.mode === 'none' && !this.full) this.pending += this.carry;
+      this.carry = '';
+    }
+    if (this.pending !== '' && !this.full) this.emit(this.pending);
+    this.pending = '';
+    if (!this.sawNonSpace) {
+      throw new DptrainError('ERR_CORPUS_EMPTY', `The corpus${of} is empty or contains only whitespace.`);
+    }
+    const warnings = this.mode === 'd2l' ? checkD2lLetters({ tokens: this.n, letters: this.letters, dropped: this.dropped, examples: this.droppedExamples, of }) : [];
+    if (this.n === 0) throw new DptrainError('ERR_CORPUS_EMPTY', `The corpus${of} has no words: it contains only whitespace.`);
+    const r = rankTokens(this.counts, this.words.length, (k) => this.words[k], this.minFreq, 'word');
+    const total = this.n;
+    const { train, validation } = splitIds(this.ids, total, r.remap, o.maxTokens, o.valFraction);
+    this.ids = new Uint32Array(0);
+    return {
+      corpus: { vocab: r.vocab, train, validation, totalTokens: total, stats: { distinct: r.distinct, unkTokens: r.unkTokens } },
+      sha1: this.hash.digest('hex'),
+      stoppedEarly: this.moreAfterFull,
+      warnings,
+    };
+  }
+}

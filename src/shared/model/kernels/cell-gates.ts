@@ -1,0 +1,155 @@
+/**
+ * Fused gate kernels for the RNN and GRU steps on the wasm backend (the
+ * LSTM's are in lstm-gates.ts, which explains the approach): elementwise
+ * JavaScript over the wasm heap, one kernel where the step had several ops,
+ * each also building the next matMul's concatenated input. Sigmoids stay
+ * with the backend. Row by row, so shards of streams add up to the full batch.
+ *
+ * Off by default (setFusedCellGates): at d2l sizes they did not pay
+ * consistently. The RNN's and GRU's steps are matMul-bound on wasm; in three
+ * interleaved runs on a busy machine the fused step was 4% slower to 5% faster
+ * than the ops step (BENCHMARKS.md, part `models`, rows "fused gate kernels
+ * on"), so the ops path, the one every backend runs, stays the default.
+ *
+ *  - `DptrainRnnHidden` (S = σ(2 z)): h = 2S − 1 and A_{t+1} = [onehot, h, 1];
+ *  - `DptrainRnnBackward`: [dh ⊙ (1 − h²), dLogits_{t-1}];
+ *  - `DptrainGruReset` (S_zr = [σ(z_z), σ(z_r)]): A'_t = [onehot(x_t), r ⊙ h_{t-1}, 1];
+ *  - `DptrainGruHidden` (S_h = σ(2 z_h)): h~ = 2S_h − 1, h = h~ + z ⊙ (h_{t-1} − h~), A_{t+1};
+ *  - `DptrainGruBackward1`: da_h = dh ⊙ (1 − z)(1 − h~²);
+ *  - `DptrainGruBackward2` (drh = da_h W_hh^T): [dz_z, dz_r, dLogits_{t-1}] and dh ⊙ z + drh ⊙ r.
+ */
+import * as tf from '@tensorflow/tfjs';
+
+interface WasmBackendLike {
+  dataIdMap: { get(dataId: object): { memoryOffset: number } };
+  makeOutput(shape: number[], dtype: 'float32'): tf.TensorInfo;
+  wasm: { HEAPF32: Float32Array };
+}
+
+let enabled = false;
+
+/** Use the fused RNN/GRU kernels on wasm (off by default: see above). */
+export function setFusedCellGates(on: boolean): void {
+  enabled = on;
+}
+
+export function fusedCellGatesActive(): boolean {
+  return enabled && tf.getBackend() === 'wasm';
+}
+
+type Body = (ins: Float32Array[], outs: Float32Array[], B: number, H: number, V: number, ids: number[] | null) => void;
+
+/** A kernel over float32 inputs whose first input's shape gives B, with outputs of the given widths. */
+function heapKernel(outWidths: (H: number, V: number) => number[], body: Body): tf.KernelFunc {
+  return (({ inputs, backend, attrs }: { inputs: tf.NamedTensorInfoMap; backend: WasmBackendLike; attrs: tf.NamedAttrMap }) => {
+    const list = Object.values(inputs) as tf.TensorInfo[];
+    const B = list[0].shape[0];
+    const H = attrs.hidden as number;
+    const V = attrs.vocab as number;
+    const outs = outWidths(H, V).map((w) => backend.makeOutput([B, w], 'float32'));
+    const heap = backend.wasm.HEAPF32; // after the allocations: the heap may have grown
+    const view = (t: tf.TensorInfo) => {
+      const off = backend.dataIdMap.get(t.dataId).memoryOffset >>> 2;
+      return heap.subarray(off, off + t.shape.reduce((a, b) => a * b, 1));
+    };
+    body(list.map(view), outs.map(view), B, H, V, (attrs.ids as number[] | null) ?? null);
+    return outs;
+  }) as unknown as tf.KernelFunc;
+}
+
+/** Row r of an A = [onehot(ids), h, 1] output (B, V+H+1), h from `hOf`. */
+function writeA(a: Float32Array, r: number, H: number, V: number, ids: number[] | null): number {
+  const row = r * (V + H + 1);
+  a.fill(0, row, row + V);
+  if (ids) a[row + ids[r]] = 1;
+  a[row + V + H] = 1;
+  return row + V;
+}
+
+const KERNELS: Record<string, tf.KernelFunc> = {
+  DptrainRnnHidden: heapKernel(
+    (H, V) => [H, V + H + 1],
+    ([S], [h, a], B, H, V, ids) => {
+      for (let r = 0; r < B; r++) {
+        const at = writeA(a, r, H, V, ids);
+        for (let j = 0, k = r * H; j < H; j++, k++) a[at + j] = h[k] = 2 * S[k] - 1;
+      }
+    },
+  ),
+  DptrainRnnBackward: heapKernel(
+    (H, V) => [H + V],
+    ([dh, h, dl], [cat], B, H, V) => {
+      for (let r = 0; r < B; r++) {
+        const row = r * (H + V);
+        for (let j = 0, k = r * H; j < H; j++, k++) cat[row + j] = dh[k] - dh[k] * h[k] * h[k];
+        for (let v = 0; v < V; v++) cat[row + H + v] = dl[r * V + v];
+      }
+    },
+  ),
+  DptrainGruReset: heapKernel(
+    (H, V) => [V + H + 1],
+    ([S, hp], [a], B, H, V, ids) => {
+      for (let r = 0; r < B; r++) {
+        const at = writeA(a, r, H, V, ids);
+        for (let j = 0, k = r * H; j < H; j++, k++) a[at + j] = S[2 * H * r + H + j] * hp[k];
+      }
+    },
+  ),
+  DptrainGruHidden: heapKernel(
+    (H, V) => [H, V + H + 1],
+    ([S, Sh, hp], [h, a], B, H, V, ids) => {
+      for (let r = 0; r < B; r++) {
+        const at = writeA(a, r, H, V, ids);
+        for (let j = 0, k = r * H; j < H; j++, k++) {
+          const ht = 2 * Sh[k] - 1;
+          a[at + j] = h[k] = ht + S[2 * H * r + j] * (hp[k] - ht);
+        }
+      }
+    },
+  ),
+  DptrainGruBackward1: heapKernel(
+    (H) => [H],
+    ([dh, S, Sh], [da], B, H) => {
+      for (let r = 0; r < B; r++) {
+        for (let j = 0, k = r * H; j < H; j++, k++) {
+          const ht = 2 * Sh[k] - 1;
+          const omz = 1 - S[2 * H * r + j];
+          da[k] = dh[k] * (omz - omz * ht * ht);
+        }
+      }
+    },
+  ),
+  DptrainGruBackward2: heapKernel(
+    (H, V) => [2 * H + V, H],
+    ([dh, drh, S, Sh, hp, dl], [cat, direct], B, H, V) => {
+      for (let r = 0; r < B; r++) {
+        const row = r * (2 * H + V);
+        for (let j = 0, k = r * H; j < H; j++, k++) {
+          const z = S[2 * H * r + j];
+          const rr = S[2 * H * r + H + j];
+          const ht = 2 * Sh[k] - 1;
+          cat[row + j] = dh[k] * (hp[k] - ht) * (z - z * z);
+          cat[row + H + j] = drh[k] * hp[k] * (rr - rr * rr);
+          direct[k] = dh[k] * z + drh[k] * rr;
+        }
+        for (let v = 0; v < V; v++) cat[row + 2 * H + v] = dl[r * V + v];
+      }
+    },
+  ),
+};
+
+let registered = false;
+
+/** Run one of this file's kernels (registering them on first use). Wasm backend only. */
+export function cellKernel(name: keyof typeof KERNELS, inputs: Record<string, tf.Tensor>, hidden: number, vocab: number, ids: number[] | null = null): tf.Tensor2D[] {
+  if (!registered) {
+    registered = true;
+    for (const [kernelName, kernelFunc] of Object.entries(KERNELS)) if (!tf.getKernel(kernelName, 'wasm')) tf.registerKernel({ kernelName, backendName: 'wasm', kernelFunc });
+  }
+  return tf.engine().runKernel(name, inputs, { hidden, vocab, ids } as unknown as tf.NamedAttrMap) as tf.Tensor2D[];
+}
+
+/** Copy columns [c0, c0 + width) of a row-major (rows, W) matrix into a contiguous (rows, width) block of `out` at `base`. */
+export function scatterColumns(G: Float32Array, rows: number, W: number, c0: number, width: number, out: Float32Array, base: number): void {
+  for (let a = 0; a < rows; a++) out.set(G.subarray(a * W + c0, a * W + c0 + width), base + a * width);
+}
