@@ -16,6 +16,7 @@ import { memoryPart } from './memory.js';
 import { wirePart } from './wire.js';
 import { ttpPart, ttpAdamPart, ttpFullPart } from './ttp.js';
 import { slowlinkPart } from './slowlink.js';
+import { browserPart } from './browser.js';
 
 export const PARTS: BenchPart[] = [
   summaryPart,
@@ -31,4 +32,5 @@ export const PARTS: BenchPart[] = [
   ttpFullPart,
   slowlinkPart,
   memoryPart,
+  browserPart,
 ];

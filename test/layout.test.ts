@@ -57,3 +57,21 @@ test('a source file over 350 lines states why at its top', () => {
     assert.match(lines.slice(0, 40).join('\n'), /Over 350 lines/, `${f} has ${lines.length} lines and no reason at its top`);
   }
 });
+
+/** What the browser bundle (scripts/build-browser.ts) pulls in from src/worker: no Node module may be among them. */
+const BUNDLED_WORKER = ['src/worker/worker-client.ts', 'src/worker/shard-compute.ts', 'src/worker/socket.ts'];
+
+test('src/browser and the worker files it bundles import no Node module and no ws; nothing imports src/browser', () => {
+  const files = [...sources('src/browser'), ...BUNDLED_WORKER];
+  assert.ok(files.length >= 6);
+  for (const f of files) {
+    // Type-only imports are erased from the bundle; every other one is bundled.
+    const text = fs.readFileSync(path.join(repoRoot, f), 'utf8');
+    const values = [...text.matchAll(/^(?:import|export)(?!\s+type\b)[^;]*?from '([^']+)';/gms)].map((m) => m[1]);
+    for (const i of values) {
+      assert.doesNotMatch(i, /^(node:|ws$|fs$|path$|os$)|\/coordinator\/|metrics\.js$|node-socket\.js$/, `${f} imports ${i}`);
+      if (f.startsWith('src/browser/') && i.startsWith('.')) assert.match(path.join(path.dirname(f), i), /^src\/(browser|worker|shared)\//, `${f} imports ${i}`);
+    }
+  }
+  for (const f of sources('src').filter((s) => !s.startsWith('src/browser/'))) for (const i of imports(f)) assert.doesNotMatch(i, /(^|\/)browser\//, `${f} imports ${i}`);
+});

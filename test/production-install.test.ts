@@ -1,9 +1,10 @@
 /**
  * The package installed the way the Docker images install it: built from
  * src/, then production dependencies only with the optional native packages
- * left out (deploy/docker/Dockerfile.cpu: `npm ci --omit=optional`, build,
+ * left out (deploy/docker/Dockerfile.cpu: `npm ci`, build,
  * `npm prune --omit=dev --omit=optional`), in a temporary copy that shares
- * nothing with the repository's node_modules. A runtime import of a
+ * nothing with the repository's node_modules (the build stage, tsc and the
+ * browser bundle, runs with the repository's devDependencies). A runtime import of a
  * devDependency makes every command die there with ERR_MODULE_NOT_FOUND.
  */
 import { test } from 'node:test';
@@ -79,6 +80,10 @@ test('installed with production dependencies only (optional native packages omit
   });
   assert.ok(fs.existsSync(path.join(root, 'dist', 'cli.js')), `tsc emitted nothing:\n${tsc.stdout}${tsc.stderr}`);
   if (tsc.status !== 0) t.diagnostic(`tsc reported type errors (npm run typecheck is where they fail):\n${tsc.stdout}`);
+  // The rest of `npm run build`: the browser worker's bundle, which the coordinator serves at /worker/worker.js.
+  const bundle = path.join(root, 'dist', 'browser', 'worker.bundle.js');
+  const esb = spawnSync(process.execPath, ['--import', 'tsx', path.join(repoRoot, 'scripts', 'build-browser.ts'), bundle], { cwd: repoRoot, encoding: 'utf8', timeout: 120_000 });
+  assert.ok(fs.existsSync(bundle), `the browser bundle was not built:\n${esb.stdout}${esb.stderr}`);
   for (const f of ['package.json', 'package-lock.json']) fs.copyFileSync(path.join(repoRoot, f), path.join(root, f));
 
   // Runtime stage: what the images keep. --ignore-scripts as the Dockerfiles (nothing left needs one).

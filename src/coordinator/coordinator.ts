@@ -42,7 +42,7 @@ import { Round, type Expected, type RoundOutcome } from './round.js';
 import { StreamTable } from './streams.js';
 import { WsServer, type HelloResult } from './ws-server.js';
 import { realClock, type Clock, type Transport, type TransportFactory } from './transport.js';
-import { createCoordinatorMetrics, initSeries, VERSION, type CoordinatorMetrics } from './metrics.js';
+import { createCoordinatorMetrics, initSeries, VERSION, workerInfoLabels, type CoordinatorMetrics } from './metrics.js';
 import { ConsoleReporter } from './console-report.js';
 import { RunObserver } from './run-observer.js';
 import { LogThinning, RoundSeries } from './round-series.js';
@@ -319,6 +319,7 @@ export class Coordinator {
     this.metrics.workersConnected.set(this.membership.workers);
     this.metrics.membershipEpoch.set(this.membership.epoch);
     const i = msg.info;
+    this.metrics.workerInfo.set(workerInfoLabels(m), 1);
     if (m.relay) this.metrics.relayWorkers.set({ relay: m.slot }, m.capacity);
     this.log(`${m.relay ? `relay ${m.slot} (${m.capacity} workers)` : `worker ${m.slot}`} joined from ${remote} (${printable(i.name ?? `${i.host}:${i.pid}`)}, ${printable(i.backend)}/${printable(i.device)}); ${this.membership.size} connected`);
     if (this.paused && this.membership.workers < this.cfg.minWorkers) this.sendPause(m);
@@ -389,6 +390,7 @@ export class Coordinator {
     this.round?.drop(id);
     this.streams.release(id);
     if (m.relay) this.metrics.relayWorkers.remove({ relay: m.slot });
+    this.metrics.workerInfo.remove(workerInfoLabels(m));
     if (reason === 'leave' || reason === 'shutdown') this.metrics.leaves.inc();
     else this.metrics.failures.inc({ reason: reason === 'protocol' ? 'protocol' : reason === 'timeout' ? 'timeout' : 'disconnect' });
     this.metrics.workersConnected.set(this.membership.workers);

@@ -1,12 +1,13 @@
 /**
  * The coordinator's HTTP side: /metrics (Prometheus), /healthz (process up),
  * /readyz (accepting workers: listening, not stopping, not finished), /status.json
- * and the status page at /.
+ * the status page at /, and the browser worker's page at /worker (worker-page.ts).
  */
 import http from 'node:http';
 import { listenOn } from '../shared/listen.js';
 import type { Coordinator } from './coordinator.js';
 import { parseStatusQuery, serveAsset, statusJson, statusPage, STATUS_PAGE_HEADERS } from './status.js';
+import { serveWorkerPage } from './worker-page.js';
 
 export class HttpServer {
   private server: http.Server;
@@ -49,6 +50,7 @@ export class HttpServer {
         return;
       default:
         if (serveAsset(url.pathname, req, res)) return;
+        if (serveWorkerPage(url.pathname, req, res, { wsPort: this.c.port, wsScheme: this.c.cfg.tlsCert ? 'wss' : 'ws' })) return;
         res.writeHead(404, { 'content-type': 'text/plain' }).end('not found\n');
     }
   }

@@ -10,6 +10,7 @@ import { Coordinator, type RunSummary } from './coordinator.js';
 import { HttpServer } from './http-server.js';
 import { closingLines } from './console-report.js';
 import { spawnWorkers } from './spawn.js';
+import { joinLinkLines } from './join-link.js';
 
 export async function startCoordinator(cfg: CoordinatorConfig, log: (l: string) => void = (l) => console.log(l)): Promise<RunSummary> {
   let token = readToken(cfg, { minLength: MIN_TOKEN_LENGTH });
@@ -36,6 +37,7 @@ export async function startCoordinator(cfg: CoordinatorConfig, log: (l: string) 
     if (cfg.metricsPort >= 0) {
       const mp = await http.listen(cfg.metricsHost, cfg.metricsPort);
       log(`metrics on http://${urlHost(cfg.metricsHost)}:${mp}/metrics, status page on http://${urlHost(cfg.metricsHost)}:${mp}/`);
+      for (const line of joinLinkLines(`http://${urlHost(cfg.metricsHost)}:${mp}`, token, process.stdout.isTTY === true)) log(line);
     }
     if (cfg.spawn > 0) {
       children = spawnWorkers({ count: cfg.spawn, url: `${cfg.tlsCert ? 'wss' : 'ws'}://${urlHost(cfg.host)}:${c.port}`, token, backend: cfg.workerBackend, log, ca: cfg.tlsCert });

@@ -3,6 +3,7 @@
  * dptrain_, base units). Worker labels are bounded slot ids ("w0".."wN-1").
  */
 import client from 'prom-client';
+import type { WorkerInfo } from '../shared/wire/protocol.js';
 
 export const VERSION = '0.1.0';
 
@@ -57,6 +58,7 @@ export function createCoordinatorMetrics() {
     membershipEpoch: new client.Gauge({ name: 'dptrain_membership_epoch', help: 'Bumped on every join and leave.', registers: r }),
     joins: new client.Counter({ name: 'dptrain_worker_joins_total', help: 'Workers that joined.', registers: r }),
     leaves: new client.Counter({ name: 'dptrain_worker_leaves_total', help: 'Workers that left cleanly.', registers: r }),
+    workerInfo: new client.Gauge({ name: 'dptrain_worker_info', help: 'Each connected worker (value 1): its slot, name (browser:<family> for a browser tab), backend and device.', labelNames: ['worker', 'name', 'backend', 'device'], registers: r }),
     failures: new client.Counter({ name: 'dptrain_worker_failures_total', help: 'Workers dropped: missed a round deadline or heartbeats (timeout), lost connection (disconnect), or broke the protocol (protocol).', labelNames: ['reason'], registers: r }),
     rejected: new client.Counter({ name: 'dptrain_rejected_messages_total', help: 'Messages and connections refused, by error code.', labelNames: ['code'], registers: r }),
     epoch: new client.Gauge({ name: 'dptrain_epoch', help: 'Current epoch (0-based).', registers: r }),
@@ -71,6 +73,11 @@ export function createCoordinatorMetrics() {
 }
 
 export type CoordinatorMetrics = ReturnType<typeof createCoordinatorMetrics>;
+
+/** dptrain_worker_info's labels for a member: the name it gave, else host:pid. */
+export function workerInfoLabels(m: { slot: string; info: WorkerInfo }): { worker: string; name: string; backend: string; device: string } {
+  return { worker: m.slot, name: m.info.name ?? `${m.info.host}:${m.info.pid}`, backend: m.info.backend, device: m.info.device };
+}
 
 /** Pre-create the per-reason and per-code series so dashboards see zeros, not gaps. */
 export function initSeries(m: CoordinatorMetrics): void {

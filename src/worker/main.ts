@@ -6,6 +6,7 @@ import { urlHost } from '../shared/listen.js';
 import { selectBackend } from '../shared/backend.js';
 import { WorkerClient, type WorkerExit } from './worker-client.js';
 import { WorkerMetrics } from './metrics.js';
+import { nodeSockets } from './node-socket.js';
 
 export async function joinWorker(cfg: WorkerConfig, log: (l: string) => void = (l) => console.log(l)): Promise<WorkerExit> {
   const token = readToken(cfg);
@@ -21,7 +22,7 @@ export async function joinWorker(cfg: WorkerConfig, log: (l: string) => void = (
     url: cfg.coordinator,
     token,
     info: { backend: backend.name, device: backend.device, host: os.hostname(), pid: process.pid, ...(cfg.name ? { name: cfg.name } : {}) },
-    ca: cfg.ca,
+    sockets: nodeSockets({ ca: cfg.ca }),
     maxRetries: cfg.maxRetries,
     reconnectGrace: cfg.reconnectGrace,
     log,

@@ -3,23 +3,22 @@
  * gradient sum of its shard; reconnect with exponential backoff when the
  * connection is lost. The compute (ShardComputer) never sees the socket.
  */
-import WebSocket from 'ws';
-import fs from 'node:fs';
 import { CloseCodes, finalRefusalFor, type ErrorCode } from '../shared/errors.js';
-import { decodeCoordinatorMessage, encode, tokensFromWire, PROTOCOL_VERSION, WORKER_MAX_PAYLOAD, type CoordinatorMessage, type LocalSteps, type StepMsg, type WorkerInfo } from '../shared/wire/protocol.js';
+import { decodeCoordinatorMessage, encode, tokensFromWire, PROTOCOL_VERSION, type CoordinatorMessage, type LocalSteps, type StepMsg, type WorkerInfo } from '../shared/wire/protocol.js';
 import { decodeTensor, encodeTensor, type WireDtype } from '../shared/wire/tensor.js';
 import { encodeGradient, ShardComputer } from './shard-compute.js';
 import { createModel } from '../shared/model/registry.js';
 import type { WorkerMetrics } from './metrics.js';
 import { AddressRotation } from '../shared/addresses.js';
+import type { SocketFactory, WorkerSocket } from './socket.js';
 
 export interface WorkerClientOptions {
   /** A coordinator's or a relay's URL, or several separated by commas: a failed connection moves on to the next. */
   url: string;
   token: string;
   info: WorkerInfo;
-  /** PEM file of a CA to trust for wss://. */
-  ca?: string;
+  /** The WebSocket: Node's `ws` (node-socket.ts) or a browser's (src/browser/browser-socket.ts). */
+  sockets: SocketFactory;
   /** Retries after failed attempts in a row before giving up; 0 = no limit. */
   maxRetries: number;
   /** Seconds without a coordinator before giving up; 0 = never. */
@@ -27,9 +26,7 @@ export interface WorkerClientOptions {
   /** For tests: the clock. */
   now?: () => number;
   log: (line: string) => void;
-  metrics?: WorkerMetrics;
-  /** Largest frame accepted from the coordinator (the welcome carries the corpus). */
-  maxPayload?: number;
+  metrics?: Pick<WorkerMetrics, 'setReady' | 'observeStep'>;
 }
 
 /**
@@ -40,14 +37,11 @@ export interface WorkerClientOptions {
  */
 export type WorkerExit = 'done' | 'rejected' | 'gave-up' | 'stopped';
 
-const zeroMask = (mask: Buffer): void => {
-  mask.fill(0);
-};
-
-/** Close codes after which reconnecting cannot help. */
+/** setImmediate where there is one (Node); a zero timeout in a browser. */
+const afterPendingReads: (f: () => void) => void = typeof setImmediate === 'function' ? (f) => setImmediate(f) : (f) => setTimeout(f, 0);
 
 export class WorkerClient {
-  private ws: WebSocket | null = null;
+  private ws: WorkerSocket | null = null;
   private computer: ShardComputer | null = null;
   private wireDtype: WireDtype = 'float32';
   /** Whether the coordinator takes row-sparse blocks as rows (its welcome says so). */
@@ -114,10 +108,9 @@ export class WorkerClient {
     this.exit ??= 'stopped';
     this.wakeSleep?.();
     const ws = this.ws;
-    if (ws && ws.readyState === WebSocket.OPEN) {
+    if (ws && ws.isOpen) {
       ws.send(encode({ type: 'leave', reason }));
       ws.close(CloseCodes.NORMAL, 'leaving');
-      setTimeout(() => ws.terminate(), 1000).unref();
     }
   }
 
@@ -125,86 +118,62 @@ export class WorkerClient {
   private connectOnce(): Promise<boolean> {
     return new Promise((resolve) => {
       let welcomed = false;
-      const url = this.addresses.current;
-      const ws = new WebSocket(url, {
-        maxPayload: this.opts.maxPayload ?? WORKER_MAX_PAYLOAD,
-        perMessageDeflate: false,
-        handshakeTimeout: 10_000,
-        // A zero masking key: ws then skips masking here and unmasking on the
-        // coordinator, a byte-by-byte JavaScript loop over every 1.2 MB gradient
-        // on each side without the optional bufferutil (BENCHMARKS.md, part
-        // scaling). Masking guards proxies against script-chosen payloads in
-        // browsers; a worker's frames carry its own gradients.
-        generateMask: zeroMask,
-        ...(this.opts.ca ? { ca: fs.readFileSync(this.opts.ca) } : {}),
+      let fatal: { code: ErrorCode; message: string } | null = null;
+      let watchdog: ReturnType<typeof setInterval> | undefined;
+      const heard = () => {
+        this.lastHeard = performance.now();
+      };
+      const ws: WorkerSocket = this.opts.sockets.open(this.addresses.current, {
+        onFatal: (code, message) => {
+          fatal ??= { code, message };
+        },
+        onAlive: heard,
+        onOpen: () => {
+          heard();
+          ws.send(encode({ type: 'hello', version: PROTOCOL_VERSION, token: this.opts.token, info: this.opts.info }));
+        },
+        onMessage: (data) => {
+          heard();
+          const v = decodeCoordinatorMessage(data, this.computer ? { paramCount: this.computer.paramCount } : undefined);
+          if (!v.ok) {
+            this.opts.log(`bad message from coordinator: ${v.code}: ${v.message}`);
+            ws.close(CloseCodes.BAD_MESSAGE, v.code);
+            return;
+          }
+          try {
+            if (v.msg.type === 'welcome') welcomed = true;
+            this.onMessage(ws, v.msg);
+          } catch (e) {
+            this.opts.log(`cannot handle '${v.msg.type}': ${(e as Error).message}`);
+            ws.close(CloseCodes.BAD_MESSAGE, 'worker error');
+          }
+        },
+        onError: (message) => {
+          if (!fatal) this.opts.log(`connection error: ${message}`);
+        },
+        onClose: (code, reason) => {
+          clearInterval(watchdog);
+          this.ws = null;
+          this.opts.metrics?.setReady(false);
+          this.computer?.reset();
+          if (fatal) {
+            this.reason = fatal.message;
+            this.refusal = fatal.code;
+            this.exit ??= 'rejected';
+          } else if (code === CloseCodes.TRAINING_DONE) this.exit ??= 'done';
+          else if (code === CloseCodes.SHUTTING_DOWN) {
+            if (!this.stopped) this.opts.log(`the coordinator is going away (a restart, a rollout or a drain); reconnecting${this.opts.reconnectGrace ? ` for up to ${this.opts.reconnectGrace} s` : ''}`);
+          } else if (finalRefusalFor(code)) {
+            this.reason = `refused by the coordinator: ${reason || code}`;
+            this.refusal = finalRefusalFor(code);
+            this.exit ??= 'rejected';
+          } else if (!this.stopped) this.opts.log(`connection closed (${code}${reason ? ` ${reason}` : ''})`);
+          resolve(welcomed);
+        },
       });
       this.ws = ws;
-      ws.binaryType = 'nodebuffer';
-      let fatal: { code: ErrorCode; message: string } | null = null;
-      const watchdog = setInterval(() => this.checkHeartbeat(ws), 1000);
-      watchdog.unref();
-      ws.on('unexpected-response', (_req, res) => {
-        // A proxy between us and a coordinator that is restarting answers 502-504: worth retrying. Anything else is not dptrain.
-        const status = res.statusCode ?? 0;
-        if (status < 502 || status > 504) {
-          fatal = {
-            code: 'ERR_NOT_A_COORDINATOR',
-            message: `${url} answered HTTP ${status} instead of a WebSocket upgrade: not a dptrain coordinator (is it the metrics port? workers join the coordinator's --port, default 8765)`,
-          };
-        }
-        res.resume();
-        ws.terminate();
-      });
-      ws.on('ping', () => {
-        this.lastHeard = performance.now();
-      });
-      ws.on('open', () => {
-        this.lastHeard = performance.now();
-        ws.send(encode({ type: 'hello', version: PROTOCOL_VERSION, token: this.opts.token, info: this.opts.info }));
-      });
-      ws.on('message', (data: Buffer, isBinary) => {
-        this.lastHeard = performance.now();
-        if (!isBinary) return;
-        const v = decodeCoordinatorMessage(data, this.computer ? { paramCount: this.computer.paramCount } : undefined);
-        if (!v.ok) {
-          this.opts.log(`bad message from coordinator: ${v.code}: ${v.message}`);
-          ws.close(CloseCodes.BAD_MESSAGE, v.code);
-          return;
-        }
-        try {
-          if (v.msg.type === 'welcome') welcomed = true;
-          this.onMessage(ws, v.msg);
-        } catch (e) {
-          this.opts.log(`cannot handle '${v.msg.type}': ${(e as Error).message}`);
-          ws.close(CloseCodes.BAD_MESSAGE, 'worker error');
-        }
-      });
-      ws.on('error', (e: Error & { code?: string }) => {
-        if (e.code === 'WS_ERR_UNSUPPORTED_MESSAGE_LENGTH') {
-          fatal = { code: 'ERR_PAYLOAD_TOO_LARGE', message: `the coordinator sent a message larger than this worker accepts (${e.message}); the model is too large for one WebSocket frame` };
-        }
-        if (!fatal) this.opts.log(`connection error: ${e.message}`);
-      });
-      ws.on('close', (code, reasonBuf) => {
-        clearInterval(watchdog);
-        const reason = reasonBuf.toString();
-        this.ws = null;
-        this.opts.metrics?.setReady(false);
-        this.computer?.reset();
-        if (fatal) {
-          this.reason = fatal.message;
-          this.refusal = fatal.code;
-          this.exit ??= 'rejected';
-        } else if (code === CloseCodes.TRAINING_DONE) this.exit ??= 'done';
-        else if (code === CloseCodes.SHUTTING_DOWN) {
-          if (!this.stopped) this.opts.log(`the coordinator is going away (a restart, a rollout or a drain); reconnecting${this.opts.reconnectGrace ? ` for up to ${this.opts.reconnectGrace} s` : ''}`);
-        } else if (finalRefusalFor(code)) {
-          this.reason = `refused by the coordinator: ${reason || code}`;
-          this.refusal = finalRefusalFor(code);
-          this.exit ??= 'rejected';
-        } else if (!this.stopped) this.opts.log(`connection closed (${code}${reason ? ` ${reason}` : ''})`);
-        resolve(welcomed);
-      });
+      watchdog = setInterval(() => this.checkHeartbeat(ws), 1000);
+      (watchdog as { unref?: () => void }).unref?.();
     });
   }
 
@@ -213,25 +182,25 @@ export class WorkerClient {
    * half-open. The verdict waits for setImmediate, which runs after pending socket reads: a long step of our
    * own delays our timers and the pings alike, and must not count as the coordinator's silence.
    */
-  private checkHeartbeat(ws: WebSocket): void {
-    if (this.heartbeatMs <= 0 || ws.readyState !== WebSocket.OPEN) return;
+  private checkHeartbeat(ws: WorkerSocket): void {
+    if (this.heartbeatMs <= 0 || !this.opts.sockets.seesPings || !ws.isOpen) return;
     const limit = 3 * this.heartbeatMs;
     if (performance.now() - this.lastHeard <= limit) return;
-    setImmediate(() => {
+    afterPendingReads(() => {
       const silent = performance.now() - this.lastHeard;
-      if (silent <= limit || ws.readyState !== WebSocket.OPEN) return;
+      if (silent <= limit || !ws.isOpen) return;
       this.opts.log(`the coordinator has been silent for ${(silent / 1000).toFixed(1)} s (no heartbeat for 3 intervals); reconnecting`);
       ws.terminate();
     });
   }
 
   /** A local SGD round: its inner steps yield to the event loop, so heartbeats and a close are heard meanwhile. */
-  private localRound(ws: WebSocket, c: ShardComputer, msg: StepMsg, local: LocalSteps): void {
+  private localRound(ws: WorkerSocket, c: ShardComputer, msg: StepMsg, local: LocalSteps): void {
     const { round } = msg;
     const task = { paramsVersion: msg.paramsVersion, lo: msg.lo, hi: msg.hi, starts: msg.starts, fresh: msg.fresh, state: msg.state ? decodeTensor(msg.state) : undefined };
-    c.computeLocal(task, local, () => new Promise((r) => setImmediate(r))).then(
+    c.computeLocal(task, local, () => new Promise((r) => afterPendingReads(() => r()))).then(
       (r) => {
-        if (!r || this.ws !== ws || ws.readyState !== WebSocket.OPEN) return;
+        if (!r || this.ws !== ws || !ws.isOpen) return;
         ws.send(
           encode({
             type: 'grads',
@@ -255,7 +224,7 @@ export class WorkerClient {
     );
   }
 
-  private onMessage(ws: WebSocket, msg: CoordinatorMessage): void {
+  private onMessage(ws: WorkerSocket, msg: CoordinatorMessage): void {
     switch (msg.type) {
       case 'welcome': {
         this.workerId = msg.workerId;

@@ -68,7 +68,7 @@ export class ParameterServer {
     // tfjs registers variables by name process-wide; tests and benchmarks hold several servers at once.
     const id = instances++;
     this.varNames = this.layout.map((p) => `dptrain${id}/${p.name}`);
-    this.sgd = cfg.optimizer === 'sgd' ? { flat: init.slice(), next: new Float32Array(this.count), c: Math.fround(-cfg.lr) } : null;
+    this.sgd = cfg.optimizer === 'sgd' && !cfg.create ? { flat: init.slice(), next: new Float32Array(this.count), c: Math.fround(-cfg.lr) } : null;
     // A variable shares its initial tensor's data; that tensor itself must still be disposed.
     this.vars = this.sgd ? [] : this.layout.map((p, k) => {
       const t = tf.tensor1d(init.subarray(p.offset, p.offset + p.size));
