@@ -87,7 +87,7 @@ async function runVariant(ctx: BenchContext, v: Variant, rep: number, o: { warmu
   const cluster = await startCluster(ctx, {
     workers: 2,
     sparseRows: v.sparse,
-    config: { ...MODEL, maxTokens: 0, valFraction: 0, batchSize: o.batchSize, numSteps: o.numSteps, epochs: 1000, wireDtype: v.dtype },
+    config: { ...MODEL, maxTokens: 0, valFraction: 0, batchSize: o.batchSize, numSteps: o.numSteps, epochs: 1000, roundTimeout: 600, wireDtype: v.dtype },
     onRound: (r) => {
       rounds.push({ ...r, upBytes: up, downBytes: down });
       up = 0;
