@@ -242,9 +242,16 @@ export const wordmodelPart: BenchPart = {
         `Every batch touches every column of W_hq (the softmax is over the whole vocabulary), so its gradient is dense: with sparse rows it is ${pct((out.params * 4) / perWorker('f32-sparse'), 0)} of a worker's float32 gradient message (${bytes(out.params * 4)} of ${bytes(perWorker('f32-sparse'))}). ` +
         `Sparse rows cannot shrink it; float16 halves it, and beyond that only a smaller output (a sampled or adaptive softmax, tied embeddings, a smaller vocabulary) would.`,
     );
+    const m = (key: string, k: keyof VariantRun['median']) => agg(key, (r) => r.median[k]);
+    const computes = VARIANTS.map((v) => m(v.key, 'computeMs'));
+    const loads = runs.map((r) => r.load.start[0]);
+    const restGain = m('f16-sparse', 'waitRestMs') < m('f32-sparse', 'waitRestMs') && m('f16-dense', 'waitRestMs') < m('f32-dense', 'waitRestMs');
     md.push(
-      `- **float16 against float32**: the round takes ${fmt(agg('f16-sparse', (r) => r.median.totalMs))} ms against ${fmt(agg('f32-sparse', (r) => r.median.totalMs))} ms with sparse rows (${fmt(agg('f16-dense', (r) => r.median.totalMs))} against ${fmt(agg('f32-dense', (r) => r.median.totalMs))} ms dense); ` +
-        `the slowest worker's compute is ${pct(agg('f32-sparse', (r) => r.median.computeMs) / agg('f32-sparse', (r) => r.median.totalMs), 0)} of the float32 sparse round, so halving the bytes on loopback moves the round by what the transfers and conversions cost, not more.`,
+      `- **float16 against float32, and the noise**: every variant computes the same kind of batch on the same model, yet the slowest worker's compute ranged from ${fmt(Math.min(...computes))} to ${fmt(Math.max(...computes))} ms (median per variant) with 1-minute load averages of ${fmt(Math.min(...loads), 2)} to ${fmt(Math.max(...loads), 2)} on ${os.cpus().length} cores: ` +
+        `the round times of the variants differ mostly by the load on this shared machine, not by the wire. The worker's compute is ${pct(m('f32-sparse', 'computeMs') / m('f32-sparse', 'totalMs'), 0)} of the float32 sparse round. ` +
+        `What the wire dtype changes shows in the pieces outside the compute: the coordinator's encode + send takes ${fmt(m('f32-sparse', 'encodeSendMs'))} ms for float32 and ${fmt(m('f16-sparse', 'encodeSendMs'))} ms for float16 (sparse rows; it converts the parameters to float16), its decode + sum ${fmt(m('f32-sparse', 'decodeSumMs'))} against ${fmt(m('f16-sparse', 'decodeSumMs'))} ms (it converts the gradients back), ` +
+        `and the rest of the wait (the workers' conversions and the transfers) ${fmt(m('f32-sparse', 'waitRestMs'))} against ${fmt(m('f16-sparse', 'waitRestMs'))} ms with sparse rows, ${fmt(m('f32-dense', 'waitRestMs'))} against ${fmt(m('f16-dense', 'waitRestMs'))} ms dense: ` +
+        `${restGain ? 'float16 shortens it in both' : 'no consistent gain from halving the bytes on loopback at this load'}. Float16 halves the bytes (up and down); it pays off on links slower than the conversions (part \`slowlink\`).`,
     );
     md.push('');
     md.push(
