@@ -9,6 +9,7 @@ import { summaryPart } from './summary.js';
 import { stepPart } from './step.js';
 import { d2lPart } from './d2l.js';
 import { modelsPart } from './models.js';
+import { wordmodelPart } from './wordmodel.js';
 import { scalingPart } from './scaling.js';
 import { faninPart } from './fanin.js';
 import { fleetPart } from './fleet.js';
@@ -23,6 +24,7 @@ export const PARTS: BenchPart[] = [
   stepPart,
   d2lPart,
   modelsPart,
+  wordmodelPart,
   scalingPart,
   faninPart,
   fleetPart,

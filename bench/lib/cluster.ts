@@ -130,6 +130,8 @@ export interface ClusterOptions {
   workerNodeFlags?: string[];
   /** Called after every applied round, after the record is stored. */
   onRound?: (r: RoundRecord, c: Coordinator) => void;
+  /** Offer the workers row-sparse gradients (default true, as the CLI does). */
+  sparseRows?: boolean;
   /** Coordinator log lines go here (default: dropped, except errors). */
   log?: (line: string) => void;
 }
@@ -183,6 +185,7 @@ export async function startCluster(ctx: BenchContext, opts: ClusterOptions): Pro
     log,
     progress: null,
     backend: ctx.backend,
+    sparseRows: opts.sparseRows,
     onRound: (b) => {
       const cpu = process.cpuUsage(cpuMark);
       cpuMark = process.cpuUsage();

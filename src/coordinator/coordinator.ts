@@ -88,6 +88,8 @@ export interface CoordinatorDeps {
   transport?: TransportFactory;
   /** The round deadline's clock (default: performance.now and timers). */
   clock?: Clock;
+  /** Offer workers row-sparse gradients (default true); only the benchmark turns it off, to measure the dense bytes. */
+  sparseRows?: boolean;
 }
 
 export interface RunSummary {
@@ -312,7 +314,7 @@ export class Coordinator {
         wireDtype: this.cfg.wireDtype,
         heartbeatMs: this.cfg.heartbeatInterval * 1000,
         streams: this.cfg.batchSize,
-        sparseRows: true,
+        sparseRows: this.deps.sparseRows ?? true,
       }),
     );
     this.metrics.joins.inc();
