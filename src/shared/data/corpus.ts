@@ -11,7 +11,7 @@
  * (Over 350 lines: the streaming tokenizer is one state machine over chunks,
  * with d2l's line and letter rules and its vocabulary order; kept whole.)
  */
-import { createHash, type Hash } from 'node:crypto';
+import { ChunkedTokenizer } from './chunked.js';
 import { DptrainError } from '../errors.js';
 import { checkD2lLetters, rankTokens, splitIds } from './ranked.js';
 import { UNK, type Vocab } from './vocab.js';
@@ -156,11 +156,10 @@ const SPACE = 32;
  * end, which gives exactly d2l's Vocab order (descending count, ties by first
  * occurrence).
  */
-export class Tokenizer implements StreamTokenizer {
+export class Tokenizer extends ChunkedTokenizer implements StreamTokenizer {
   private readonly mode: Preprocess;
   private readonly stopAt: number;
   private readonly minFreq: number;
-  private readonly hash: Hash = createHash('sha1');
   /** First-occurrence id of a BMP code point, -1 when unseen; astral code points in `astral`. */
   private readonly bmpId = new Int32Array(65536).fill(-1);
   private readonly astralId = new Map<number, number>();
@@ -168,25 +167,19 @@ export class Tokenizer implements StreamTokenizer {
   private counts = new Float64Array(64);
   private ids: Uint16Array;
   private n = 0;
-  /** Text left from the previous chunk: a lone high surrogate waiting for its pair. */
-  private carry = '';
   // d2l line state: a letter was seen on this line; a non-letter run follows it.
   private inLine = false;
   private pendingSpace = false;
   // none: the previous character was '\r' (so a following '\n' is the same line end).
   private lastCR = false;
-  private sawNonSpace = false;
-  private full = false;
-  private moreAfterFull = false;
   // d2l: how much of the text's letters (any script) preprocessing keeps.
   private letters = 0;
   private dropped = 0;
   private readonly droppedExamples = new Set<string>();
   private readonly letterClass = new Uint8Array(65536);
-  /** Characters consumed so far (UTF-16 code units), for progress lines. */
-  chars = 0;
 
   constructor(o: TokenizerOptions) {
+    super();
     this.mode = o.preprocess;
     this.stopAt = o.stopAt ?? 0;
     this.minFreq = o.minFreq ?? 0;
@@ -197,38 +190,13 @@ export class Tokenizer implements StreamTokenizer {
     return this.n;
   }
 
-  /** True once stopAt tokens are in and the text is known to go on: the caller can stop reading. */
-  get done(): boolean {
-    return this.moreAfterFull;
-  }
-
-  push(chunk: string): void {
-    if (this.moreAfterFull || chunk.length === 0) return;
-    let s = this.carry + chunk;
-    this.carry = '';
-    if (this.full) {
-      this.peekAfterFull(s);
-      return;
-    }
-    const last = s.charCodeAt(s.length - 1);
-    if (last >= 0xd800 && last <= 0xdbff) {
-      this.carry = s.slice(-1);
-      s = s.slice(0, -1);
-    }
-    if (!this.sawNonSpace && /\S/.test(s)) this.sawNonSpace = true;
-    const consumed = this.mode === 'd2l' ? this.pushD2l(s) : this.pushNone(s);
-    this.hash.update(consumed === s.length ? s : s.slice(0, consumed));
-    this.chars += consumed;
-    if (this.full) {
-      this.carry = '';
-      if (consumed < s.length) this.peekAfterFull(s.slice(consumed));
-    }
+  protected scan(s: string): number {
+    return this.mode === 'd2l' ? this.pushD2l(s) : this.pushNone(s);
   }
 
   /** After the last token kept: does the text go on with more tokens? (A trailing run of punctuation does not count.) */
-  private peekAfterFull(s: string): void {
-    const more = this.mode === 'd2l' ? /[A-Za-z]/.test(s) : s.length > 0;
-    if (more) this.moreAfterFull = true;
+  protected holdsToken(s: string): boolean {
+    return this.mode === 'd2l' ? /[A-Za-z]/.test(s) : s.length > 0;
   }
 
   private emit(cp: number): void {

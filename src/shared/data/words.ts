@@ -9,7 +9,7 @@
  * big text can have millions of distinct words before --min-freq cuts them)
  * and are renumbered into d2l's vocabulary order at the end.
  */
-import { createHash, type Hash } from 'node:crypto';
+import { ChunkedTokenizer } from './chunked.js';
 import { DptrainError } from '../errors.js';
 import type { Preprocess, StreamTokenizer, TokenizerOptions, TokenizerResult } from './corpus.js';
 import { checkD2lLetters, rankTokens, splitIds } from './ranked.js';
@@ -46,11 +46,10 @@ export function textWords(text: string, mode: Preprocess): string[] {
 
 const isAsciiLetter = (c: number) => ((c | 0x20) >= 97 && (c | 0x20) <= 122);
 
-export class WordTokenizer implements StreamTokenizer {
+export class WordTokenizer extends ChunkedTokenizer implements StreamTokenizer {
   private readonly mode: Preprocess;
   private readonly stopAt: number;
   private readonly minFreq: number;
-  private readonly hash: Hash = createHash('sha1');
   private readonly wordId = new Map<string, number>();
   private readonly words: string[] = [];
   private counts = new Float64Array(1024);
@@ -59,10 +58,6 @@ export class WordTokenizer implements StreamTokenizer {
   /** The start of a word that the previous chunk ended in. */
   private pending = '';
   /** A lone high surrogate at the end of the previous chunk, waiting for its pair. */
-  private carry = '';
-  private sawNonSpace = false;
-  private full = false;
-  private moreAfterFull = false;
   // d2l: how much of the text's letters (any script) preprocessing keeps.
   private letters = 0;
   private dropped = 0;
@@ -70,6 +65,7 @@ export class WordTokenizer implements StreamTokenizer {
   private readonly letterClass = new Uint8Array(65536);
 
   constructor(o: TokenizerOptions) {
+    super();
     this.mode = o.preprocess;
     this.stopAt = o.stopAt ?? 0;
     this.minFreq = o.minFreq ?? 0;
@@ -80,47 +76,17 @@ export class WordTokenizer implements StreamTokenizer {
     return this.n;
   }
 
-  get done(): boolean {
-    return this.moreAfterFull;
-  }
-
   private isWordChar(c: number): boolean {
     return this.mode === 'd2l' ? isAsciiLetter(c) : !isPyWhitespace(c);
   }
 
-  push(chunk: string): void {
-    if (this.moreAfterFull || chunk.length === 0) return;
-    let s = this.carry + chunk;
-    this.carry = '';
-    if (this.full) {
-      this.peekAfterFull(s);
-      return;
-    }
-    const last = s.charCodeAt(s.length - 1);
-    if (last >= 0xd800 && last <= 0xdbff) {
-      this.carry = s.slice(-1);
-      s = s.slice(0, -1);
-    }
-    if (!this.sawNonSpace && /\S/.test(s)) this.sawNonSpace = true;
-    const consumed = this.scan(s);
-    this.hash.update(consumed === s.length ? s : s.slice(0, consumed));
-    if (this.full) {
-      this.carry = '';
-      if (consumed < s.length) this.peekAfterFull(s.slice(consumed));
-    }
-  }
-
-  private peekAfterFull(s: string): void {
-    for (let i = 0; i < s.length; i++) {
-      if (this.isWordChar(s.charCodeAt(i))) {
-        this.moreAfterFull = true;
-        return;
-      }
-    }
+  protected holdsToken(s: string): boolean {
+    for (let i = 0; i < s.length; i++) if (this.isWordChar(s.charCodeAt(i))) return true;
+    return false;
   }
 
   /** Returns the code units consumed (fewer than s.length only when stopAt was reached: up to the end of the last word). */
-  private scan(s: string): number {
+  protected scan(s: string): number {
     const len = s.length;
     const d2l = this.mode === 'd2l';
     let start = -1;
