@@ -7,7 +7,7 @@
 import WebSocket from 'ws';
 import fs from 'node:fs';
 import { CloseCodes, finalRefusalFor, type ErrorCode } from '../shared/errors.js';
-import { AddressRotation } from '../shared/addresses.js';
+import { AddressRotation, reconnectPlan } from '../shared/addresses.js';
 import { decodeCoordinatorMessage, encode, PROTOCOL_VERSION, WORKER_MAX_PAYLOAD, type CoordinatorMessage, type ParamsMsg, type StepMsg, type WelcomeMsg, type WorkerInfo, type WorkerMessage } from '../shared/wire/protocol.js';
 
 export interface UpstreamHandlers {
@@ -83,17 +83,12 @@ export class Upstream {
       if (welcomed) since = Date.now();
       failures = welcomed ? 1 : failures + 1;
       this.addresses.advance();
-      if (this.opts.maxRetries > 0 && failures > this.opts.maxRetries) {
-        this.reason = `${failures} attempts in a row to reach ${this.addresses.describe()} failed (--max-retries ${this.opts.maxRetries})`;
+      const plan = reconnectPlan({ failures, maxRetries: this.opts.maxRetries, awayMs: Date.now() - since, graceMs, addresses: this.addresses });
+      if ('giveUp' in plan) {
+        this.reason = plan.giveUp;
         return 'gave-up';
       }
-      const away = Date.now() - since;
-      if (graceMs > 0 && away >= graceMs) {
-        this.reason = `no coordinator at ${this.addresses.describe()} for ${Math.round(away / 1000)} s (--reconnect-grace ${graceMs / 1000})`;
-        return 'gave-up';
-      }
-      let delay = Math.min(30_000, 250 * 2 ** Math.min(failures, 7) * (0.75 + 0.5 * Math.random()));
-      if (graceMs > 0) delay = Math.min(delay, graceMs - away);
+      const delay = plan.delayMs;
       this.opts.log(`reconnecting to ${this.addresses.current} in ${(delay / 1000).toFixed(1)} s`);
       await new Promise<void>((r) => {
         const t = setTimeout(r, delay);

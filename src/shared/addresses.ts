@@ -46,3 +46,17 @@ export class AddressRotation {
     return this.urls.length === 1 ? this.urls[0] : `any of ${this.urls.join(', ')}`;
   }
 }
+
+/**
+ * After a connection ended and the rotation moved on: give up (with the reason) or wait `delayMs`.
+ * The backoff doubles with failures; jitter spreads many clients' reconnects and the 30 s cap holds
+ * after it; the last wait ends with the grace period.
+ */
+export function reconnectPlan(o: { failures: number; maxRetries: number; awayMs: number; graceMs: number; addresses: AddressRotation }): { giveUp: string } | { delayMs: number } {
+  const { failures, maxRetries, awayMs, graceMs, addresses } = o;
+  if (maxRetries > 0 && failures > maxRetries) return { giveUp: `${failures} attempts in a row to reach ${addresses.describe()} failed (--max-retries ${maxRetries})` };
+  if (graceMs > 0 && awayMs >= graceMs) return { giveUp: `no coordinator at ${addresses.describe()} for ${Math.round(awayMs / 1000)} s (--reconnect-grace ${graceMs / 1000})` };
+  let delayMs = Math.min(30_000, 250 * 2 ** Math.min(failures, 7) * (0.75 + 0.5 * Math.random()));
+  if (graceMs > 0) delayMs = Math.min(delayMs, graceMs - awayMs);
+  return { delayMs };
+}

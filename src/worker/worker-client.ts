@@ -9,7 +9,7 @@ import { decodeTensor, encodeTensor, type WireDtype } from '../shared/wire/tenso
 import { encodeGradient, ShardComputer } from './shard-compute.js';
 import { createModel } from '../shared/model/registry.js';
 import type { WorkerMetrics } from './metrics.js';
-import { AddressRotation } from '../shared/addresses.js';
+import { AddressRotation, reconnectPlan } from '../shared/addresses.js';
 import type { SocketFactory, WorkerSocket } from './socket.js';
 
 export interface WorkerClientOptions {
@@ -75,20 +75,13 @@ export class WorkerClient {
       if (welcomed) since = now();
       failures = welcomed ? 1 : failures + 1;
       this.addresses.advance();
-      if (this.opts.maxRetries > 0 && failures > this.opts.maxRetries) {
-        this.reason = `${failures} attempts in a row to reach ${this.addresses.describe()} failed (--max-retries ${this.opts.maxRetries})`;
+      const plan = reconnectPlan({ failures, maxRetries: this.opts.maxRetries, awayMs: now() - since, graceMs, addresses: this.addresses });
+      if ('giveUp' in plan) {
+        this.reason = plan.giveUp;
         this.opts.log(`giving up: ${this.reason}`);
         return 'gave-up';
       }
-      const away = now() - since;
-      if (graceMs > 0 && away >= graceMs) {
-        this.reason = `no coordinator at ${this.addresses.describe()} for ${Math.round(away / 1000)} s (--reconnect-grace ${graceMs / 1000})`;
-        this.opts.log(`giving up: ${this.reason}`);
-        return 'gave-up';
-      }
-      // Jitter spreads many workers' reconnects; the cap holds after it. The last wait ends with the grace period.
-      let delay = Math.min(30_000, 250 * 2 ** Math.min(failures, 7) * (0.75 + 0.5 * Math.random()));
-      if (graceMs > 0) delay = Math.min(delay, graceMs - away);
+      const delay = plan.delayMs;
       this.opts.log(`reconnecting to ${this.addresses.current} in ${(delay / 1000).toFixed(1)} s`);
       await new Promise<void>((r) => {
         const t = setTimeout(r, delay);
