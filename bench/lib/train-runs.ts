@@ -4,7 +4,7 @@
  * with worker processes) and the in-process reference loop (trainLocal) on
  * the same configuration, each with a train/validation perplexity per epoch.
  */
-import { resolveOptions, type TrainConfig } from '../../src/shared/config.js';
+import { checkTrainConfig, resolveOptions, type TrainConfig } from '../../src/shared/config.js';
 import { buildCorpus } from '../../src/shared/data/corpus.js';
 import { loadCorpusText } from '../../src/shared/data/corpus-source.js';
 import { perplexityOf } from '../../src/shared/model/evaluate.js';
@@ -53,9 +53,14 @@ export interface RunSpec {
   log: (line: string) => void;
 }
 
-/** The coordinator's option table resolved from explicit values only (no DPTRAIN_* environment). */
+/**
+ * The coordinator's option table resolved from explicit values only (no DPTRAIN_* environment), checked and
+ * completed as the CLI does (the model from --cell and its stack flags, the tokenizer, local SGD's defaults).
+ */
 export function trainConfig(ctx: BenchContext, over: Record<string, unknown>): TrainConfig {
-  return resolveOptions<TrainConfig>(COORDINATOR_OPTIONS, { corpus: 'timemachine', dataDir: ctx.dataDir, ...over }, {});
+  const cfg = resolveOptions<TrainConfig>(COORDINATOR_OPTIONS, { corpus: 'timemachine', dataDir: ctx.dataDir, ...over }, {});
+  checkTrainConfig(cfg);
+  return cfg;
 }
 
 async function counter(c: { get(): Promise<{ values: { value: number }[] }> }): Promise<number> {
