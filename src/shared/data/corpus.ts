@@ -7,13 +7,10 @@
  * `Tokenizer.push` takes one chunk at a time, keeps only token ids (two bytes
  * each) and the counts the vocabulary needs, and can stop once `--max-tokens`
  * tokens are in.
- *
- * (Over 350 lines: the streaming tokenizer is one state machine over chunks,
- * with d2l's line and letter rules and its vocabulary order; kept whole.)
  */
 import { ChunkedTokenizer } from './chunked.js';
 import { DptrainError } from '../errors.js';
-import { checkD2lLetters, rankTokens, splitIds } from './ranked.js';
+import { rankTokens, splitIds } from './ranked.js';
 import { UNK, type Vocab } from './vocab.js';
 import { WordTokenizer } from './words.js';
 
@@ -39,8 +36,7 @@ export function defaultMinFreq(tokens: TokenKind): number {
 /** d2l's `load_corpus_time_machine(max_tokens=10000)`: the default cut of `--corpus timemachine` only. */
 export const D2L_MAX_TOKENS = 10000;
 
-/** Token ids go to every worker in one WebSocket frame of at most 1 GiB, one byte or more each. */
-export const MAX_CORPUS_TOKENS = 2 ** 30;
+export { MAX_CORPUS_TOKENS } from './chunked.js';
 
 /** Token ids must fit the protocol's uint16 (LIMITS.MAX_VOCAB), `<unk>` included. */
 const MAX_DISTINCT_TOKENS = 65535;
@@ -157,37 +153,18 @@ const SPACE = 32;
  * occurrence).
  */
 export class Tokenizer extends ChunkedTokenizer implements StreamTokenizer {
-  private readonly mode: Preprocess;
-  private readonly stopAt: number;
-  private readonly minFreq: number;
   /** First-occurrence id of a BMP code point, -1 when unseen; astral code points in `astral`. */
   private readonly bmpId = new Int32Array(65536).fill(-1);
   private readonly astralId = new Map<number, number>();
   private readonly codePoints: number[] = [];
-  private counts = new Float64Array(64);
-  private ids: Uint16Array;
-  private n = 0;
   // d2l line state: a letter was seen on this line; a non-letter run follows it.
   private inLine = false;
   private pendingSpace = false;
   // none: the previous character was '\r' (so a following '\n' is the same line end).
   private lastCR = false;
-  // d2l: how much of the text's letters (any script) preprocessing keeps.
-  private letters = 0;
-  private dropped = 0;
-  private readonly droppedExamples = new Set<string>();
-  private readonly letterClass = new Uint8Array(65536);
 
   constructor(o: TokenizerOptions) {
-    super();
-    this.mode = o.preprocess;
-    this.stopAt = o.stopAt ?? 0;
-    this.minFreq = o.minFreq ?? 0;
-    this.ids = new Uint16Array(this.stopAt > 0 ? Math.min(this.stopAt, 1 << 20) : 1 << 16);
-  }
-
-  get tokens(): number {
-    return this.n;
+    super(o, 'tokens', Uint16Array);
   }
 
   protected scan(s: string): number {
@@ -212,38 +189,8 @@ export class Tokenizer extends ChunkedTokenizer implements StreamTokenizer {
       if (cp < 65536) this.bmpId[cp] = id;
       else this.astralId.set(cp, id);
       this.codePoints.push(cp);
-      if (id >= this.counts.length) {
-        const c = new Float64Array(this.counts.length * 2);
-        c.set(this.counts);
-        this.counts = c;
-      }
     }
-    if (this.n === this.ids.length) {
-      if (this.n >= MAX_CORPUS_TOKENS) {
-        throw new DptrainError(
-          'ERR_CORPUS_TOO_LARGE',
-          `The corpus has more than ${fmt(MAX_CORPUS_TOKENS)} tokens, more than a worker can receive in one message; use --max-tokens to train on its beginning.`,
-        );
-      }
-      const grown = new Uint16Array(Math.min(MAX_CORPUS_TOKENS, this.ids.length * 2));
-      grown.set(this.ids);
-      this.ids = grown;
-    }
-    this.ids[this.n++] = id;
-    this.counts[id]++;
-    if (this.stopAt > 0 && this.n >= this.stopAt) this.full = true;
-  }
-
-  private isLetter(code: number, cp: number, ch: () => string): boolean {
-    if (cp < 65536) {
-      let k = this.letterClass[code];
-      if (k === 0) {
-        k = /\p{L}/u.test(String.fromCharCode(code)) ? 1 : 2;
-        this.letterClass[code] = k;
-      }
-      return k === 1;
-    }
-    return /\p{L}/u.test(ch());
+    this.append(id);
   }
 
   /** Returns the number of code units consumed (less than s.length only when stopAt was reached). */
@@ -271,21 +218,7 @@ export class Tokenizer extends ChunkedTokenizer implements StreamTokenizer {
       }
       if (this.inLine) this.pendingSpace = true;
       if (c < 128) continue;
-      let cp = c;
-      let width = 1;
-      if (c >= 0xd800 && c <= 0xdbff && i + 1 < len) {
-        const lo = s.charCodeAt(i + 1);
-        if (lo >= 0xdc00 && lo <= 0xdfff) {
-          cp = 0x10000 + ((c - 0xd800) << 10) + (lo - 0xdc00);
-          width = 2;
-        }
-      }
-      if (this.isLetter(c, cp, () => s.slice(i, i + width))) {
-        this.letters++;
-        this.dropped++;
-        if (this.droppedExamples.size < 6) this.droppedExamples.add(s.slice(i, i + width));
-      }
-      i += width - 1;
+      i += this.countDropped(s, i) - 1;
     }
     return len;
   }
@@ -330,7 +263,7 @@ export class Tokenizer extends ChunkedTokenizer implements StreamTokenizer {
     if (!this.sawNonSpace) {
       throw new DptrainError('ERR_CORPUS_EMPTY', `The corpus${of} is empty or contains only whitespace.`);
     }
-    const warnings = this.mode === 'd2l' ? checkD2lLetters({ tokens: this.n, letters: this.letters, dropped: this.dropped, examples: this.droppedExamples, of }) : [];
+    const warnings = this.droppedWarnings(of);
     // n > 0 here: whitespace-only text was refused above, and 'none' keeps every character.
     const r = rankTokens(this.counts, this.codePoints.length, (k) => String.fromCodePoint(this.codePoints[k]), this.minFreq, 'character');
     const total = this.n;

@@ -12,10 +12,7 @@
 import { ChunkedTokenizer } from './chunked.js';
 import { DptrainError } from '../errors.js';
 import type { Preprocess, StreamTokenizer, TokenizerOptions, TokenizerResult } from './corpus.js';
-import { checkD2lLetters, rankTokens, splitIds } from './ranked.js';
-
-/** Same cap as the character tokenizer: token ids go to every worker in one WebSocket frame of at most 1 GiB. */
-const MAX_CORPUS_TOKENS = 2 ** 30;
+import { rankTokens, splitIds } from './ranked.js';
 
 /** Python's str.isspace() for one UTF-16 code unit (every whitespace character is in the BMP). */
 export function isPyWhitespace(c: number): boolean {
@@ -47,33 +44,14 @@ export function textWords(text: string, mode: Preprocess): string[] {
 const isAsciiLetter = (c: number) => ((c | 0x20) >= 97 && (c | 0x20) <= 122);
 
 export class WordTokenizer extends ChunkedTokenizer implements StreamTokenizer {
-  private readonly mode: Preprocess;
-  private readonly stopAt: number;
-  private readonly minFreq: number;
   private readonly wordId = new Map<string, number>();
   private readonly words: string[] = [];
-  private counts = new Float64Array(1024);
-  private ids: Uint32Array;
-  private n = 0;
   /** The start of a word that the previous chunk ended in. */
   private pending = '';
   /** A lone high surrogate at the end of the previous chunk, waiting for its pair. */
-  // d2l: how much of the text's letters (any script) preprocessing keeps.
-  private letters = 0;
-  private dropped = 0;
-  private readonly droppedExamples = new Set<string>();
-  private readonly letterClass = new Uint8Array(65536);
 
   constructor(o: TokenizerOptions) {
-    super();
-    this.mode = o.preprocess;
-    this.stopAt = o.stopAt ?? 0;
-    this.minFreq = o.minFreq ?? 0;
-    this.ids = new Uint32Array(this.stopAt > 0 ? Math.min(this.stopAt, 1 << 20) : 1 << 16);
-  }
-
-  get tokens(): number {
-    return this.n;
+    super(o, 'words', Uint32Array);
   }
 
   private isWordChar(c: number): boolean {
@@ -109,31 +87,6 @@ export class WordTokenizer extends ChunkedTokenizer implements StreamTokenizer {
     return len;
   }
 
-  /** A non-ASCII character that d2l preprocessing drops: counted when it is a letter. Returns its width in code units. */
-  private countDropped(s: string, i: number): number {
-    const c = s.charCodeAt(i);
-    let width = 1;
-    if (c >= 0xd800 && c <= 0xdbff && i + 1 < s.length) {
-      const lo = s.charCodeAt(i + 1);
-      if (lo >= 0xdc00 && lo <= 0xdfff) width = 2;
-    }
-    let letter: boolean;
-    if (width === 1) {
-      let k = this.letterClass[c];
-      if (k === 0) {
-        k = /\p{L}/u.test(String.fromCharCode(c)) ? 1 : 2;
-        this.letterClass[c] = k;
-      }
-      letter = k === 1;
-    } else letter = /\p{L}/u.test(s.slice(i, i + 2));
-    if (letter) {
-      this.letters++;
-      this.dropped++;
-      if (this.droppedExamples.size < 6) this.droppedExamples.add(s.slice(i, i + width));
-    }
-    return width;
-  }
-
   private emit(raw: string): void {
     const word = this.mode === 'd2l' ? raw.toLowerCase() : raw;
     let id = this.wordId.get(word);
@@ -141,26 +94,8 @@ export class WordTokenizer extends ChunkedTokenizer implements StreamTokenizer {
       id = this.words.length;
       this.wordId.set(word, id);
       this.words.push(word);
-      if (id >= this.counts.length) {
-        const c = new Float64Array(this.counts.length * 2);
-        c.set(this.counts);
-        this.counts = c;
-      }
     }
-    if (this.n === this.ids.length) {
-      if (this.n >= MAX_CORPUS_TOKENS) {
-        throw new DptrainError(
-          'ERR_CORPUS_TOO_LARGE',
-          `The corpus has more than ${MAX_CORPUS_TOKENS.toLocaleString('en-US')} words, more than a worker can receive in one message; use --max-tokens to train on its beginning.`,
-        );
-      }
-      const grown = new Uint32Array(Math.min(MAX_CORPUS_TOKENS, this.ids.length * 2));
-      grown.set(this.ids);
-      this.ids = grown;
-    }
-    this.ids[this.n++] = id;
-    this.counts[id]++;
-    if (this.stopAt > 0 && this.n >= this.stopAt) this.full = true;
+    this.append(id);
   }
 
   finish(o: { maxTokens: number; valFraction: number; what: string }): TokenizerResult {
@@ -176,7 +111,7 @@ export class WordTokenizer extends ChunkedTokenizer implements StreamTokenizer {
     if (!this.sawNonSpace) {
       throw new DptrainError('ERR_CORPUS_EMPTY', `The corpus${of} is empty or contains only whitespace.`);
     }
-    const warnings = this.mode === 'd2l' ? checkD2lLetters({ tokens: this.n, letters: this.letters, dropped: this.dropped, examples: this.droppedExamples, of }) : [];
+    const warnings = this.droppedWarnings(of);
     if (this.n === 0) throw new DptrainError('ERR_CORPUS_EMPTY', `The corpus${of} has no words: it contains only whitespace.`);
     const r = rankTokens(this.counts, this.words.length, (k) => this.words[k], this.minFreq, 'word');
     const total = this.n;
