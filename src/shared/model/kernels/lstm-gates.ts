@@ -11,9 +11,11 @@
  *    `DptrainLstmCell` makes c_t (and 2 c_t for the backend's sigmoid, which
  *    gives tanh(c_t) = 2·σ(2 c_t) − 1), `DptrainLstmHidden` makes h_t and the
  *    next step's matMul input A_{t+1} = [onehot(x_{t+1}), h_t, 1];
- *  - backward (`DptrainLstmGatesBackward`): from dh_t, dc_{t+1} and what the
- *    forward kept (the sigmoids, c_{t-1}), the recurrence matMul's input
- *    [dz_i, dz_f, dz_o, dz_c, dLogits_{t-1}] and dc_t's share for step t−1.
+ *  - backward (`DptrainLstmBackward`): from dh_t (the recurrence matMul's
+ *    result plus the output layer's share, computed for all steps at once),
+ *    dc_{t+1} and what the forward kept (the sigmoids, c_{t-1}), the
+ *    recurrence matMul's input [dz_i, dz_f, dz_o, dz_c] and dc_t's share for
+ *    step t−1.
  *
  * Transcendentals stay with the backend: in JavaScript an exp costs ~14 ns
  * and a tanh ~20 ns an element, several times the backend's SIMD sigmoid; a
@@ -32,7 +34,7 @@ import * as tf from '@tensorflow/tfjs';
 
 const CELL = 'DptrainLstmCell';
 const HIDDEN = 'DptrainLstmHidden';
-const BACKWARD = 'DptrainLstmGatesBackward';
+const BACKWARD = 'DptrainLstmBackward';
 
 /** What the kernels use of the wasm backend (duck-typed: no import of the backend package here). */
 interface WasmBackendLike {
@@ -114,30 +116,33 @@ function hiddenKernel({ inputs, backend, attrs }: KernelArgs): tf.TensorInfo[] {
 }
 
 /**
- * Backward through one time step's gates: from dh_t, dc_{t+1} (the part of
- * dc_t that flows back from step t+1), S, c_{t-1} and s2, the gates' dz (with
- * respect to the undoubled pre-activations) as [dz_i, dz_f, dz_o, dz_c,
- * dLogits_{t-1}], the recurrence matMul's input (the step also stacks these
- * over time for the weight gradients), and dc_{t-1}'s share f ⊙ dc_t.
+ * Backward through one time step's gates: from dh_t (the recurrence's part,
+ * absent at the last step, plus row block `step` of dOut = dLogits W_hq^T, the
+ * output layer's part for all steps at once), dc_{t+1} (the part of dc_t that
+ * flows back from step t+1), S, c_{t-1} and s2: the gates' dz (with respect to
+ * the undoubled pre-activations) [dz_i, dz_f, dz_o, dz_c] (B, 4H), the
+ * recurrence matMul's input (the step also stacks these over time for the
+ * weight gradients), and dc_{t-1}'s share f ⊙ dc_t.
  */
-function backwardKernel({ inputs, backend }: KernelArgs): tf.TensorInfo[] {
-  const { dh, dcNext, s, c, s2, dLogitsPrev } = inputs as Record<string, tf.TensorInfo>;
-  const [B, H] = dh.shape;
-  const V = dLogitsPrev.shape[1];
-  const { outs, ins, outViews } = allocate(backend as WasmBackendLike, [dh, dcNext, s, c, s2, dLogitsPrev], [[B, H], [B, 4 * H + V]]);
-  const [DH, DCN, S, C0, S2, DL] = ins;
+function backwardKernel({ inputs, backend, attrs }: KernelArgs): tf.TensorInfo[] {
+  const { dcNext, s, c, s2, dOut, dhRec } = inputs as Record<string, tf.TensorInfo>;
+  const [B, H] = dcNext.shape;
+  const base = (attrs!.step as number) * B * H;
+  const list = [dcNext, s, c, s2, dOut, ...(dhRec ? [dhRec] : [])];
+  const { outs, ins, outViews } = allocate(backend as WasmBackendLike, list, [[B, H], [B, 4 * H]]);
+  const [DCN, S, C0, S2, DO] = ins;
+  const DR = dhRec ? ins[5] : null;
   const [dcPrev, cat] = outViews;
-  const W = 4 * H + V;
+  const W = 4 * H;
   for (let r = 0; r < B; r++) {
     const row = r * W;
-    const srow = 4 * H * r;
     for (let j = 0, k = r * H; j < H; j++, k++) {
-      const i = S[srow + j];
-      const f = S[srow + H + j];
-      const o = S[srow + 2 * H + j];
-      const g = 2 * S[srow + 3 * H + j] - 1;
+      const i = S[row + j];
+      const f = S[row + H + j];
+      const o = S[row + 2 * H + j];
+      const g = 2 * S[row + 3 * H + j] - 1;
       const tc = 2 * S2[k] - 1;
-      const d = DH[k];
+      const d = DR ? DR[k] + DO[base + k] : DO[base + k];
       const dc = d * (o - o * tc * tc) + DCN[k];
       dcPrev[k] = dc * f;
       cat[row + j] = dc * g * (i - i * i);
@@ -145,7 +150,6 @@ function backwardKernel({ inputs, backend }: KernelArgs): tf.TensorInfo[] {
       cat[row + 2 * H + j] = d * tc * (o - o * o);
       cat[row + 3 * H + j] = dc * (i - i * g * g);
     }
-    for (let v = 0; v < V; v++) cat[row + 4 * H + v] = DL[r * V + v];
   }
   return outs;
 }
@@ -190,13 +194,18 @@ export function lstmGatesForward(z: tf.Tensor2D, cPrev: tf.Tensor2D, vocab: numb
 
 export interface GatesBackward {
   dcPrev: tf.Tensor2D;
-  /** [dz_i, dz_f, dz_o, dz_c, dLogits_{t-1}] (B, 4H+V). */
+  /** [dz_i, dz_f, dz_o, dz_c] (B, 4H). */
   cat: tf.Tensor2D;
 }
 
-/** One time step's backward gate arithmetic, one kernel. Wasm backend only. */
-export function lstmGatesBackward(dh: tf.Tensor2D, dcNext: tf.Tensor2D, saved: GatesForward, dLogitsPrev: tf.Tensor2D): GatesBackward {
+/**
+ * One time step's backward gate arithmetic, one kernel. dOut: dLogits W_hq^T
+ * over all steps (T·B, H), of which rows [step·B, step·B + B) are this one's;
+ * dhRec: dZ_{t+1} W_h^T (null at the last step). Wasm backend only.
+ */
+export function lstmGatesBackward(dhRec: tf.Tensor2D | null, dOut: tf.Tensor2D, step: number, dcNext: tf.Tensor2D, saved: GatesForward): GatesBackward {
   register();
-  const [dcPrev, cat] = tf.engine().runKernel(BACKWARD, { dh, dcNext, s: saved.s, c: saved.cPrev, s2: saved.s2, dLogitsPrev }, {}) as tf.Tensor2D[];
+  const inputs = { dcNext, s: saved.s, c: saved.cPrev, s2: saved.s2, dOut, ...(dhRec ? { dhRec } : {}) };
+  const [dcPrev, cat] = tf.engine().runKernel(BACKWARD, inputs, { step }) as tf.Tensor2D[];
   return { dcPrev, cat };
 }
