@@ -4,17 +4,17 @@
  * LSTM's step (char-lstm/step.ts): sums not means, no column slicing, each
  * gate one matMul of A_t = [onehot(x_t), h_{t-1}, 1] with its contiguous
  * [W_xg; W_hg; b_g] block, tanh as 2·sigmoid(2z) − 1 with the block doubled,
- * the output layer's dh riding along in the recurrence matMul, and each
+ * the output layer's share of dh one matMul for all steps, and each
  * block's weight gradient one matMul over all time steps.
  *
  * RNN: h_t = tanh(z_t), z_t = A_t W_h.  Backward, with dh the total gradient of h_t:
- *   dz_t = dh ⊙ (1 − h_t²);  dh_{t-1} = [dz_t, dLogits_{t-1}] x [W_hh^T; W_hq^T].
+ *   dz_t = dh ⊙ (1 − h_t²);  dh_{t-1} = dz_t W_hh^T + dLogits_{t-1} W_hq^T.
  * GRU (reset before the recurrent matMul, as d2l):
  *   z = σ(A W_z), r = σ(A W_r), h~ = tanh(A' W_h) with A' = [onehot, r ⊙ h_{t-1}, 1],
  *   h_t = z ⊙ h_{t-1} + (1 − z) ⊙ h~.  Backward:
  *   da_h = dh ⊙ (1 − z)(1 − h~²);  d(r⊙h) = da_h W_hh^T;
  *   dz_z = dh ⊙ (h_{t-1} − h~) ⊙ z(1 − z);  dz_r = d(r⊙h) ⊙ h_{t-1} ⊙ r(1 − r);
- *   dh_{t-1} = dh ⊙ z + d(r⊙h) ⊙ r + [dz_z, dz_r, dLogits_{t-1}] x [W_hz^T; W_hr^T; W_hq^T].
+ *   dh_{t-1} = dh ⊙ z + d(r⊙h) ⊙ r + [dz_z, dz_r] x [W_hz^T; W_hr^T] + dLogits_{t-1} W_hq^T.
  *
  * On the wasm backend the gate arithmetic can be fused into a few kernels per
  * time step (kernels/cell-gates.ts; the GRU's z and r gates one matMul, the
@@ -28,13 +28,13 @@ import * as tf from '@tensorflow/tfjs';
 import type { TokenBatch } from '../descriptor.js';
 import { toTimeMajor } from '../char-lstm/step.js';
 import { blockOf, cellParamCount, CELL_GATES, viewOf, type CellDims } from './params.js';
-import { cellKernel, fusedCellGatesActive, scatterColumns } from '../kernels/cell-gates.js';
+import { cellKernel, fusedCellGatesActive, scatterTransposed } from '../kernels/cell-gates.js';
 
 export interface CellStepParams {
   dims: CellDims;
   /** Per gate, [W_xg; W_hg; b_g] (V+H+1, H); the tanh gate's block doubled. */
   wcat: tf.Tensor2D[];
-  /** rnn: [W_hh^T; W_hq^T]; gru: [W_hz^T; W_hr^T; W_hq^T]. */
+  /** rnn: W_hh^T; gru: [W_hz^T; W_hr^T]. */
   whT: tf.Tensor2D;
   /** gru only: W_hh^T (H, H). */
   whhT: tf.Tensor2D | null;
@@ -52,7 +52,7 @@ export function makeCellStepParams(flat: Float32Array, dims: CellDims): CellStep
     const whq = tf.tensor2d(viewOf(flat, blockOf(dims, 'W_hq')), [H, V]);
     const whqT = tf.transpose(whq) as tf.Tensor2D;
     const recT = (g: string) => tf.transpose(tf.tensor2d(viewOf(flat, blockOf(dims, `W_h${g}`)), [H, H]));
-    const whT = tf.concat([...(dims.cell === 'rnn' ? [recT('h')] : [recT('z'), recT('r')]), whqT], 0) as tf.Tensor2D;
+    const whT = (dims.cell === 'rnn' ? recT('h') : tf.concat([recT('z'), recT('r')], 0)) as tf.Tensor2D;
     const whhT = dims.cell === 'gru' ? [recT('h') as tf.Tensor2D] : [];
     const bq = tf.tensor1d(viewOf(flat, blockOf(dims, 'b_q')));
     return { wcat, whT, whhT, whq, bq, whqT };
@@ -137,36 +137,39 @@ function fusedCellStep(p: CellStepParams, batch: TokenBatch, h0: tf.Tensor2D): C
     const lossSum = tf.neg(tf.sum(tf.mul(yOneHot, logp)));
     const dLogits = tf.sub(tf.exp(logp), yOneHot);
     const rest = tf.concat([tf.reshape(tf.matMul(tf.transpose(Hs), dLogits), [-1]), tf.sum(dLogits, 0)], 0);
-    const dLogitsT = tf.split(dLogits, T, 0);
+    // The output layer's share of every dh_t at once (T·B, H); the kernels read row block t.
+    const dOut = tf.matMul(dLogits, p.whqT);
+    const zeros = tf.zeros([B, H]);
     const cats: tf.Tensor[] = [];
     const das: tf.Tensor[] = [];
-    let dh: tf.Tensor = tf.matMul(dLogitsT[T - 1], p.whqT);
+    let dhRec: tf.Tensor = zeros;
     for (let t = T - 1; t >= 0; t--) {
-      const dl = dLogitsT[Math.max(0, t - 1)];
       if (!gru) {
-        [cats[t]] = cellKernel('DptrainRnnBackward', { dh, h: hs[t], dl }, H, V);
-        if (t > 0) dh = tf.matMul(cats[t], p.whT);
+        [cats[t]] = cellKernel('DptrainRnnBackward', { h: hs[t], dhRec, dOut }, H, V, null, t);
+        if (t > 0) dhRec = tf.matMul(cats[t], p.whT);
       } else {
         const { S, Sh, hp } = saved[t];
-        const [da] = cellKernel('DptrainGruBackward1', { dh, S, Sh }, H, V);
+        const [da, dh] = cellKernel('DptrainGruBackward1', { S, Sh, dhRec, dOut }, H, V, null, t);
         das[t] = da;
         const drh = tf.matMul(da, p.whhT!);
-        const [cat, direct] = cellKernel('DptrainGruBackward2', { dh, drh, S, Sh, hp, dl }, H, V);
+        const [cat, direct] = cellKernel('DptrainGruBackward2', { dh, drh, S, Sh, hp }, H, V);
         cats[t] = cat;
-        if (t > 0) dh = tf.add(direct, tf.matMul(cat, p.whT));
+        if (t > 0) dhRec = tf.add(direct, tf.matMul(cat, p.whT));
       }
     }
-    // [dz_gates..., dLogits] stacked over time: the z/r (or h) gates' weight gradients in one matMul.
-    const gates = tf.matMul(tf.transpose(tf.concat(As, 0)), tf.concat(cats, 0));
+    // The gates' weight gradients over all time steps. The RNN's: A^T dZ (V+H+1, H). The GRU's
+    // z and r gates': [dZ_z, dZ_r]^T A (2H, V+H+1), transposed so that the operand wasm packs
+    // afresh on every call is A, not the wider dZ; its h gate's: A'^T dA_h (V+H+1, H).
+    const gates = gru ? tf.matMul(tf.transpose(tf.concat(cats, 0)), tf.concat(As, 0)) : tf.matMul(tf.transpose(tf.concat(As, 0)), tf.concat(cats, 0));
     const hGate = gru ? [tf.matMul(tf.transpose(tf.concat(Ahs, 0)), tf.concat(das, 0))] : [];
     return { gates, hGate, rest, lossSum, h: h as tf.Tensor2D };
   });
   const grad = new Float32Array(cellParamCount(dims));
   const G = out.gates.dataSync() as Float32Array;
-  const W = out.gates.shape[1] as number;
-  const names = gru ? ['z', 'r'] : ['h'];
-  names.forEach((g, k) => scatterColumns(G, V + H + 1, W, k * H, H, grad, blockOf(dims, `W_x${g}`).offset));
-  if (gru) grad.set(out.hGate[0].dataSync() as Float32Array, blockOf(dims, 'W_xh').offset);
+  if (gru) {
+    ['z', 'r'].forEach((g, k) => scatterTransposed(G, V + H + 1, k * H, H, grad, blockOf(dims, `W_x${g}`).offset));
+    grad.set(out.hGate[0].dataSync() as Float32Array, blockOf(dims, 'W_xh').offset);
+  } else grad.set(G, blockOf(dims, 'W_xh').offset);
   grad.set(out.rest.dataSync() as Float32Array, blockOf(dims, 'W_hq').offset);
   const lossSum = out.lossSum.dataSync()[0];
   tf.dispose([out.gates, out.rest, out.lossSum, ...out.hGate]);
@@ -225,16 +228,17 @@ function opsCellStep(p: CellStepParams, batch: TokenBatch, h0: tf.Tensor2D): Cel
     const dLogits = tf.sub(tf.exp(logp), yOneHot);
     const dWhq = tf.matMul(tf.transpose(Hs), dLogits);
     const dbq = tf.sum(dLogits, 0);
-    const dLogitsT = tf.split(dLogits, T, 0);
+    // The output layer's share of each dh_t, dLogits_t W_hq^T, for all steps in one matMul.
+    const dOutT = tf.split(tf.matMul(dLogits, p.whqT), T, 0);
 
     const gates = CELL_GATES[dims.cell].length;
     const dz: tf.Tensor[][] = Array.from({ length: gates }, () => []);
-    let dh: tf.Tensor = tf.matMul(dLogitsT[T - 1], p.whqT);
+    let dh: tf.Tensor = dOutT[T - 1];
     for (let t = T - 1; t >= 0; t--) {
       if (!gru) {
         const dza = tf.mul(dh, ka[t]);
         dz[0][t] = dza;
-        if (t > 0) dh = tf.matMul(tf.concat([dza, dLogitsT[t - 1]], 1), p.whT);
+        if (t > 0) dh = tf.add(tf.matMul(dza, p.whT), dOutT[t - 1]);
       } else {
         const dza = tf.mul(dh, ka[t]);
         const dzz = tf.mul(dh, kz[t]);
@@ -245,7 +249,7 @@ function opsCellStep(p: CellStepParams, batch: TokenBatch, h0: tf.Tensor2D): Cel
         dz[2][t] = dza;
         if (t > 0) {
           const direct = tf.add(tf.mul(dh, zs[t]), tf.mul(drh, rs[t]));
-          dh = tf.add(direct, tf.matMul(tf.concat([dzz, dzr, dLogitsT[t - 1]], 1), p.whT));
+          dh = tf.add(tf.add(direct, tf.matMul(tf.concat([dzz, dzr], 1), p.whT)), dOutT[t - 1]);
         }
       }
     }

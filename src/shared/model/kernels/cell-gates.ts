@@ -12,11 +12,13 @@
  * on"), so the ops path, the one every backend runs, stays the default.
  *
  *  - `DptrainRnnHidden` (S = σ(2 z)): h = 2S − 1 and A_{t+1} = [onehot, h, 1];
- *  - `DptrainRnnBackward`: [dh ⊙ (1 − h²), dLogits_{t-1}];
+ *  - `DptrainRnnBackward`: dz = dh ⊙ (1 − h²), dh the recurrence's share plus
+ *    the output layer's (one (T·B, H) matMul for all steps, its row block `step`);
  *  - `DptrainGruReset` (S_zr = [σ(z_z), σ(z_r)]): A'_t = [onehot(x_t), r ⊙ h_{t-1}, 1];
  *  - `DptrainGruHidden` (S_h = σ(2 z_h)): h~ = 2S_h − 1, h = h~ + z ⊙ (h_{t-1} − h~), A_{t+1};
- *  - `DptrainGruBackward1`: da_h = dh ⊙ (1 − z)(1 − h~²);
- *  - `DptrainGruBackward2` (drh = da_h W_hh^T): [dz_z, dz_r, dLogits_{t-1}] and dh ⊙ z + drh ⊙ r.
+ *  - `DptrainGruBackward1`: dh (the recurrence's share plus the output
+ *    layer's, as for the RNN) and da_h = dh ⊙ (1 − z)(1 − h~²);
+ *  - `DptrainGruBackward2` (drh = da_h W_hh^T): [dz_z, dz_r] and dh ⊙ z + drh ⊙ r.
  */
 import * as tf from '@tensorflow/tfjs';
 
@@ -37,7 +39,7 @@ export function fusedCellGatesActive(): boolean {
   return enabled && tf.getBackend() === 'wasm';
 }
 
-type Body = (ins: Float32Array[], outs: Float32Array[], B: number, H: number, V: number, ids: number[] | null) => void;
+type Body = (ins: Float32Array[], outs: Float32Array[], B: number, H: number, V: number, ids: number[] | null, step: number) => void;
 
 /** A kernel over float32 inputs whose first input's shape gives B, with outputs of the given widths. */
 function heapKernel(outWidths: (H: number, V: number) => number[], body: Body): tf.KernelFunc {
@@ -52,7 +54,7 @@ function heapKernel(outWidths: (H: number, V: number) => number[], body: Body): 
       const off = backend.dataIdMap.get(t.dataId).memoryOffset >>> 2;
       return heap.subarray(off, off + t.shape.reduce((a, b) => a * b, 1));
     };
-    body(list.map(view), outs.map(view), B, H, V, (attrs.ids as number[] | null) ?? null);
+    body(list.map(view), outs.map(view), B, H, V, (attrs.ids as number[] | null) ?? null, (attrs.step as number | undefined) ?? 0);
     return outs;
   }) as unknown as tf.KernelFunc;
 }
@@ -77,12 +79,12 @@ const KERNELS: Record<string, tf.KernelFunc> = {
     },
   ),
   DptrainRnnBackward: heapKernel(
-    (H, V) => [H + V],
-    ([dh, h, dl], [cat], B, H, V) => {
-      for (let r = 0; r < B; r++) {
-        const row = r * (H + V);
-        for (let j = 0, k = r * H; j < H; j++, k++) cat[row + j] = dh[k] - dh[k] * h[k] * h[k];
-        for (let v = 0; v < V; v++) cat[row + H + v] = dl[r * V + v];
+    (H) => [H],
+    ([h, dhRec, dOut], [dz], B, H, V, ids, step) => {
+      const base = step * B * H;
+      for (let k = 0; k < B * H; k++) {
+        const d = dhRec[k] + dOut[base + k];
+        dz[k] = d - d * h[k] * h[k];
       }
     },
   ),
@@ -108,22 +110,25 @@ const KERNELS: Record<string, tf.KernelFunc> = {
     },
   ),
   DptrainGruBackward1: heapKernel(
-    (H) => [H],
-    ([dh, S, Sh], [da], B, H) => {
+    (H) => [H, H],
+    ([S, Sh, dhRec, dOut], [da, dh], B, H, V, ids, step) => {
+      const base = step * B * H;
       for (let r = 0; r < B; r++) {
         for (let j = 0, k = r * H; j < H; j++, k++) {
+          const d = dhRec[k] + dOut[base + k];
           const ht = 2 * Sh[k] - 1;
           const omz = 1 - S[2 * H * r + j];
-          da[k] = dh[k] * (omz - omz * ht * ht);
+          dh[k] = d;
+          da[k] = d * (omz - omz * ht * ht);
         }
       }
     },
   ),
   DptrainGruBackward2: heapKernel(
-    (H, V) => [2 * H + V, H],
-    ([dh, drh, S, Sh, hp, dl], [cat, direct], B, H, V) => {
+    (H) => [2 * H, H],
+    ([dh, drh, S, Sh, hp], [cat, direct], B, H) => {
       for (let r = 0; r < B; r++) {
-        const row = r * (2 * H + V);
+        const row = r * 2 * H;
         for (let j = 0, k = r * H; j < H; j++, k++) {
           const z = S[2 * H * r + j];
           const rr = S[2 * H * r + H + j];
@@ -132,7 +137,6 @@ const KERNELS: Record<string, tf.KernelFunc> = {
           cat[row + H + j] = drh[k] * hp[k] * (rr - rr * rr);
           direct[k] = dh[k] * z + drh[k] * rr;
         }
-        for (let v = 0; v < V; v++) cat[row + 2 * H + v] = dl[r * V + v];
       }
     },
   ),
@@ -141,15 +145,23 @@ const KERNELS: Record<string, tf.KernelFunc> = {
 let registered = false;
 
 /** Run one of this file's kernels (registering them on first use). Wasm backend only. */
-export function cellKernel(name: keyof typeof KERNELS, inputs: Record<string, tf.Tensor>, hidden: number, vocab: number, ids: number[] | null = null): tf.Tensor2D[] {
+export function cellKernel(name: keyof typeof KERNELS, inputs: Record<string, tf.Tensor>, hidden: number, vocab: number, ids: number[] | null = null, step = 0): tf.Tensor2D[] {
   if (!registered) {
     registered = true;
     for (const [kernelName, kernelFunc] of Object.entries(KERNELS)) if (!tf.getKernel(kernelName, 'wasm')) tf.registerKernel({ kernelName, backendName: 'wasm', kernelFunc });
   }
-  return tf.engine().runKernel(name, inputs, { hidden, vocab, ids } as unknown as tf.NamedAttrMap) as tf.Tensor2D[];
+  return tf.engine().runKernel(name, inputs, { hidden, vocab, ids, step } as unknown as tf.NamedAttrMap) as tf.Tensor2D[];
 }
 
 /** Copy columns [c0, c0 + width) of a row-major (rows, W) matrix into a contiguous (rows, width) block of `out` at `base`. */
 export function scatterColumns(G: Float32Array, rows: number, W: number, c0: number, width: number, out: Float32Array, base: number): void {
   for (let a = 0; a < rows; a++) out.set(G.subarray(a * W + c0, a * W + c0 + width), base + a * width);
+}
+
+/** Rows [r0, r0 + width) of a row-major (·, R) matrix, transposed, into a contiguous (R, width) block of `out` at `base`. */
+export function scatterTransposed(G: Float32Array, R: number, r0: number, width: number, out: Float32Array, base: number): void {
+  for (let j = 0; j < width; j++) {
+    const src = (r0 + j) * R;
+    for (let a = 0, d = base + j; a < R; a++, d += width) out[d] = G[src + a];
+  }
 }
