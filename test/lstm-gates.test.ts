@@ -52,9 +52,11 @@ function stepWith(fused: boolean, flat: Float32Array, dims: ModelDims, batch: Ba
   }
 }
 
-test('wasm: the fused step matches tfjs autodiff (relative error <= 1e-4 per parameter) and the ops step (<= 1e-5)', async () => {
+// hidden 5: the kernels' JavaScript loops; hidden 8 (a multiple of 4): their WebAssembly SIMD programs (simd-rows.ts).
+for (const hidden of [5, 8]) {
+test(`wasm, hidden ${hidden}: the fused step matches tfjs autodiff (relative error <= 1e-4 per parameter) and the ops step (<= 1e-5)`, async () => {
   await useWasm();
-  const dims: ModelDims = { vocabSize: 7, hidden: 5 };
+  const dims: ModelDims = { vocabSize: 7, hidden };
   const rng = new Rng(42);
   for (let trial = 0; trial < 3; trial++) {
     const flat = initParams(dims, rng).map(() => 0.5 * rng.normal());
@@ -78,6 +80,7 @@ test('wasm: the fused step matches tfjs autodiff (relative error <= 1e-4 per par
     disposeState(state);
   }
 });
+}
 
 test('wasm: the fused step over two shards of streams adds up to the full batch (N workers equal one process)', async () => {
   await useWasm();

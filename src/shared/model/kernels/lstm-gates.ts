@@ -31,6 +31,7 @@
  * same code. Other backends keep the ops path: `fusedGatesActive()` says which.
  */
 import * as tf from '@tensorflow/tfjs';
+import { add, input, mul, num, simdRows, sub, type Expr, type Operand, type RowProgram } from './simd-rows.js';
 
 const CELL = 'DptrainLstmCell';
 const HIDDEN = 'DptrainLstmHidden';
@@ -69,14 +70,38 @@ function allocate(backend: WasmBackendLike, inputs: tf.TensorInfo[], shapes: num
     const off = backend.dataIdMap.get(t.dataId).memoryOffset >>> 2;
     return heap.subarray(off, off + t.shape.reduce((a, b) => a * b, 1));
   };
-  return { outs, ins: inputs.map(view), outViews: outs.map(view) };
+  const at = (t: tf.TensorInfo) => backend.dataIdMap.get(t.dataId).memoryOffset;
+  return { outs, ins: inputs.map(view), outViews: outs.map(view), at: (t: tf.TensorInfo, column = 0, row = 0): Operand => [at(t) + 4 * (row * t.shape[1] + column), 4 * t.shape[1]] };
 }
+
+const twice = (e: Expr) => sub(mul(num(2), e), num(1)); // 2x − 1: tanh from a sigmoid of the doubled argument
+/** The kernels' arithmetic as SIMD programs (simd-rows.ts); the JavaScript loops below are the same arithmetic. */
+const CELL_SIMD: RowProgram = (() => {
+  const [si, sf, sc, c0] = [0, 1, 2, 3].map(input);
+  return { inputs: 4, lets: [add(mul(sf, c0), mul(si, twice(sc)))], outputs: [{ let: 0 }, add({ let: 0 }, { let: 0 })] };
+})();
+const HIDDEN_SIMD: RowProgram = { inputs: 2, lets: [mul(input(0), twice(input(1)))], outputs: [{ let: 0 }, { let: 0 }] };
+const backwardSimd = (rec: boolean): RowProgram => {
+  const [dcn, si, sf, so, sc, c0, s2, dOut, dRec] = [0, 1, 2, 3, 4, 5, 6, 7, 8].map(input);
+  const [g, tc, d, dc] = [0, 1, 2, 3].map((k) => ({ let: k }));
+  return {
+    inputs: rec ? 9 : 8,
+    lets: [twice(sc), twice(s2), rec ? add(dRec, dOut) : dOut, add(mul(d, sub(so, mul(so, tc, tc))), dcn)],
+    outputs: [mul(dc, sf), mul(dc, g, sub(si, mul(si, si))), mul(dc, c0, sub(sf, mul(sf, sf))), mul(d, tc, sub(so, mul(so, so))), mul(dc, sub(si, mul(si, g, g)))],
+  };
+};
+const BACKWARD_SIMD = [backwardSimd(false), backwardSimd(true)];
 
 /** c_t = f ⊙ c_{t-1} + i ⊙ g from the gates' sigmoids S = [σ(z_i), σ(z_f), σ(z_o), σ(2 z_c)] (B, 4H); also 2 c_t. */
 function cellKernel({ inputs, backend }: KernelArgs): tf.TensorInfo[] {
   const { s, c } = inputs as Record<string, tf.TensorInfo>;
   const [B, H] = c.shape;
-  const { outs, ins, outViews } = allocate(backend as WasmBackendLike, [s, c], [[B, H], [B, H]]);
+  const { outs, ins, outViews, at } = allocate(backend as WasmBackendLike, [s, c], [[B, H], [B, H]]);
+  const simd = H % 4 === 0 ? simdRows(backend, CELL_SIMD) : null;
+  if (simd) {
+    simd([at(s, 0), at(s, H), at(s, 3 * H), at(c), at(outs[0]), at(outs[1])], B, H);
+    return outs;
+  }
   const [S, C0] = ins;
   const [cOut, c2] = outViews;
   for (let r = 0; r < B; r++) {
@@ -96,10 +121,20 @@ function hiddenKernel({ inputs, backend, attrs }: KernelArgs): tf.TensorInfo[] {
   const [B, H] = s2.shape;
   const V = attrs!.vocab as number;
   const next = attrs!.nextIds as number[] | null;
-  const { outs, ins, outViews } = allocate(backend as WasmBackendLike, [s, s2], [[B, H], [B, V + H + 1]]);
+  const { outs, ins, outViews, at } = allocate(backend as WasmBackendLike, [s, s2], [[B, H], [B, V + H + 1]]);
   const [S, S2] = ins;
   const [hOut, aNext] = outViews;
   const W = V + H + 1;
+  const simd = H % 4 === 0 ? simdRows(backend, HIDDEN_SIMD) : null;
+  if (simd) {
+    for (let r = 0; r < B; r++) {
+      aNext.fill(0, r * W, r * W + V);
+      if (next) aNext[r * W + next[r]] = 1;
+      aNext[r * W + V + H] = 1;
+    }
+    simd([at(s, 2 * H), at(s2), at(outs[0]), at(outs[1], V)], B, H);
+    return outs;
+  }
   for (let r = 0; r < B; r++) {
     const rowA = r * W;
     const row = 4 * H * r;
@@ -129,7 +164,15 @@ function backwardKernel({ inputs, backend, attrs }: KernelArgs): tf.TensorInfo[]
   const [B, H] = dcNext.shape;
   const base = (attrs!.step as number) * B * H;
   const list = [dcNext, s, c, s2, dOut, ...(dhRec ? [dhRec] : [])];
-  const { outs, ins, outViews } = allocate(backend as WasmBackendLike, list, [[B, H], [B, 4 * H]]);
+  const { outs, ins, outViews, at } = allocate(backend as WasmBackendLike, list, [[B, H], [B, 4 * H]]);
+  const simd = H % 4 === 0 ? simdRows(backend, BACKWARD_SIMD[dhRec ? 1 : 0]) : null;
+  if (simd) {
+    const step = attrs!.step as number;
+    const [dcPrevT, catT] = outs;
+    const ops = [at(dcNext), at(s, 0), at(s, H), at(s, 2 * H), at(s, 3 * H), at(c), at(s2), at(dOut, 0, step * B), ...(dhRec ? [at(dhRec)] : [])];
+    simd([...ops, at(dcPrevT), at(catT, 0), at(catT, H), at(catT, 2 * H), at(catT, 3 * H)], B, H);
+    return outs;
+  }
   const [DCN, S, C0, S2, DO] = ins;
   const DR = dhRec ? ins[5] : null;
   const [dcPrev, cat] = outViews;
