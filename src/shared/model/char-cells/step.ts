@@ -4,17 +4,18 @@
  * LSTM's step (char-lstm/step.ts): sums not means, no column slicing, each
  * gate one matMul of A_t = [onehot(x_t), h_{t-1}, 1] with its contiguous
  * [W_xg; W_hg; b_g] block, tanh as 2·sigmoid(2z) − 1 with the block doubled,
- * the output layer's share of dh one matMul for all steps, and each
+ * the output layer's share of dh riding along in the recurrence matMul (in
+ * the fused path one matMul for all steps, added by the kernels), and each
  * block's weight gradient one matMul over all time steps.
  *
  * RNN: h_t = tanh(z_t), z_t = A_t W_h.  Backward, with dh the total gradient of h_t:
- *   dz_t = dh ⊙ (1 − h_t²);  dh_{t-1} = dz_t W_hh^T + dLogits_{t-1} W_hq^T.
+ *   dz_t = dh ⊙ (1 − h_t²);  dh_{t-1} = [dz_t, dLogits_{t-1}] x [W_hh^T; W_hq^T].
  * GRU (reset before the recurrent matMul, as d2l):
  *   z = σ(A W_z), r = σ(A W_r), h~ = tanh(A' W_h) with A' = [onehot, r ⊙ h_{t-1}, 1],
  *   h_t = z ⊙ h_{t-1} + (1 − z) ⊙ h~.  Backward:
  *   da_h = dh ⊙ (1 − z)(1 − h~²);  d(r⊙h) = da_h W_hh^T;
  *   dz_z = dh ⊙ (h_{t-1} − h~) ⊙ z(1 − z);  dz_r = d(r⊙h) ⊙ h_{t-1} ⊙ r(1 − r);
- *   dh_{t-1} = dh ⊙ z + d(r⊙h) ⊙ r + [dz_z, dz_r] x [W_hz^T; W_hr^T] + dLogits_{t-1} W_hq^T.
+ *   dh_{t-1} = dh ⊙ z + d(r⊙h) ⊙ r + [dz_z, dz_r, dLogits_{t-1}] x [W_hz^T; W_hr^T; W_hq^T].
  *
  * On the wasm backend the gate arithmetic can be fused into a few kernels per
  * time step (kernels/cell-gates.ts; the GRU's z and r gates one matMul, the
@@ -228,17 +229,19 @@ function opsCellStep(p: CellStepParams, batch: TokenBatch, h0: tf.Tensor2D): Cel
     const dLogits = tf.sub(tf.exp(logp), yOneHot);
     const dWhq = tf.matMul(tf.transpose(Hs), dLogits);
     const dbq = tf.sum(dLogits, 0);
-    // The output layer's share of each dh_t, dLogits_t W_hq^T, for all steps in one matMul.
-    const dOutT = tf.split(tf.matMul(dLogits, p.whqT), T, 0);
+    // The output layer's share of dh_t rides along in the recurrence matMul (the small dLogits
+    // is what gets split: on wasm a split copies its whole input per piece).
+    const dLogitsT = tf.split(dLogits, T, 0);
+    const whOutT = tf.concat([p.whT, p.whqT], 0);
 
     const gates = CELL_GATES[dims.cell].length;
     const dz: tf.Tensor[][] = Array.from({ length: gates }, () => []);
-    let dh: tf.Tensor = dOutT[T - 1];
+    let dh: tf.Tensor = tf.matMul(dLogitsT[T - 1], p.whqT);
     for (let t = T - 1; t >= 0; t--) {
       if (!gru) {
         const dza = tf.mul(dh, ka[t]);
         dz[0][t] = dza;
-        if (t > 0) dh = tf.add(tf.matMul(dza, p.whT), dOutT[t - 1]);
+        if (t > 0) dh = tf.matMul(tf.concat([dza, dLogitsT[t - 1]], 1), whOutT);
       } else {
         const dza = tf.mul(dh, ka[t]);
         const dzz = tf.mul(dh, kz[t]);
@@ -249,7 +252,7 @@ function opsCellStep(p: CellStepParams, batch: TokenBatch, h0: tf.Tensor2D): Cel
         dz[2][t] = dza;
         if (t > 0) {
           const direct = tf.add(tf.mul(dh, zs[t]), tf.mul(drh, rs[t]));
-          dh = tf.add(tf.add(direct, tf.matMul(tf.concat([dzz, dzr], 1), p.whT)), dOutT[t - 1]);
+          dh = tf.add(direct, tf.matMul(tf.concat([dzz, dzr, dLogitsT[t - 1]], 1), whOutT));
         }
       }
     }

@@ -19,10 +19,15 @@
  *  - tanh is 2·sigmoid(2x) − 1: on wasm a Tanh kernel costs several Sigmoids.
  *    The candidate gate's weights are doubled once per parameter version, so
  *    its activation is a plain sigmoid of the matMul;
- *  - the output layer's contribution to dh_t is one matMul for all steps,
- *    dLogits W_hq^T, added row block by row block (it used to ride along in
- *    the recurrence matMul as [dZ_{t+1}, dLogits_t] x [W_h^T; W_hq^T], which
- *    made the weight gradients' matMul V columns wider for nothing);
+ *  - the output layer's contribution to dh_t: in the fused path one matMul
+ *    for all steps, dLogits W_hq^T, whose row blocks the backward kernel adds
+ *    (so neither the recurrence matMul nor the weight gradients' carry V
+ *    extra columns, and nothing is split: a split on wasm copies its whole
+ *    input per piece); in the ops path it rides along in the recurrence
+ *    matMul, [dZ_{t+1}, dLogits_t] x [W_h^T; W_hq^T];
+ *  - the weight gradients are dZ^T A in the fused path: wasm's matMul packs
+ *    its second operand afresh on every call unless that tensor is reused,
+ *    and A (T·B, V+H+1) is a quarter of dZ (T·B, 4H);
  *  - the gates' derivative factors are computed in the forward pass from the
  *    values at hand, so the backward pass is a few multiplies per gate.
  *
@@ -290,10 +295,13 @@ function opsTidy(p: StepParams, batch: Batch, state: LstmState): TidyOut {
     }
 
     const { lossSum, dWhq, dbq, dLogits } = outputLayer(p, batch, hs);
-    // The output layer's share of each dh_t, dLogits_t W_hq^T, for all steps in one matMul.
-    const dOutT = tf.split(tf.matMul(dLogits, p.whqT), T, 0);
+    // Here the output layer's share of dh_t rides along in the recurrence matMul:
+    // [dZ_{t+1}, dLogits_t] x [W_h^T; W_hq^T]. (On wasm a split copies its whole input per
+    // piece, so the small dLogits is what gets split.)
+    const dLogitsT = tf.split(dLogits, T, 0);
+    const whOutT = tf.concat([p.whT, p.whqT], 0);
     const dz: tf.Tensor[][] = [[], [], [], []];
-    let dh: tf.Tensor = dOutT[T - 1];
+    let dh: tf.Tensor = tf.matMul(dLogitsT[T - 1], p.whqT);
     let dcNext: tf.Tensor | null = null;
     for (let t = T - 1; t >= 0; t--) {
       const dcFromH = tf.mul(dh, kc[t]);
@@ -308,7 +316,7 @@ function opsTidy(p: StepParams, batch: Batch, state: LstmState): TidyOut {
       dz[3][t] = dzc;
       if (t > 0) {
         dcNext = tf.mul(dc, fs[t]);
-        dh = tf.add(tf.matMul(tf.concat([dzi, dzf, dzo, dzc], 1), p.whT), dOutT[t - 1]);
+        dh = tf.matMul(tf.concat([dzi, dzf, dzo, dzc, dLogitsT[t - 1]], 1), whOutT);
       }
     }
     return { grad: flatGrad(As, dz, dWhq, dbq), lossSum, h: h as tf.Tensor2D, c: c as tf.Tensor2D };

@@ -21,6 +21,7 @@
  *  - `DptrainGruBackward2` (drh = da_h W_hh^T): [dz_z, dz_r] and dh ⊙ z + drh ⊙ r.
  */
 import * as tf from '@tensorflow/tfjs';
+import { add, input, mul, num, simdRows, sub, type Expr, type Operand, type RowProgram } from './simd-rows.js';
 
 interface WasmBackendLike {
   dataIdMap: { get(dataId: object): { memoryOffset: number } };
@@ -40,24 +41,50 @@ export function fusedCellGatesActive(): boolean {
 }
 
 type Body = (ins: Float32Array[], outs: Float32Array[], B: number, H: number, V: number, ids: number[] | null, step: number) => void;
+type At = (t: tf.TensorInfo, column?: number, row?: number) => Operand;
+
+/**
+ * The same arithmetic as a SIMD program (simd-rows.ts), used where H is a multiple of 4:
+ * its operands (inputs, then outputs) as column blocks; `aOut`, an output A = [onehot, h, 1]
+ * whose one-hot and constant columns JavaScript writes.
+ */
+interface Simd {
+  program: RowProgram;
+  operands: (at: At, ins: tf.TensorInfo[], outs: tf.TensorInfo[], B: number, H: number, V: number, step: number) => Operand[];
+  aOut?: number;
+}
 
 /** A kernel over float32 inputs whose first input's shape gives B, with outputs of the given widths. */
-function heapKernel(outWidths: (H: number, V: number) => number[], body: Body): tf.KernelFunc {
+function heapKernel(outWidths: (H: number, V: number) => number[], body: Body, simd?: Simd): tf.KernelFunc {
   return (({ inputs, backend, attrs }: { inputs: tf.NamedTensorInfoMap; backend: WasmBackendLike; attrs: tf.NamedAttrMap }) => {
     const list = Object.values(inputs) as tf.TensorInfo[];
     const B = list[0].shape[0];
     const H = attrs.hidden as number;
     const V = attrs.vocab as number;
+    const ids = (attrs.ids as number[] | null) ?? null;
+    const step = (attrs.step as number | undefined) ?? 0;
     const outs = outWidths(H, V).map((w) => backend.makeOutput([B, w], 'float32'));
     const heap = backend.wasm.HEAPF32; // after the allocations: the heap may have grown
     const view = (t: tf.TensorInfo) => {
       const off = backend.dataIdMap.get(t.dataId).memoryOffset >>> 2;
       return heap.subarray(off, off + t.shape.reduce((a, b) => a * b, 1));
     };
-    body(list.map(view), outs.map(view), B, H, V, (attrs.ids as number[] | null) ?? null, (attrs.step as number | undefined) ?? 0);
+    const kernel = simd && H % 4 === 0 ? simdRows(backend, simd.program) : null;
+    if (kernel && simd) {
+      if (simd.aOut !== undefined) {
+        const a = view(outs[simd.aOut]);
+        for (let r = 0; r < B; r++) writeA(a, r, H, V, ids);
+      }
+      const at: At = (t, column = 0, row = 0) => [backend.dataIdMap.get(t.dataId).memoryOffset + 4 * (row * t.shape[1] + column), 4 * t.shape[1]];
+      kernel(simd.operands(at, list, outs, B, H, V, step), B, H);
+      return outs;
+    }
+    body(list.map(view), outs.map(view), B, H, V, ids, step);
     return outs;
   }) as unknown as tf.KernelFunc;
 }
+
+const twice = (e: Expr) => sub(mul(num(2), e), num(1)); // 2x − 1: tanh from a sigmoid of the doubled argument
 
 /** Row r of an A = [onehot(ids), h, 1] output (B, V+H+1), h from `hOf`. */
 function writeA(a: Float32Array, r: number, H: number, V: number, ids: number[] | null): number {
@@ -77,6 +104,7 @@ const KERNELS: Record<string, tf.KernelFunc> = {
         for (let j = 0, k = r * H; j < H; j++, k++) a[at + j] = h[k] = 2 * S[k] - 1;
       }
     },
+    { program: { inputs: 1, lets: [twice(input(0))], outputs: [{ let: 0 }, { let: 0 }] }, operands: (at, [S], [h, a], B, H, V) => [at(S), at(h), at(a, V)], aOut: 1 },
   ),
   DptrainRnnBackward: heapKernel(
     (H) => [H],
@@ -87,6 +115,10 @@ const KERNELS: Record<string, tf.KernelFunc> = {
         dz[k] = d - d * h[k] * h[k];
       }
     },
+    {
+      program: { inputs: 3, lets: [add(input(1), input(2))], outputs: [sub({ let: 0 }, mul({ let: 0 }, input(0), input(0)))] },
+      operands: (at, [h, dhRec, dOut], [dz], B, H, V, step) => [at(h), at(dhRec), at(dOut, 0, step * B), at(dz)],
+    },
   ),
   DptrainGruReset: heapKernel(
     (H, V) => [V + H + 1],
@@ -96,6 +128,7 @@ const KERNELS: Record<string, tf.KernelFunc> = {
         for (let j = 0, k = r * H; j < H; j++, k++) a[at + j] = S[2 * H * r + H + j] * hp[k];
       }
     },
+    { program: { inputs: 2, lets: [], outputs: [mul(input(0), input(1))] }, operands: (at, [S, hp], [a], B, H, V) => [at(S, H), at(hp), at(a, V)], aOut: 0 },
   ),
   DptrainGruHidden: heapKernel(
     (H, V) => [H, V + H + 1],
@@ -107,6 +140,11 @@ const KERNELS: Record<string, tf.KernelFunc> = {
           a[at + j] = h[k] = ht + S[2 * H * r + j] * (hp[k] - ht);
         }
       }
+    },
+    {
+      program: { inputs: 3, lets: [twice(input(1)), add({ let: 0 }, mul(input(0), sub(input(2), { let: 0 })))], outputs: [{ let: 1 }, { let: 1 }] },
+      operands: (at, [S, Sh, hp], [h, a], B, H, V) => [at(S), at(Sh), at(hp), at(h), at(a, V)],
+      aOut: 1,
     },
   ),
   DptrainGruBackward1: heapKernel(
@@ -123,6 +161,11 @@ const KERNELS: Record<string, tf.KernelFunc> = {
         }
       }
     },
+    {
+      // lets: d, h~, 1 − z
+      program: { inputs: 4, lets: [add(input(2), input(3)), twice(input(1)), sub(num(1), input(0))], outputs: [mul({ let: 0 }, sub({ let: 2 }, mul({ let: 2 }, { let: 1 }, { let: 1 }))), { let: 0 }] },
+      operands: (at, [S, Sh, dhRec, dOut], [da, dh], B, H, V, step) => [at(S), at(Sh), at(dhRec), at(dOut, 0, step * B), at(da), at(dh)],
+    },
   ),
   DptrainGruBackward2: heapKernel(
     (H) => [2 * H, H],
@@ -138,6 +181,14 @@ const KERNELS: Record<string, tf.KernelFunc> = {
           direct[k] = dh[k] * z + drh[k] * rr;
         }
       }
+    },
+    {
+      program: (() => {
+        const [dh, drh, z, rr, sh, hp] = [0, 1, 2, 3, 4, 5].map(input);
+        const outputs = [mul(dh, sub(hp, { let: 0 }), sub(z, mul(z, z))), mul(drh, hp, sub(rr, mul(rr, rr))), add(mul(dh, z), mul(drh, rr))];
+        return { inputs: 6, lets: [twice(sh)], outputs };
+      })(),
+      operands: (at, [dh, drh, S, Sh, hp], [cat, direct], B, H) => [at(dh), at(drh), at(S), at(S, H), at(Sh), at(hp), at(cat), at(cat, H), at(direct)],
     },
   ),
 };
