@@ -1,6 +1,6 @@
 /**
  * The RNN's and GRU's fused gate kernels (src/shared/model/kernels/cell-gates.ts;
- * off by default) run on the wasm backend only: these tests select it and switch them on, and compare
+ * on by default there) run on the wasm backend only: these tests select it and switch them on and off, and compare
  * the fused step with the ops step, shard by shard, and count tensors.
  * (test/cell-step.test.ts checks either path against autodiff, on the backend
  * DPTRAIN_TEST_BACKEND names.)
@@ -36,7 +36,7 @@ function stepWith(fused: boolean, flat: Float32Array, dims: CellDims, batch: Tok
   } finally {
     h.dispose();
     disposeCellStepParams(sp);
-    setFusedCellGates(false);
+    setFusedCellGates(true);
   }
 }
 
@@ -87,7 +87,6 @@ for (const cell of ['rnn', 'gru'] as CellName[]) {
       if (i === 1) after1 = tf.memory().numTensors;
     }
     assert.ok(fusedCellGatesActive());
-    setFusedCellGates(false);
     assert.equal(tf.memory().numTensors, after1);
     h.dispose();
     disposeCellStepParams(sp);

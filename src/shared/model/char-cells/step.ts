@@ -17,10 +17,10 @@
  *   dz_z = dh ⊙ (h_{t-1} − h~) ⊙ z(1 − z);  dz_r = d(r⊙h) ⊙ h_{t-1} ⊙ r(1 − r);
  *   dh_{t-1} = dh ⊙ z + d(r⊙h) ⊙ r + [dz_z, dz_r, dLogits_{t-1}] x [W_hz^T; W_hr^T; W_hq^T].
  *
- * On the wasm backend the gate arithmetic can be fused into a few kernels per
+ * On the wasm backend the gate arithmetic is fused into a few kernels per
  * time step (kernels/cell-gates.ts; the GRU's z and r gates one matMul, the
  * gates' weight gradients from the recurrence matMul's inputs stacked over
- * time); that path is off by default because it did not pay (see there).
+ * time); elsewhere, or with setFusedCellGates(false), the step runs as ops.
  *
  * Shapes: B = rows, T = numSteps, H = hidden, V = vocab; tensors over all
  * steps are time-major (row t*B + r is stream r at time t).

@@ -5,11 +5,16 @@
  * each also building the next matMul's concatenated input. Sigmoids stay
  * with the backend. Row by row, so shards of streams add up to the full batch.
  *
- * Off by default (setFusedCellGates): at d2l sizes they did not pay
- * consistently. The RNN's and GRU's steps are matMul-bound on wasm; in three
- * interleaved runs on a busy machine the fused step was 4% slower to 5% faster
- * than the ops step (BENCHMARKS.md, part `models`, rows "fused gate kernels
- * on"), so the ops path, the one every backend runs, stays the default.
+ * On by default where H is a multiple of 4 and WebAssembly SIMD can work on
+ * the backend's memory (simd-rows.ts): then each kernel's arithmetic is a SIMD
+ * program and the JavaScript loops below only serve other widths. The
+ * JavaScript-only version did not pay (in three interleaved runs on a busy
+ * machine 4% slower to 5% faster than the ops step, when it was off by
+ * default); with SIMD and the changes of the steps (no split of the output
+ * layer's gradient, the GRU's z/r weight gradients as dZ^T A), the fused step
+ * was the faster one for both cells in interleaved runs (BENCHMARKS.md, part
+ * `models`, rows "fused gate kernels off"). setFusedCellGates(false) gives the
+ * ops path, the one every other backend runs.
  *
  *  - `DptrainRnnHidden` (S = σ(2 z)): h = 2S − 1 and A_{t+1} = [onehot, h, 1];
  *  - `DptrainRnnBackward`: dz = dh ⊙ (1 − h²), dh the recurrence's share plus
@@ -29,9 +34,9 @@ interface WasmBackendLike {
   wasm: { HEAPF32: Float32Array };
 }
 
-let enabled = false;
+let enabled = true;
 
-/** Use the fused RNN/GRU kernels on wasm (off by default: see above). */
+/** Use the fused RNN/GRU kernels on wasm (on by default: see above), or not. */
 export function setFusedCellGates(on: boolean): void {
   enabled = on;
 }
