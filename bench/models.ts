@@ -135,7 +135,7 @@ export const modelsPart: BenchPart = {
         rooflineFraction: rooflineMs / handMs,
         profile: split,
         opsProfile: opsSplit,
-        load: median(s.loads),
+        load: round2(median(s.loads)),
         wallOverCpu: median(s.hand.map((x) => x.wallMs / x.cpuMs)),
       });
     }
