@@ -30,6 +30,7 @@ import type { TokenBatch } from '../descriptor.js';
 import { toTimeMajor } from '../char-lstm/step.js';
 import { blockOf, cellParamCount, CELL_GATES, viewOf, type CellDims } from './params.js';
 import { cellKernel, fusedCellGatesActive, scatterTransposed } from '../kernels/cell-gates.js';
+import { softmaxCrossEntropy } from '../kernels/softmax-xent.js';
 
 export interface CellStepParams {
   dims: CellDims;
@@ -133,11 +134,8 @@ function fusedCellStep(p: CellStepParams, batch: TokenBatch, h0: tf.Tensor2D): C
       hs.push(h);
     }
     const Hs = tf.concat(hs, 0);
-    const logp = tf.logSoftmax(tf.add(tf.matMul(Hs, p.whq), p.bq));
-    const yOneHot = tf.oneHot(tf.tensor1d(toTimeMajor(batch.y, B, T), 'int32'), V).asType('float32');
-    const lossSum = tf.neg(tf.sum(tf.mul(yOneHot, logp)));
-    const dLogits = tf.sub(tf.exp(logp), yOneHot);
-    const rest = tf.concat([tf.reshape(tf.matMul(tf.transpose(Hs), dLogits), [-1]), tf.sum(dLogits, 0)], 0);
+    const { lossSum, dLogits, dBias } = softmaxCrossEntropy(tf.matMul(Hs, p.whq) as tf.Tensor2D, p.bq, toTimeMajor(batch.y, B, T));
+    const rest = tf.concat([tf.reshape(tf.matMul(tf.transpose(Hs), dLogits), [-1]), dBias], 0);
     // The output layer's share of every dh_t at once (T·B, H); the kernels read row block t.
     const dOut = tf.matMul(dLogits, p.whqT);
     const zeros = tf.zeros([B, H]);

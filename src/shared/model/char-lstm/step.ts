@@ -42,6 +42,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { GATES, paramLayout, type ModelDims, type ParamName } from './params.js';
 import { fusedGatesActive, lstmGatesBackward, lstmGatesForward, type GatesForward } from '../kernels/lstm-gates.js';
+import { softmaxCrossEntropy } from '../kernels/softmax-xent.js';
 
 export interface Batch {
   /** Inputs, row-major (rows x numSteps). */
@@ -234,7 +235,10 @@ function fusedTidy(p: StepParams, batch: Batch, state: LstmState): TidyOut {
       c = g.c;
       h = g.h;
     }
-    const { lossSum, dWhq, dbq, dLogits } = outputLayer(p, batch, hs);
+    // The output layer over all steps: loss and dLogits in one kernel.
+    const Hs = tf.concat(hs, 0);
+    const { lossSum, dLogits, dBias: dbq } = softmaxCrossEntropy(tf.matMul(Hs, p.whq) as tf.Tensor2D, p.bq, toTimeMajor(batch.y, B, T));
+    const dWhq = tf.matMul(tf.transpose(Hs), dLogits);
     // The output layer's share of every dh_t at once: dLogits_t W_hq^T (T·B, H).
     const dOut = tf.matMul(dLogits, p.whqT) as tf.Tensor2D;
     const cats: tf.Tensor[] = [];
