@@ -1,0 +1,219 @@
+/**
+ * A discrete-event model of one synchronous round of a tree of nodes: the
+ * root, relays (any depth) and workers, each node one event loop (one CPU)
+ * that does its work in the order it became ready (first come, first served),
+ * and links whose sending and receiving ends each carry one message at a time.
+ *
+ * The round as it happens: the root does its fixed work (mean, clip, optimizer,
+ * encode), then sends the parameters to its children one after another, so
+ * they start staggered; a relay forwards the frame to each of its children as
+ * soon as it arrived; a worker decodes it, computes (K inner steps, each with
+ * its own optimizer step, then the change), encodes and sends its reply; a
+ * relay or the root receives and adds each reply as it arrives, while later
+ * ones are still on the way; a relay forwards its sum once it holds all of
+ * them. The period of a round is when the root has added its last reply plus
+ * its fixed work; per optimizer step it is that over K.
+ *
+ * Pure: no clocks, no sockets; every cost is an input (measured by the fleet
+ * part, bench/fleet.ts).
+ */
+
+/** A tree below the root: a worker, or a relay with children. */
+export type FleetNode = { kind: 'worker' } | { kind: 'relay'; children: FleetNode[] };
+
+export interface FleetTerms {
+  /** Parameters (or gradient) bytes per message, each way. */
+  bytes: number;
+  root: {
+    /** Per round, between the last reply and the next sends: mean, clip, optimizer, encode the parameters. */
+    fixedMs: number;
+    /** Per child: send it the step and the parameters. */
+    sendMs: number;
+    /** Per reply: receive it, check, decode and add it into the sum. */
+    recvMs: number;
+  };
+  relay: {
+    /** Receive the parameters from its parent. */
+    paramsMs: number;
+    /** Per child: send it the parameters (the frame as it came). */
+    sendMs: number;
+    /** Per reply: receive, check, decode and add. */
+    recvMs: number;
+    /** Once all replies are in: the sum to float32, encode and send one reply up. */
+    forwardMs: number;
+  };
+  worker: {
+    /** Receive and decode the parameters. */
+    paramsMs: number;
+    /** Encode and send the reply. */
+    replyMs: number;
+    /** Local SGD only (K > 1): the inner optimizer's step, per inner step. */
+    innerStepMs: number;
+    /** Local SGD only: the parameter change at the end of the K steps. */
+    deltaMs: number;
+  };
+}
+
+export interface Link {
+  /** Bytes per millisecond each way (1 Gbit/s = 125,000). */
+  bytesPerMs: number;
+  /** One-way latency, ms. */
+  latencyMs: number;
+}
+
+export interface FleetOptions {
+  /** One worker's compute per (inner) step, ms. */
+  computeMs: number;
+  /** Inner steps per sync (local SGD); 1 = synchronous SGD. */
+  k?: number;
+  /** The network; absent: no transfer time at all (the CPU terms only). */
+  link?: Link;
+  /**
+   * Workers that share one event loop (the stand-ins of a measured run, all in one process):
+   * a function from a worker's index (in tree order) to its CPU's name. Default: each worker its own.
+   */
+  workerCpu?: (index: number) => string;
+}
+
+export interface FleetResult {
+  /** Root's sends start to the next round's sends start, ms. */
+  roundMs: number;
+  /** roundMs / K. */
+  stepMs: number;
+  /** K x compute / roundMs: measured tokens/s over N x one worker's at the same compute. */
+  efficiency: number;
+  workers: number;
+  /** When the root added the last reply (before its fixed work). */
+  lastReplyMs: number;
+}
+
+/** A resource that serves one job at a time, in the order jobs became ready. */
+interface Resource {
+  free: number;
+}
+
+interface Job {
+  at: number;
+  seq: number;
+  res: Resource;
+  dur: number;
+  then: (end: number) => void;
+}
+
+class Sim {
+  private queue: Job[] = [];
+  private seq = 0;
+  private readonly resources = new Map<string, Resource>();
+
+  resource(name: string): Resource {
+    let r = this.resources.get(name);
+    if (!r) this.resources.set(name, (r = { free: 0 }));
+    return r;
+  }
+
+  /** Run `dur` on `res` once it is ready at `at` and the resource is free; then `then(end)`. */
+  job(at: number, res: Resource, dur: number, then: (end: number) => void): void {
+    this.queue.push({ at, seq: this.seq++, res, dur, then });
+  }
+
+  run(): void {
+    while (this.queue.length > 0) {
+      // Earliest ready first; ties in the order they were queued. Queues are small: a linear scan.
+      let b = 0;
+      for (let i = 1; i < this.queue.length; i++) {
+        const q = this.queue[i];
+        const x = this.queue[b];
+        if (q.at < x.at || (q.at === x.at && q.seq < x.seq)) b = i;
+      }
+      const j = this.queue[b];
+      this.queue[b] = this.queue[this.queue.length - 1];
+      this.queue.pop();
+      const start = Math.max(j.at, j.res.free);
+      const end = start + j.dur;
+      j.res.free = end;
+      j.then(end);
+    }
+  }
+}
+
+export function countWorkers(children: readonly FleetNode[]): number {
+  return children.reduce((n, c) => n + (c.kind === 'worker' ? 1 : countWorkers(c.children)), 0);
+}
+
+/** Simulate one round of the root with `children` (a star: N workers; relays: subtrees). */
+export function simulateRound(children: readonly FleetNode[], t: FleetTerms, o: FleetOptions): FleetResult {
+  if (children.length === 0) throw new Error('a fleet needs at least one child of the root');
+  const k = o.k ?? 1;
+  const sim = new Sim();
+  const wire = o.link ? t.bytes / o.link.bytesPerMs : 0;
+  const latency = o.link?.latencyMs ?? 0;
+  let workerIndex = 0;
+  let lastReply = 0;
+
+  /**
+   * A node with `kids` has its parameters ready on its CPU at `at`: it sends them to each child
+   * (its CPU, then its link's sending end, then the latency), the children answer, it adds each reply
+   * (its link's receiving end, then its CPU) and calls `done(t)` when it added the last one.
+   */
+  const serve = (name: string, kids: readonly FleetNode[], at: number, cost: { sendMs: number; recvMs: number }, done: (end: number) => void): void => {
+    const cpu = sim.resource(`${name}/cpu`);
+    const out = sim.resource(`${name}/out`);
+    const inn = sim.resource(`${name}/in`);
+    let left = kids.length;
+    const reply = (sentAt: number): void => {
+      // The reply crosses the link (the receiving end takes one at a time), then this node's CPU adds it.
+      sim.job(sentAt + latency, inn, wire, (arrived) =>
+        sim.job(arrived, cpu, cost.recvMs, (added) => {
+          if (--left === 0) done(added);
+        }),
+      );
+    };
+    kids.forEach((kid, i) => {
+      const kidName = `${name}.${i}`;
+      const cpuName = kid.kind === 'worker' ? (o.workerCpu ? o.workerCpu(workerIndex++) : `w${workerIndex++}`) : kidName;
+      sim.job(at, cpu, cost.sendMs, (sent) =>
+        sim.job(sent, out, wire, (onWire) => {
+          const arrives = onWire + latency;
+          const kidCpu = sim.resource(`${cpuName}/cpu`);
+          if (kid.kind === 'worker') {
+            sim.job(arrives, kidCpu, t.worker.paramsMs, (decoded) => {
+              // Compute is the worker's own accelerator or core: it waits for nothing but its own loop.
+              const inner = k > 1 ? k * (o.computeMs + t.worker.innerStepMs) + t.worker.deltaMs : o.computeMs;
+              // A timer, not the loop: stand-ins sharing one loop still compute side by side.
+              sim.job(decoded + inner, kidCpu, t.worker.replyMs, reply);
+            });
+          } else {
+            sim.job(arrives, kidCpu, t.relay.paramsMs, (ready) =>
+              serve(cpuName, kid.children, ready, t.relay, (summed) => sim.job(summed, kidCpu, t.relay.forwardMs, reply)),
+            );
+          }
+        }),
+      );
+    });
+  };
+
+  serve('root', children, 0, t.root, (end) => (lastReply = end));
+  sim.run();
+  const roundMs = lastReply + t.root.fixedMs;
+  return { roundMs, stepMs: roundMs / k, efficiency: (k * o.computeMs) / roundMs, workers: countWorkers(children), lastReplyMs: lastReply };
+}
+
+/** N workers straight under the root. */
+export function star(n: number): FleetNode[] {
+  return Array.from({ length: n }, () => ({ kind: 'worker' as const }));
+}
+
+/**
+ * N workers under relays: `fanouts` from the top, e.g. [8] = the root holds N/8 relays of 8 workers;
+ * [4, 4] with 128 = the root holds 8 relays, each 4 relays of 4 workers. Uneven counts fill in order.
+ */
+export function tree(n: number, fanouts: readonly number[]): FleetNode[] {
+  if (fanouts.length === 0) return star(n);
+  const leaf = fanouts.reduce((a, b) => a * b, 1);
+  const groups: FleetNode[] = [];
+  for (let left = n; left > 0; left -= leaf) {
+    const m = Math.min(leaf, left);
+    groups.push({ kind: 'relay', children: tree(m, fanouts.slice(1)) });
+  }
+  return groups;
+}
