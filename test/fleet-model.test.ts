@@ -58,7 +58,7 @@ test('a relay under a relay adds one more level of the same', () => {
 
 test('stand-ins sharing one event loop wait for each other', () => {
   // Params arrive at 1 and 2; replies are due at 11 and 12 but the shared loop encodes 11-14, 14-17.
-  const shared = simulateRound(star(2), terms({ s: 1, wr: 3 }), { computeMs: 10, workerCpu: () => 'standins' });
+  const shared = simulateRound([{ kind: 'worker', cpu: 'standins' }, { kind: 'worker', cpu: 'standins' }], terms({ s: 1, wr: 3 }), { computeMs: 10 });
   close(shared.lastReplyMs, 17);
   const own = simulateRound(star(2), terms({ s: 1, wr: 3 }), { computeMs: 10 });
   close(own.lastReplyMs, 15);
@@ -81,4 +81,12 @@ test('trees: relays of 8, and 8 x 4 x 4 for 128 workers', () => {
   assert.equal(countWorkers(t), 128);
   assert.equal(countWorkers(tree(10, [8])), 10);
   assert.throws(() => simulateRound([], terms(), { computeMs: 1 }));
+});
+
+test('busy time per resource: what limits a round', () => {
+  const r = simulateRound(tree(4, [2]), terms({ s: 1, r: 2, rp: 0.5, fwd: 3, bytes: 1000 }), { computeMs: 10, link: { bytesPerMs: 1000, latencyMs: 0 } });
+  close(r.busyMs['root/cpu'], 2 * 1 + 2 * 2);
+  close(r.busyMs['root.0/cpu'], 0.5 + 2 * 1 + 2 * 2 + 3);
+  close(r.busyMs['root/out'], 2);
+  close(r.busyMs['root.1/in'], 2);
 });

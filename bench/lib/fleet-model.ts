@@ -19,7 +19,10 @@
  */
 
 /** A tree below the root: a worker, or a relay with children. */
-export type FleetNode = { kind: 'worker' } | { kind: 'relay'; children: FleetNode[] };
+export type FleetNode =
+  /** `cpu`: the event loop it runs on, when workers share one (the stand-ins of a measured run, all in one process). */
+  | { kind: 'worker'; cpu?: string }
+  | { kind: 'relay'; children: FleetNode[] };
 
 export interface FleetTerms {
   /** Parameters (or gradient) bytes per message, each way. */
@@ -68,11 +71,8 @@ export interface FleetOptions {
   k?: number;
   /** The network; absent: no transfer time at all (the CPU terms only). */
   link?: Link;
-  /**
-   * Workers that share one event loop (the stand-ins of a measured run, all in one process):
-   * a function from a worker's index (in tree order) to its CPU's name. Default: each worker its own.
-   */
-  workerCpu?: (index: number) => string;
+  /** The workers' costs, when not `terms.worker` (the stand-ins of a measured run). */
+  worker?: FleetTerms['worker'];
 }
 
 export interface FleetResult {
@@ -85,11 +85,18 @@ export interface FleetResult {
   workers: number;
   /** When the root added the last reply (before its fixed work). */
   lastReplyMs: number;
+  /**
+   * Busy time in the round per resource: `root/cpu` (its fixed work not included), `root/out` and `root/in`
+   * (its link's two ends), `root.I/cpu` for the relay that is the root's child I (`root.I.J/...` below it),
+   * and `wI/cpu` for worker I (or its `cpu`).
+   */
+  busyMs: Record<string, number>;
 }
 
 /** A resource that serves one job at a time, in the order jobs became ready. */
 interface Resource {
   free: number;
+  busy: number;
 }
 
 interface Job {
@@ -107,13 +114,18 @@ class Sim {
 
   resource(name: string): Resource {
     let r = this.resources.get(name);
-    if (!r) this.resources.set(name, (r = { free: 0 }));
+    if (!r) this.resources.set(name, (r = { free: 0, busy: 0 }));
     return r;
   }
 
   /** Run `dur` on `res` once it is ready at `at` and the resource is free; then `then(end)`. */
   job(at: number, res: Resource, dur: number, then: (end: number) => void): void {
     this.queue.push({ at, seq: this.seq++, res, dur, then });
+  }
+
+  /** Busy time per resource, ms. */
+  busy(): Record<string, number> {
+    return Object.fromEntries([...this.resources].map(([k, r]) => [k, r.busy]));
   }
 
   run(): void {
@@ -131,6 +143,7 @@ class Sim {
       const start = Math.max(j.at, j.res.free);
       const end = start + j.dur;
       j.res.free = end;
+      j.res.busy += j.dur;
       j.then(end);
     }
   }
@@ -144,6 +157,7 @@ export function countWorkers(children: readonly FleetNode[]): number {
 export function simulateRound(children: readonly FleetNode[], t: FleetTerms, o: FleetOptions): FleetResult {
   if (children.length === 0) throw new Error('a fleet needs at least one child of the root');
   const k = o.k ?? 1;
+  const w = o.worker ?? t.worker;
   const sim = new Sim();
   const wire = o.link ? t.bytes / o.link.bytesPerMs : 0;
   const latency = o.link?.latencyMs ?? 0;
@@ -170,17 +184,17 @@ export function simulateRound(children: readonly FleetNode[], t: FleetTerms, o: 
     };
     kids.forEach((kid, i) => {
       const kidName = `${name}.${i}`;
-      const cpuName = kid.kind === 'worker' ? (o.workerCpu ? o.workerCpu(workerIndex++) : `w${workerIndex++}`) : kidName;
+      const cpuName = kid.kind === 'worker' ? (kid.cpu ?? `w${workerIndex++}`) : kidName;
       sim.job(at, cpu, cost.sendMs, (sent) =>
         sim.job(sent, out, wire, (onWire) => {
           const arrives = onWire + latency;
           const kidCpu = sim.resource(`${cpuName}/cpu`);
           if (kid.kind === 'worker') {
-            sim.job(arrives, kidCpu, t.worker.paramsMs, (decoded) => {
+            sim.job(arrives, kidCpu, w.paramsMs, (decoded) => {
               // Compute is the worker's own accelerator or core: it waits for nothing but its own loop.
-              const inner = k > 1 ? k * (o.computeMs + t.worker.innerStepMs) + t.worker.deltaMs : o.computeMs;
+              const inner = k > 1 ? k * (o.computeMs + w.innerStepMs) + w.deltaMs : o.computeMs;
               // A timer, not the loop: stand-ins sharing one loop still compute side by side.
-              sim.job(decoded + inner, kidCpu, t.worker.replyMs, reply);
+              sim.job(decoded + inner, kidCpu, w.replyMs, reply);
             });
           } else {
             sim.job(arrives, kidCpu, t.relay.paramsMs, (ready) =>
@@ -195,7 +209,7 @@ export function simulateRound(children: readonly FleetNode[], t: FleetTerms, o: 
   serve('root', children, 0, t.root, (end) => (lastReply = end));
   sim.run();
   const roundMs = lastReply + t.root.fixedMs;
-  return { roundMs, stepMs: roundMs / k, efficiency: (k * o.computeMs) / roundMs, workers: countWorkers(children), lastReplyMs: lastReply };
+  return { roundMs, stepMs: roundMs / k, efficiency: (k * o.computeMs) / roundMs, workers: countWorkers(children), lastReplyMs: lastReply, busyMs: sim.busy() };
 }
 
 /** N workers straight under the root. */
