@@ -54,6 +54,18 @@ function busiest(r: FleetResult, t: FleetTerms): [string, number] {
   return Object.entries(groups).reduce((a, b) => (b[1] > a[1] ? b : a));
 }
 
+/** Per optimizer step, ms: the workers' own local SGD overhead (inner optimizer, the change) and everything else beyond compute (the sync). */
+function split(r: FleetResult, t: FleetTerms, computeMs: number, k: number): { innerMs: number; syncMs: number } {
+  const inner = k > 1 ? k * t.worker.innerStepMs + t.worker.deltaMs : 0;
+  return { innerMs: inner / k, syncMs: (r.roundMs - k * computeMs - inner) / k };
+}
+
+function limitText(r: FleetResult, t: FleetTerms, computeMs: number, k: number): string {
+  const { innerMs, syncMs } = split(r, t, computeMs, k);
+  const [what, ms] = busiest(r, t);
+  return `${k > 1 ? `inner ${fmt(innerMs, 1)} + ` : ''}sync ${fmt(syncMs, 1)} ms per step; busiest: ${what}, ${fmt(ms, 0)} ms per round`;
+}
+
 export const fleetPart: BenchPart = {
   name: 'fleet',
   title: 'Fleet: 8 to 128 workers with 68 ms and 10 ms of compute, star, relays and local SGD, modelled from measured terms',
@@ -134,7 +146,7 @@ export const fleetPart: BenchPart = {
     // The fleet: every worker and relay on a machine of its own.
     const model: Record<string, unknown>[] = [];
     const rows: string[][] = [];
-    const best = new Map<string, [string, number, string][]>();
+    const best = new Map<string, [string, number, string, string][]>();
     for (const c of computes) {
       for (const [tname, fan] of TOPOLOGIES) {
         for (const k of KS) {
@@ -142,12 +154,11 @@ export const fleetPart: BenchPart = {
           for (const [lname, link] of LINKS) {
             const res = SIZES.map((n) => simulateRound(fan.length ? tree(n, fan) : star(n), t, { computeMs: c, k, link }));
             cells.push(res.map((r) => pct(r.efficiency, 0)).join(' / '));
-            const [what, ms] = busiest(res[2], t);
-            if (lname === LINKS[0][0]) cells.push(`${what}, ${fmt(ms, 0)} ms of ${fmt(res[2].roundMs, 0)}`);
+            if (lname === LINKS[0][0]) cells.push(limitText(res[2], t, c, k));
             res.forEach((r, i) => {
               model.push({ computeMs: c, topology: tname, k, link: lname, workers: SIZES[i], efficiency: r.efficiency, roundMs: r.roundMs });
               const key = `${c}/${SIZES[i]}/${lname}`;
-              best.set(key, [...(best.get(key) ?? []), [`${tname}${k > 1 ? `, local SGD K=${k}` : ''}`, r.efficiency, k > 1 ? 'local' : 'sync']]);
+              best.set(key, [...(best.get(key) ?? []), [`${tname}${k > 1 ? `, local SGD K=${k}` : ''}`, r.efficiency, k > 1 ? 'local' : 'sync', limitText(r, t, c, k)]]);
             });
           }
           rows.push([fmt(c), tname, k === 1 ? 'synchronous' : `local SGD K=${k}`, ...cells]);
@@ -155,10 +166,10 @@ export const fleetPart: BenchPart = {
       }
     }
     md.push(
-      '**The fleet, modelled** (every worker and relay on its own machine with the measured terms; workers decode, compute, encode as a real worker; links with 0.05 ms latency, each end carrying one message at a time). Efficiency at 8 / 32 / 128 workers; the busiest loop or link end at 128 on 10 Gbit/s (per round, the root\'s fixed work included):',
+      '**The fleet, modelled** (every worker and relay on its own machine with the measured terms; workers decode, compute, encode as a real worker; links with 0.05 ms latency, each end carrying one message at a time). Efficiency at 8 / 32 / 128 workers; at 128 on 10 Gbit/s, where the time beyond compute goes per optimizer step (inner: the workers\' own inner optimizer steps and parameter change under local SGD; sync: everything else, sends, transfers, decoding, adding, forwarding, the root\'s fixed work) and the busiest event loop or link end per round (the root\'s fixed work included):',
     );
     md.push('');
-    md.push(table(['compute ms', 'topology', 'sync', '10 Gbit/s', 'busiest at 128 (10 Gbit/s)', '1 Gbit/s'], rows, ['r', 'l', 'l', 'r', 'l', 'r']));
+    md.push(table(['compute ms', 'topology', 'sync', '10 Gbit/s', 'at 128 workers, 10 Gbit/s: beyond compute', '1 Gbit/s'], rows, ['r', 'l', 'l', 'r', 'l', 'r']));
     md.push('');
     const targets: [string, number, number, number, boolean][] = [
       ['≥ 90% at 32 workers, 68 ms compute', 68, 32, 0.9, false],
@@ -173,11 +184,17 @@ export const fleetPart: BenchPart = {
         const cands = (best.get(`${c}/${n}/${lname}`) ?? []).filter(([, , kind]) => !localOnly || kind === 'local');
         const met = cands.filter(([, e]) => e >= goal);
         const top = cands.reduce((a, b) => (b[1] > a[1] ? b : a));
-        verdicts.push({ what, link: lname, met: met.map(([x, e]) => ({ config: x, efficiency: e })), best: top[0], bestEfficiency: top[1] });
-        parts.push(`on ${lname}: ${met.length ? `reached by ${met.map(([x, e]) => `${x} (${pct(e, 0)})`).join('; ')}` : `**not reached**; best ${top[0]} at ${pct(top[1], 0)}`}`);
+        verdicts.push({ what, link: lname, met: met.map(([x, e]) => ({ config: x, efficiency: e })), best: top[0], bestEfficiency: top[1], limit: top[3] });
+        parts.push(`on ${lname}: ${met.length ? `reached by ${met.map(([x, e]) => `${x} (${pct(e, 0)})`).join('; ')}` : `**not reached**; best ${top[0]} at ${pct(top[1], 0)} (${top[3]})`}`);
       }
       md.push(`- **${what}** (model): ${parts.join('. ')}.`);
     }
+    const cap = (c: number) => pct(c / (c + t.worker.innerStepMs), 0);
+    md.push(
+      `- What limits them. Synchronous rounds pay, once per round, the chain send, the worker's decode and new stepper (${fmt(t.worker.paramsMs, 1)} ms), compute, its encode and send (${fmt(t.worker.replyMs, 1)} ms), the adds, the root's fixed work (${fmt(t.root.fixedMs, 1)} ms), and per child of a node its send and its receive-and-add ` +
+        `(root ${fmt(t.root.sendMs + t.root.recvMs, 2)} ms; relay ${fmt(t.relay.sendMs + t.relay.recvMs, 2)} ms: a relay decodes each reply into a scratch and adds it in JavaScript, not on the root's one-pass path), once per level of relays. ` +
+        `Local SGD divides that by K, but each inner step costs the worker ${fmt(t.worker.innerStepMs, 1)} ms of its own (the inner SGD step on the flat parameters and a new stepper on them): whatever K and topology, efficiency stays below compute / (compute + inner) = ${computes.map((c) => `${cap(c)} at ${c} ms`).join(', ')}.`,
+    );
     if (quiet.load > 1) {
       md.push(
         `- Load: the terms were measured at a load average of ${terms.load[0].toFixed(2)} on ${os.cpus().length} cores; a term that waited for a core is counted in CPU time only, but shared caches still slow it. Re-run on a quiet machine for figures that stand for this code.`,
