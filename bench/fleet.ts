@@ -25,7 +25,7 @@ import { fmt, pct, table } from './lib/stats.js';
 import type { BenchContext, BenchPart, Section } from './lib/types.js';
 import { measureTerms, STREAMS, STEPS } from './lib/fleet-terms.js';
 import { measureLayout, layoutTree, type FleetRun, type Layout } from './lib/fleet-runs.js';
-import { simulateRound, star, tree, type FleetResult, type FleetTerms, type Link } from './lib/fleet-model.js';
+import { rootFixedMs, simulateRound, star, tree, type FleetResult, type FleetTerms, type Link } from './lib/fleet-model.js';
 
 const LINKS: [string, Link][] = [
   ['10 Gbit/s', { bytesPerMs: 10e9 / 8 / 1000, latencyMs: 0.05 }],
@@ -41,14 +41,14 @@ const KS = [1, 8, 32];
 const SIZES = [8, 32, 128];
 
 /** The busiest resource of a modelled round (the root's fixed work included), as "what, ms". */
-function busiest(r: FleetResult, t: FleetTerms): [string, number] {
+function busiest(r: FleetResult, t: FleetTerms, k: number): [string, number] {
   const groups: Record<string, number> = {};
   for (const [name, ms] of Object.entries(r.busyMs)) {
     const [node, what] = name.split('/');
     const kind = node === 'root' ? 'root' : node.startsWith('root.') ? 'a relay' : 'a worker';
     if (kind === 'a worker') continue;
     const label = `${kind}'s ${what === 'cpu' ? 'CPU' : what === 'out' ? 'link out' : 'link in'}`;
-    const v = ms + (name === 'root/cpu' ? t.root.fixedMs : 0);
+    const v = ms + (name === 'root/cpu' ? rootFixedMs(t, k) : 0);
     groups[label] = Math.max(groups[label] ?? 0, v);
   }
   return Object.entries(groups).reduce((a, b) => (b[1] > a[1] ? b : a));
@@ -62,7 +62,7 @@ function split(r: FleetResult, t: FleetTerms, computeMs: number, k: number): { i
 
 function limitText(r: FleetResult, t: FleetTerms, computeMs: number, k: number): string {
   const { innerMs, syncMs } = split(r, t, computeMs, k);
-  const [what, ms] = busiest(r, t);
+  const [what, ms] = busiest(r, t, k);
   return `${k > 1 ? `inner ${fmt(innerMs, 1)} + ` : ''}sync ${fmt(syncMs, 1)} ms per step; busiest: ${what}, ${fmt(ms, 0)} ms per round`;
 }
 
@@ -118,7 +118,7 @@ export const fleetPart: BenchPart = {
     md.push(table(['piece', 'ms'], Object.entries(terms.pieces).map(([k, v]) => [k, fmt(v, 3)]), ['l', 'r']));
     md.push('');
     md.push(
-      'Model terms from these: root per child send = a parameters frame\'s send; root per reply = receive and add; root fixed per round = mean, clip, optimizer, read and encode; relay: receive the parameters, per child the same send, per reply its receive and add (it decodes into a scratch and adds in JavaScript), forward = sum to float32, encode, one send; worker: receive, decode and build the stepper, then encode and send its reply; local SGD adds the inner step per inner step and the change once. A stand-in of the measured runs only receives the parameters frame and sends a precomputed reply.',
+      'Model terms from these: root per child send = a parameters frame\'s send; root per reply = receive and add; root fixed per round = mean, clip, optimizer, read and encode (under local SGD: the outer optimizer, Nesterov as the default, instead); relay: receive the parameters, per child the same send, per reply its receive and add (it decodes into a scratch and adds in JavaScript), forward = sum to float32, encode, one send; worker: receive, decode and build the stepper, then encode and send its reply; local SGD adds the inner step per inner step and the change once. A stand-in of the measured runs only receives the parameters frame and sends a precomputed reply.',
     );
     md.push('');
     md.push(
@@ -132,7 +132,7 @@ export const fleetPart: BenchPart = {
           const relayModel = Object.entries(m.busyMs).filter(([k]) => k.startsWith('root.') && k.endsWith('/cpu')).map(([, v]) => v);
           const standModel = Object.entries(m.busyMs).filter(([k]) => k.startsWith('standins-')).map(([, v]) => v);
           const list = (xs: number[]) => (xs.length ? xs.map((x) => fmt(x, 1)).join(', ') : '–');
-          return [r.name, fmt(r.computeMs) + (r.k > 1 ? ` (x${r.k})` : ''), fmt(r.workers), fmt(r.periodMs, 1), fmt(m.roundMs, 1), fmt(r.breakdown.totalMs, 1), pct(r.efficiency, 1), pct(m.efficiency, 1), fmt(r.rootCpuMs, 1), fmt(m.busyMs['root/cpu'] + t.root.fixedMs, 1), list(r.relayCpuMs), list(relayModel), list(r.standInCpuMs), list(standModel), r.load.toFixed(2)];
+          return [r.name, fmt(r.computeMs) + (r.k > 1 ? ` (x${r.k})` : ''), fmt(r.workers), fmt(r.periodMs, 1), fmt(m.roundMs, 1), fmt(r.breakdown.totalMs, 1), pct(r.efficiency, 1), pct(m.efficiency, 1), fmt(r.rootCpuMs, 1), fmt(m.busyMs['root/cpu'] + rootFixedMs(t, r.k), 1), list(r.relayCpuMs), list(relayModel), list(r.standInCpuMs), list(standModel), r.load.toFixed(2)];
         }),
         ['l', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'r'],
       ),

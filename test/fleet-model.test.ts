@@ -69,6 +69,11 @@ test('local SGD: K inner steps, each with its optimizer step, then the change; p
   close(r.roundMs, 1 + 4 * 11 + 2 + 1 + 2);
   close(r.stepMs, r.roundMs / 4);
   close(r.efficiency, 40 / r.roundMs);
+  // The outer optimizer's fixed work replaces the synchronous one when it is given.
+  const t = terms({ s: 1, r: 1, f: 2, inner: 1, delta: 2 });
+  t.root.fixedLocalMs = 7;
+  close(simulateRound(star(1), t, { computeMs: 10, k: 4 }).roundMs, r.roundMs + 5);
+  close(simulateRound(star(1), t, { computeMs: 10 }).roundMs, 1 + 10 + 1 + 2);
 });
 
 test('trees: relays of 8, and 8 x 4 x 4 for 128 workers', () => {

@@ -30,6 +30,8 @@ export interface FleetTerms {
   root: {
     /** Per round, between the last reply and the next sends: mean, clip, optimizer, encode the parameters. */
     fixedMs: number;
+    /** The same under local SGD (K > 1), where the root applies the outer optimizer instead; default fixedMs. */
+    fixedLocalMs?: number;
     /** Per child: send it the step and the parameters. */
     sendMs: number;
     /** Per reply: receive it, check, decode and add it into the sum. */
@@ -149,6 +151,11 @@ class Sim {
   }
 }
 
+/** The root's fixed work per round with K inner steps per sync. */
+export function rootFixedMs(t: FleetTerms, k: number): number {
+  return k > 1 ? (t.root.fixedLocalMs ?? t.root.fixedMs) : t.root.fixedMs;
+}
+
 export function countWorkers(children: readonly FleetNode[]): number {
   return children.reduce((n, c) => n + (c.kind === 'worker' ? 1 : countWorkers(c.children)), 0);
 }
@@ -208,7 +215,7 @@ export function simulateRound(children: readonly FleetNode[], t: FleetTerms, o: 
 
   serve('root', children, 0, t.root, (end) => (lastReply = end));
   sim.run();
-  const roundMs = lastReply + t.root.fixedMs;
+  const roundMs = lastReply + rootFixedMs(t, k);
   return { roundMs, stepMs: roundMs / k, efficiency: (k * o.computeMs) / roundMs, workers: countWorkers(children), lastReplyMs: lastReply, busyMs: sim.busy() };
 }
 

@@ -18,7 +18,8 @@
  * - relay, per reply: the socket receive, then what relay.ts does: decode into
  *   a scratch, decode the state, Round.accept with the decoded values.
  * - root, fixed per round: bench/coordinator-cpu.ts criticalPath (mean, norm,
- *   clip and the SGD step; read the parameters; encode the params message).
+ *   clip and the SGD step; read the parameters; encode the params message);
+ *   under local SGD the outer optimizer (outerOptimizerConfig's default) instead.
  * - relay forward: its float64 sum to float32, the grads message, one send.
  * - worker: receive and decode the parameters and build its stepper (what
  *   WorkerClient and ShardComputer.setParams do); encode the reply
@@ -39,6 +40,7 @@ import { ParameterServer } from '../../src/shared/train/param-server.js';
 import { encodeGradient } from '../../src/worker/shard-compute.js';
 import { Rng } from '../../src/shared/data/rng.js';
 import { criticalPath } from '../coordinator-cpu.js';
+import { outerOptimizerConfig } from '../../src/shared/train/outer-optimizer.js';
 import type { FleetTerms } from './fleet-model.js';
 import { median } from './stats.js';
 
@@ -243,6 +245,17 @@ export async function measureTerms(repoRoot: string, opts: { batches?: number; p
     }
   }
   inner.dispose();
+  // The root under local SGD: the outer optimizer (the default, Nesterov through tfjs) on the averaged change, then the parameters' frame.
+  const outer = new ParameterServer(model, params, outerOptimizerConfig({ syncEvery: 8 }));
+  const change = Float64Array.from(grad, (g) => g * tokenCount);
+  for (let r = -3; r < reps; r++) {
+    const o = await computeMs(() => {
+      outer.apply(change, tokenCount);
+      encode({ type: 'params', version: 1, params: encodeTensor(outer.params(), 'float32') });
+    });
+    if (r >= 0) add('root: outer optimizer step, read and encode the parameters (local SGD)', o);
+  }
+  outer.dispose();
   const crit = await criticalPath(reps);
   const fixedMs = crit.reduce((a, c) => a + c.afterCpuMs, 0);
   const p = Object.fromEntries(Object.entries(pieces).map(([k, v]) => [k, median(v)]));
@@ -250,7 +263,7 @@ export async function measureTerms(repoRoot: string, opts: { batches?: number; p
   const send = p['send a parameters frame'];
   const fleet: FleetTerms = {
     bytes: paramsFrame.byteLength,
-    root: { fixedMs, sendMs: send, recvMs: p['root: receive and add a reply'] },
+    root: { fixedMs, fixedLocalMs: p['root: outer optimizer step, read and encode the parameters (local SGD)'], sendMs: send, recvMs: p['root: receive and add a reply'] },
     relay: { paramsMs: p['relay: receive the parameters'], sendMs: send, recvMs: p['relay: receive and add a reply'], forwardMs: p['relay: sum to float32 and encode its reply'] + send },
     worker: {
       paramsMs: p['worker: receive and decode the parameters, build the stepper'],
