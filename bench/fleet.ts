@@ -188,6 +188,14 @@ export const fleetPart: BenchPart = {
         parts.push(`on ${lname}: ${met.length ? `reached by ${met.map(([x, e]) => `${x} (${pct(e, 0)})`).join('; ')}` : `**not reached**; best ${top[0]} at ${pct(top[1], 0)} (${top[3]})`}`);
       }
       md.push(`- **${what}** (model): ${parts.join('. ')}.`);
+      if (localOnly) {
+        // What-if: the same fleets with an inner step that costs the worker nothing beyond its compute.
+        const free: FleetTerms = { ...t, worker: { ...t.worker, innerStepMs: 0, deltaMs: 0 } };
+        const alt = TOPOLOGIES.flatMap(([tname, fan]) => KS.filter((k) => k > 1).map((k) => [`${tname}, K=${k}`, simulateRound(fan.length ? tree(n, fan) : star(n), free, { computeMs: c, k, link: LINKS[0][1] }).efficiency] as [string, number]));
+        const top = alt.reduce((a, b) => (b[1] > a[1] ? b : a));
+        verdicts.push({ what, whatIf: 'inner step free', best: top[0], bestEfficiency: top[1] });
+        md.push(`  With an inner step that cost the worker nothing beyond its compute (the same fleets, 10 Gbit/s), the best would be ${top[0]} at ${pct(top[1], 0)}.`);
+      }
     }
     const cap = (c: number) => pct(c / (c + t.worker.innerStepMs), 0);
     md.push(

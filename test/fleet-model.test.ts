@@ -2,6 +2,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { countWorkers, simulateRound, star, tree, type FleetTerms } from '../bench/lib/fleet-model.js';
+import { layoutTree } from '../bench/lib/fleet-runs.js';
 
 function terms(p: { s?: number; r?: number; f?: number; wp?: number; wr?: number; rp?: number; rs?: number; rr?: number; fwd?: number; inner?: number; delta?: number; bytes?: number } = {}): FleetTerms {
   return {
@@ -94,4 +95,14 @@ test('busy time per resource: what limits a round', () => {
   close(r.busyMs['root.0/cpu'], 0.5 + 2 * 1 + 2 * 2 + 3);
   close(r.busyMs['root/out'], 2);
   close(r.busyMs['root.1/in'], 2);
+});
+
+test('a measured layout becomes the model of the same set-up: one event loop per stand-in process', () => {
+  const t = layoutTree([{ relay: [{ standIns: 2 }, { relay: [{ standIns: 1 }] }] }, { standIns: 2 }]);
+  assert.equal(countWorkers(t), 5);
+  assert.deepEqual(t, [
+    { kind: 'relay', children: [{ kind: 'worker', cpu: 'standins-0' }, { kind: 'worker', cpu: 'standins-0' }, { kind: 'relay', children: [{ kind: 'worker', cpu: 'standins-1' }] }] },
+    { kind: 'worker', cpu: 'standins-2' },
+    { kind: 'worker', cpu: 'standins-2' },
+  ]);
 });
