@@ -94,13 +94,15 @@ export const fleetPart: BenchPart = {
       plans.push(['relay under a relay, 4', [{ relay: [{ relay: [{ standIns: 4 }] }] }], c, 1]);
       plans.push(['star, 4, local SGD K=8', [{ standIns: 4 }], computes[computes.length - 1], 8]);
     }
-    const runs: { run: FleetRun; model: FleetResult; layout: Layout[] }[] = [];
+    const cores = os.cpus().length;
+    const runs: { run: FleetRun; model: FleetResult; shared: FleetResult; layout: Layout[] }[] = [];
     for (const [name, layout, c, k] of plans) {
       const run = await measureLayout(ctx, name, layout, c, k, 5, rounds);
       const model = simulateRound(layoutTree(layout), t, { computeMs: c, k, worker: terms.standIn });
+      const shared = simulateRound(layoutTree(layout), t, { computeMs: c, k, worker: terms.standIn, cores });
       ctx.log(`${name}: breakdown ${JSON.stringify(run.breakdown)}`);
-      ctx.log(`${name}, ${c} ms${k > 1 ? `, K=${k}` : ''}: period ${fmt(run.periodMs, 1)} ms (model ${fmt(model.roundMs, 1)}), efficiency ${pct(run.efficiency, 1)} (model ${pct(model.efficiency, 1)}), load ${run.load.toFixed(2)}`);
-      runs.push({ run, model, layout });
+      ctx.log(`${name}, ${c} ms${k > 1 ? `, K=${k}` : ''}: period ${fmt(run.periodMs, 1)} ms (model ${fmt(model.roundMs, 1)}, on ${cores} cores ${fmt(shared.roundMs, 1)}), efficiency ${pct(run.efficiency, 1)} (model ${pct(model.efficiency, 1)}), load ${run.load.toFixed(2)}`);
+      runs.push({ run, model, shared, layout });
     }
     const loadEnd = os.loadavg()[0];
 
@@ -127,19 +129,19 @@ export const fleetPart: BenchPart = {
     md.push('');
     md.push(
       table(
-        ['run', 'compute ms', 'workers', 'period ms', 'model ms', 'coordinator\'s round ms', 'efficiency', 'model', 'root CPU ms/round', 'model', 'relay CPU', 'model', 'stand-in CPU', 'model', 'load'],
-        runs.map(({ run: r, model: m }) => {
+        ['run', 'compute ms', 'workers', 'period ms', 'model ms', `model, ${cores} cores`, 'coordinator\'s round ms', 'efficiency', 'model', 'root CPU ms/round', 'model', 'relay CPU', 'model', 'stand-in CPU', 'model', 'load'],
+        runs.map(({ run: r, model: m, shared: sh }) => {
           const relayModel = Object.entries(m.busyMs).filter(([k]) => k.startsWith('root.') && k.endsWith('/cpu')).map(([, v]) => v);
           const standModel = Object.entries(m.busyMs).filter(([k]) => k.startsWith('standins-')).map(([, v]) => v);
           const list = (xs: number[]) => (xs.length ? xs.map((x) => fmt(x, 1)).join(', ') : '–');
-          return [r.name, fmt(r.computeMs) + (r.k > 1 ? ` (x${r.k})` : ''), fmt(r.workers), fmt(r.periodMs, 1), fmt(m.roundMs, 1), fmt(r.breakdown.totalMs, 1), pct(r.efficiency, 1), pct(m.efficiency, 1), fmt(r.rootCpuMs, 1), fmt(m.busyMs['root/cpu'] + rootFixedMs(t, r.k), 1), list(r.relayCpuMs), list(relayModel), list(r.standInCpuMs), list(standModel), r.load.toFixed(2)];
+          return [r.name, fmt(r.computeMs) + (r.k > 1 ? ` (x${r.k})` : ''), fmt(r.workers), fmt(r.periodMs, 1), fmt(m.roundMs, 1), fmt(sh.roundMs, 1), fmt(r.breakdown.totalMs, 1), pct(r.efficiency, 1), pct(m.efficiency, 1), fmt(r.rootCpuMs, 1), fmt(m.busyMs['root/cpu'] + rootFixedMs(t, r.k), 1), list(r.relayCpuMs), list(relayModel), list(r.standInCpuMs), list(standModel), r.load.toFixed(2)];
         }),
-        ['l', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'r'],
+        ['l', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'r'],
       ),
     );
     md.push('');
     md.push(
-      `Where they differ: this machine has ${os.cpus().length} cores for the root, every relay and every stand-in process (and, today, other people's jobs), while the model gives each loop a core of its own; so a run with more busy loops than cores is slower than its model, by the CPU the others took (the stand-in and relay CPU columns). A round also has costs the terms leave out (the step messages, heartbeats, timers, the coordinator's bookkeeping per round), which the root's CPU column shows against the model's; the coordinator's own round (its RoundBreakdown total, from the first send to the optimizer step) against the period shows the time between its rounds.`,
+      `Where they differ: this machine has ${cores} cores for the root, every relay and every stand-in process (and, at times, other people's jobs), while the model gives each loop a core of its own; so a run with more busy loops than cores is slower than its model, by the CPU the others took (the stand-in and relay CPU columns). The column "model, ${cores} cores" is the same model with every loop waiting for one of ${cores} cores (non-preemptive; other processes on the machine not counted). A round also has costs the terms leave out (the step messages, heartbeats, timers, the coordinator's bookkeeping per round), which the root's CPU column shows against the model's; the coordinator's own round (its RoundBreakdown total, from the first send to the optimizer step) against the period shows the time between its rounds.`,
     );
     md.push('');
 
@@ -208,6 +210,6 @@ export const fleetPart: BenchPart = {
         `- Load: the terms were measured at a load average of ${terms.load[0].toFixed(2)} on ${os.cpus().length} cores; a term that waited for a core is counted in CPU time only, but shared caches still slow it. Re-run on a quiet machine for figures that stand for this code.`,
       );
     }
-    return { markdown: md.join('\n'), result: { quiet, loadEnd, terms, runs: runs.map(({ run, model: m }) => ({ ...run, modelRoundMs: m.roundMs, modelEfficiency: m.efficiency, modelBusyMs: m.busyMs })), model, verdicts } };
+    return { markdown: md.join('\n'), result: { quiet, loadEnd, terms, runs: runs.map(({ run, model: m, shared: sh }) => ({ ...run, modelRoundMs: m.roundMs, modelEfficiency: m.efficiency, modelBusyMs: m.busyMs, modelSharedCoresRoundMs: sh.roundMs })), model, verdicts } };
   },
 };

@@ -106,3 +106,12 @@ test('a measured layout becomes the model of the same set-up: one event loop per
     { kind: 'worker', cpu: 'standins-2' },
   ]);
 });
+
+test('event loops that share cores wait for one', () => {
+  // Root sends 0-1 and 1-2; the stand-ins' loops receive at 1-4 and 2-5 on their own cores.
+  const own = simulateRound([{ kind: 'worker', cpu: 'a' }, { kind: 'worker', cpu: 'b' }], terms({ s: 1, wp: 3 }), { computeMs: 0 });
+  close(own.lastReplyMs, 5);
+  // On one core for all: the root's sends 0-2, then the receives 2-5 and 5-8.
+  const one = simulateRound([{ kind: 'worker', cpu: 'a' }, { kind: 'worker', cpu: 'b' }], terms({ s: 1, wp: 3 }), { computeMs: 0, cores: 1 });
+  close(one.lastReplyMs, 8);
+});

@@ -75,6 +75,8 @@ export interface FleetOptions {
   link?: Link;
   /** The workers' costs, when not `terms.worker` (the stand-ins of a measured run). */
   worker?: FleetTerms['worker'];
+  /** Every event loop (root, relays, workers' loops) shares this many cores, as on the machine of a measured run; default: a core each. */
+  cores?: number;
 }
 
 export interface FleetResult {
@@ -99,6 +101,8 @@ export interface FleetResult {
 interface Resource {
   free: number;
   busy: number;
+  /** An event loop: it also needs one of the machine's cores, where they are counted. */
+  cpu: boolean;
 }
 
 interface Job {
@@ -113,10 +117,16 @@ class Sim {
   private queue: Job[] = [];
   private seq = 0;
   private readonly resources = new Map<string, Resource>();
+  /** When each core is free, where every event loop shares a few cores; empty: each loop has its own. */
+  private readonly cores: number[];
+
+  constructor(cores = 0) {
+    this.cores = new Array<number>(cores).fill(0);
+  }
 
   resource(name: string): Resource {
     let r = this.resources.get(name);
-    if (!r) this.resources.set(name, (r = { free: 0, busy: 0 }));
+    if (!r) this.resources.set(name, (r = { free: 0, busy: 0, cpu: name.endsWith('/cpu') }));
     return r;
   }
 
@@ -142,7 +152,14 @@ class Sim {
       const j = this.queue[b];
       this.queue[b] = this.queue[this.queue.length - 1];
       this.queue.pop();
-      const start = Math.max(j.at, j.res.free);
+      let start = Math.max(j.at, j.res.free);
+      if (j.res.cpu && this.cores.length > 0) {
+        // The core that frees first (non-preemptive: a job runs to its end once it has one).
+        let c = 0;
+        for (let i = 1; i < this.cores.length; i++) if (this.cores[i] < this.cores[c]) c = i;
+        start = Math.max(start, this.cores[c]);
+        this.cores[c] = start + j.dur;
+      }
       const end = start + j.dur;
       j.res.free = end;
       j.res.busy += j.dur;
@@ -165,7 +182,7 @@ export function simulateRound(children: readonly FleetNode[], t: FleetTerms, o: 
   if (children.length === 0) throw new Error('a fleet needs at least one child of the root');
   const k = o.k ?? 1;
   const w = o.worker ?? t.worker;
-  const sim = new Sim();
+  const sim = new Sim(o.cores ?? 0);
   const wire = o.link ? t.bytes / o.link.bytesPerMs : 0;
   const latency = o.link?.latencyMs ?? 0;
   let workerIndex = 0;
