@@ -18,7 +18,8 @@ import { sliceSteps } from './local-steps.js';
 import crypto from 'node:crypto';
 import { CloseCodes, closeCodeFor, DptrainError, ErrorCodes, type ErrorCode } from '../shared/errors.js';
 import { encode, maxPayloadFor, type CapacityMsg, type GradsMsg, type HelloMsg, type ParamsMsg, type StepMsg, type WelcomeMsg, type WorkerMessage, type WorkerMessageLimits } from '../shared/wire/protocol.js';
-import { decodeTensor, encodeTensor } from '../shared/wire/tensor.js';
+import { decodeTensor, encodeTensor, tensorAllFinite } from '../shared/wire/tensor.js';
+import { GradAccumulator } from '../shared/wire/accumulate.js';
 import { urlHost } from '../shared/listen.js';
 import { Membership, recordStepTime, type LeaveReason, type Member, type Peer } from '../coordinator/membership.js';
 import { Round, type Expected, type RoundOutcome } from '../coordinator/round.js';
@@ -60,9 +61,11 @@ export class Relay {
   private link = 0;
   private localRound = 0;
   private toldCapacity = -1;
-  private readonly limits: WorkerMessageLimits = { paramCount: 0, maxTokenCount: 1 };
+  // The summing pass checks a reply's gradient for Inf and NaN; replies that are not summed are checked in onGrads.
+  private readonly limits: WorkerMessageLimits = { paramCount: 0, maxTokenCount: 1, gradsFinitenessChecked: true };
   private recentRoundMs: number[] = [];
-  private gradScratch = new Float32Array(0);
+  /** Checks, decodes and adds each reply straight from its frame into one reused float64 sum, as the root does. */
+  private acc: GradAccumulator | null = null;
   private sum32 = new Float32Array(0);
   private listeningWaiters: ((port: number) => void)[] = [];
 
@@ -193,15 +196,21 @@ export class Relay {
     this.opts.metrics?.gradBytes.inc(bytes);
     const round = this.round;
     const early = round ? round.check(m.id, msg.round) : ErrorCodes.ERR_STALE_ROUND;
-    if (early || !round) return this.onReject(early ?? ErrorCodes.ERR_STALE_ROUND, m.slot);
-    if (this.gradScratch.length !== msg.grads.length) this.gradScratch = new Float32Array(msg.grads.length);
-    const grad = decodeTensor(msg.grads, this.gradScratch);
+    if (early || !round) {
+      // A reply that is not summed still gets the finiteness check the summing pass would give it.
+      if (!tensorAllFinite(msg.grads) || (msg.rows ?? []).some((r) => !tensorAllFinite(r.values))) return this.refuse(m, msg, ErrorCodes.ERR_NON_FINITE);
+      return this.onReject(early ?? ErrorCodes.ERR_STALE_ROUND, m.slot);
+    }
     const state = msg.state ? decodeTensor(msg.state) : undefined;
-    const bad = round.accept({ workerId: m.id, round: msg.round, tokenCount: msg.tokenCount, lossSum: msg.lossSum, computeMs: msg.computeMs, grad, state });
-    if (!bad) return;
+    const bad = round.accept({ workerId: m.id, round: msg.round, tokenCount: msg.tokenCount, lossSum: msg.lossSum, computeMs: msg.computeMs, grad: msg.grads, rows: msg.rows, state });
+    if (bad) this.refuse(m, msg, bad);
+  }
+
+  private refuse(m: Member, msg: GradsMsg, bad: ErrorCode): void {
     this.onReject(bad, m.slot);
-    if (bad === ErrorCodes.ERR_BAD_MESSAGE || bad === ErrorCodes.ERR_BAD_TENSOR) {
-      m.peer.send(encode({ type: 'error', code: bad, message: `reply for round ${msg.round} does not match the streams it was given` }));
+    if (bad === ErrorCodes.ERR_BAD_MESSAGE || bad === ErrorCodes.ERR_BAD_TENSOR || bad === ErrorCodes.ERR_NON_FINITE) {
+      const message = bad === ErrorCodes.ERR_NON_FINITE ? 'grads.grads contains NaN or Infinity' : `reply for round ${msg.round} does not match the streams it was given`;
+      m.peer.send(encode({ type: 'error', code: bad, message }));
       m.peer.close(closeCodeFor(bad), bad);
     }
   }
@@ -302,12 +311,15 @@ export class Relay {
       member.peer.send(step);
       expected.set(member.id, { lo: a, hi: b, tokenCount: (b - a) * w.model.numSteps * steps, stateLength: (b - a) * W, partial: member.relay });
     }
-    const round = new Round(id, expected, w.model.paramCount, deadlineMs);
+    if (this.acc?.paramCount !== w.model.paramCount) this.acc = new GradAccumulator(w.model.paramCount);
+    const round = new Round(id, expected, w.model.paramCount, deadlineMs, undefined, this.acc);
     this.round = round;
     for (const mid of expected.keys()) if (!this.membership.get(mid)) round.drop(mid);
     const o = await round.done;
-    if (this.round === round) this.round = null;
-    this.finish(o, msg, link);
+    // A round the parent superseded (a newer step arrived) shares its reused sum with the newer round: no reply.
+    const superseded = this.round !== round;
+    if (!superseded) this.round = null;
+    this.finish(o, msg, superseded ? -1 : link);
     this.tellCapacity();
   }
 
