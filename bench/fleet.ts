@@ -120,7 +120,7 @@ export const fleetPart: BenchPart = {
     md.push(table(['piece', 'ms'], Object.entries(terms.pieces).map(([k, v]) => [k, fmt(v, 3)]), ['l', 'r']));
     md.push('');
     md.push(
-      'Model terms from these: root per child send = a parameters frame\'s send; root per reply = receive and add; root fixed per round = mean, clip, optimizer, read and encode (under local SGD: the outer optimizer, Nesterov as the default, instead); relay: receive the parameters, per child the same send, per reply its receive and add (it decodes into a scratch and adds in JavaScript), forward = sum to float32, encode, one send; worker: receive, decode and build the stepper, then encode and send its reply; local SGD adds the inner step per inner step and the change once. A stand-in of the measured runs only receives the parameters frame and sends a precomputed reply.',
+      'Model terms from these: root per child send = a parameters frame\'s send; root per reply = receive and add; root fixed per round = mean, clip, optimizer, read and encode (under local SGD: the outer optimizer, Nesterov as the default, instead); relay: receive the parameters, per child the same send, per reply its receive and add (the one-pass check-decode-add the root uses), forward = its sum written into its reply frame, one send; worker: receive, decode and build the stepper, then encode and send its reply; local SGD adds the inner step per inner step and the change once. A stand-in of the measured runs only receives the parameters frame and sends a precomputed reply.',
     );
     md.push('');
     md.push(
