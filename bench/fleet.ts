@@ -202,8 +202,8 @@ export const fleetPart: BenchPart = {
     const cap = (c: number) => pct(c / (c + t.worker.innerStepMs), 0);
     md.push(
       `- What limits them. Synchronous rounds pay, once per round, the chain send, the worker's decode and new stepper (${fmt(t.worker.paramsMs, 1)} ms), compute, its encode and send (${fmt(t.worker.replyMs, 1)} ms), the adds, the root's fixed work (${fmt(t.root.fixedMs, 1)} ms), and per child of a node its send and its receive-and-add ` +
-        `(root ${fmt(t.root.sendMs + t.root.recvMs, 2)} ms; relay ${fmt(t.relay.sendMs + t.relay.recvMs, 2)} ms: a relay decodes each reply into a scratch and adds it in JavaScript, not on the root's one-pass path), once per level of relays. ` +
-        `Local SGD divides that by K, but each inner step costs the worker ${fmt(t.worker.innerStepMs, 1)} ms of its own (the inner SGD step on the flat parameters and a new stepper on them): whatever K and topology, efficiency stays below compute / (compute + inner) = ${computes.map((c) => `${cap(c)} at ${c} ms`).join(', ')}.`,
+        `(root ${fmt(t.root.sendMs + t.root.recvMs, 2)} ms; relay ${fmt(t.relay.sendMs + t.relay.recvMs, 2)} ms: the same one-pass check-decode-add as the root, into its own sum), once per level of relays. ` +
+        `Local SGD divides that by K, but each inner step costs the worker ${fmt(t.worker.innerStepMs, 1)} ms of its own (the inner SGD step on the flat parameters and a new stepper on them; the model charges every inner step, though a round's first runs on the stepper built when the parameters arrived): whatever K and topology, efficiency stays below compute / (compute + inner) = ${computes.map((c) => `${cap(c)} at ${c} ms`).join(', ')}.`,
     );
     if (quiet.load > 1) {
       md.push(
