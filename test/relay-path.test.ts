@@ -1,7 +1,9 @@
 /**
- * The relay's own hot path, in process: its reply built in place decodes to what
- * encode() gives, in every wire dtype, and steady rounds reuse its buffer; a
- * reply's gradient is added straight from the received frame, all or nothing.
+ * The relay's own hot path: its reply built in place decodes to what encode()
+ * gives, in every wire dtype, and steady rounds reuse its buffer; a reply's
+ * gradient is added straight from the received frame, all or nothing; and a
+ * real relay refuses a NaN gradient from a peer under it, whether that reply is
+ * summed or not, while its honest worker trains on.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -10,7 +12,10 @@ import { decodeWorkerMessage, encode } from '../src/shared/wire/protocol.js';
 import { decodeTensor, encodeTensor, WIRE_DTYPES } from '../src/shared/wire/tensor.js';
 import { GradAccumulator } from '../src/shared/wire/accumulate.js';
 import { Round } from '../src/coordinator/round.js';
-import { ErrorCodes } from '../src/shared/errors.js';
+import { CloseCodes, ErrorCodes } from '../src/shared/errors.js';
+import { killAll, spawnWorker, startCoordinator, tinyCoordinatorConfig, waitFor, type WorkerProc } from './support/cluster.js';
+import { spawnRelay, type RelayProc } from './support/relay.js';
+import { gradsFrame, RawClient } from './support/raw-client.js';
 
 const P = 1001;
 const W = 6;
@@ -78,4 +83,54 @@ test("a relay's round adds replies straight from their frames: the sum of the de
     for (let i = 0; i < P; i++) assert.equal(o.gradSum[i], want[0][i] + want[1][i]);
     assert.equal(o.tokens, 70);
   });
+});
+
+test('a relay refuses a NaN gradient from a peer under it, in its round and out of it, and its honest worker trains on', async () => {
+  const c = await startCoordinator(tinyCoordinatorConfig({ epochs: 100000, maxTokens: 1000, roundTimeout: 5 }));
+  const root = `ws://127.0.0.1:${c.port}`;
+  const procs: WorkerProc[] = [];
+  let relay: RelayProc | null = null;
+  let running: ReturnType<typeof c.run> | null = null;
+  const raws: RawClient[] = [];
+  try {
+    relay = spawnRelay(root, ['--name', 'relay']);
+    const url = `ws://127.0.0.1:${await relay.port()}`;
+    procs.push(spawnWorker(url, ['--name', 'honest']));
+    running = c.run();
+    const relayRounds = () => c.membership.list().find((m) => m.info.name === 'relay')?.rounds ?? 0;
+    await waitFor(() => relayRounds() >= 2, 60_000, 'the relay training with its worker');
+
+    // Out of any round: a reply for a round that does not exist is refused for its NaN, not counted as late.
+    const early = new RawClient(url);
+    raws.push(early);
+    const w = await early.join();
+    const P = (w.model as { paramCount: number }).paramCount;
+    early.send(gradsFrame({ round: 1_000_000, tokenCount: 1, length: P, fill: NaN }));
+    assert.equal((await early.waitClose(10_000)).code, CloseCodes.BAD_MESSAGE);
+    assert.deepEqual(early.errorCodes(), [ErrorCodes.ERR_NON_FINITE]);
+
+    // In its round: a reply that fits the step it was given except for a NaN.
+    const inRound = new RawClient(url);
+    raws.push(inRound);
+    const welcome = await inRound.join();
+    const numSteps = (welcome.model as { numSteps: number }).numSteps;
+    await inRound.until(() => inRound.messages.some((m) => m.type === 'step'), 30_000, 'a step from the relay');
+    const step = inRound.messages.find((m) => m.type === 'step') as { round: number; lo: number; hi: number; local?: unknown };
+    assert.equal(step.local, undefined);
+    inRound.send(gradsFrame({ round: step.round, tokenCount: (step.hi - step.lo) * numSteps, length: P, fill: NaN }));
+    assert.equal((await inRound.waitClose(10_000)).code, CloseCodes.BAD_MESSAGE);
+    assert.deepEqual(inRound.errorCodes(), [ErrorCodes.ERR_NON_FINITE]);
+
+    const after = relayRounds();
+    await waitFor(() => relayRounds() >= after + 3, 60_000, 'the relay to go on with its honest worker');
+    assert.ok(c.server.params().every(Number.isFinite));
+    for (const p of procs) assert.equal(p.child.exitCode, null, p.output());
+  } finally {
+    c.stop('test over');
+    await (running ?? c.run());
+    for (const r of raws) r.ws.terminate();
+    killAll(procs);
+    relay?.kill('SIGKILL');
+    await c.dispose();
+  }
 });
