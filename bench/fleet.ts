@@ -120,7 +120,7 @@ export const fleetPart: BenchPart = {
     md.push(table(['piece', 'ms'], Object.entries(terms.pieces).map(([k, v]) => [k, fmt(v, 3)]), ['l', 'r']));
     md.push('');
     md.push(
-      'Model terms from these: root per child send = a parameters frame\'s send; root per reply = receive and add; root fixed per round = mean, clip, optimizer, read and encode (under local SGD: the outer optimizer, Nesterov as the default, instead); relay: receive the parameters, per child the same send, per reply its receive and add (it decodes into a scratch and adds in JavaScript), forward = sum to float32, encode, one send; worker: receive, decode and build the stepper, then encode and send its reply; local SGD adds the inner step per inner step and the change once. A stand-in of the measured runs only receives the parameters frame and sends a precomputed reply.',
+      'Model terms from these: root per child send = a parameters frame\'s send; root per reply = receive and add; root fixed per round = mean, clip, optimizer, read and encode (under local SGD: the outer optimizer, Nesterov as the default, instead); relay: receive the parameters, per child the same send, per reply its receive and add (the one-pass check-decode-add the root uses), forward = its sum written into its reply frame, one send; worker: receive, decode and build the stepper, then encode and send its reply; local SGD adds the inner step per inner step and the change once. A stand-in of the measured runs only receives the parameters frame and sends a precomputed reply.',
     );
     md.push('');
     md.push(
@@ -202,8 +202,8 @@ export const fleetPart: BenchPart = {
     const cap = (c: number) => pct(c / (c + t.worker.innerStepMs), 0);
     md.push(
       `- What limits them. Synchronous rounds pay, once per round, the chain send, the worker's decode and new stepper (${fmt(t.worker.paramsMs, 1)} ms), compute, its encode and send (${fmt(t.worker.replyMs, 1)} ms), the adds, the root's fixed work (${fmt(t.root.fixedMs, 1)} ms), and per child of a node its send and its receive-and-add ` +
-        `(root ${fmt(t.root.sendMs + t.root.recvMs, 2)} ms; relay ${fmt(t.relay.sendMs + t.relay.recvMs, 2)} ms: a relay decodes each reply into a scratch and adds it in JavaScript, not on the root's one-pass path), once per level of relays. ` +
-        `Local SGD divides that by K, but each inner step costs the worker ${fmt(t.worker.innerStepMs, 1)} ms of its own (the inner SGD step on the flat parameters and a new stepper on them): whatever K and topology, efficiency stays below compute / (compute + inner) = ${computes.map((c) => `${cap(c)} at ${c} ms`).join(', ')}.`,
+        `(root ${fmt(t.root.sendMs + t.root.recvMs, 2)} ms; relay ${fmt(t.relay.sendMs + t.relay.recvMs, 2)} ms: the same one-pass check-decode-add as the root, into its own sum), once per level of relays. ` +
+        `Local SGD divides that by K, but each inner step costs the worker ${fmt(t.worker.innerStepMs, 1)} ms of its own (the inner SGD step on the flat parameters and a new stepper on them; the model charges every inner step, though a round's first runs on the stepper built when the parameters arrived): whatever K and topology, efficiency stays below compute / (compute + inner) = ${computes.map((c) => `${cap(c)} at ${c} ms`).join(', ')}.`,
     );
     if (quiet.load > 1) {
       md.push(

@@ -44,7 +44,7 @@ export interface FleetTerms {
     sendMs: number;
     /** Per reply: receive, check, decode and add. */
     recvMs: number;
-    /** Once all replies are in: the sum to float32, encode and send one reply up. */
+    /** Once all replies are in: the sum written into the reply frame and one send up. */
     forwardMs: number;
   };
   worker: {

@@ -15,12 +15,14 @@
  * - root, per reply: the socket receive, then what coordinator.ts does with it:
  *   decode and validate the grads message, decode the state, Round.accept with
  *   the received tensor (the one-pass check-decode-add).
- * - relay, per reply: the socket receive, then what relay.ts does: decode into
- *   a scratch, decode the state, Round.accept with the decoded values.
+ * - relay, per reply: the socket receive, then what relay.ts does: validate
+ *   (finiteness left to the sum), decode the state, Round.accept with the
+ *   received tensor (the root's one-pass check-decode-add, its own sum).
  * - root, fixed per round: bench/coordinator-cpu.ts criticalPath (mean, norm,
  *   clip and the SGD step; read the parameters; encode the params message);
  *   under local SGD the outer optimizer (outerOptimizerConfig's default) instead.
- * - relay forward: its float64 sum to float32, the grads message, one send.
+ * - relay forward: its float64 sum written into its reply frame (built in
+ *   place, reply-frame.ts), one send.
  * - worker: receive and decode the parameters and build its stepper (what
  *   WorkerClient and ShardComputer.setParams do); encode the reply
  *   (encodeGradient, the message) and send it; per inner step of local SGD, the
@@ -34,6 +36,7 @@ import { WebSocketServer, type WebSocket } from 'ws';
 import { decodeCoordinatorMessage, decodeWorkerMessage, encode } from '../../src/shared/wire/protocol.js';
 import { decodeTensor, encodeTensor } from '../../src/shared/wire/tensor.js';
 import { GradAccumulator } from '../../src/shared/wire/accumulate.js';
+import { ReplyFrames } from '../../src/relay/reply-frame.js';
 import { Round } from '../../src/coordinator/round.js';
 import { createModel } from '../../src/shared/model/registry.js';
 import { ParameterServer } from '../../src/shared/train/param-server.js';
@@ -123,9 +126,9 @@ export async function measureTerms(repoRoot: string, opts: { batches?: number; p
   const acc = new GradAccumulator(n);
   const expected = new Map(Array.from({ length: per }, (_, i) => [`w${i}`, { lo: 0, hi: STREAMS, tokenCount, stateLength: state.length }]));
   let rootRound = new Round(1, expected, n, 1e6, undefined, acc);
-  let relayRound = new Round(1, expected, n, 1e6);
+  const relayAcc = new GradAccumulator(n);
+  let relayRound = new Round(1, expected, n, 1e6, undefined, relayAcc);
   let seen = 0;
-  const scratch = new Float32Array(n);
   const rootAdd = (frame: Buffer): void => {
     const v = decodeWorkerMessage(frame, { ...limits, gradsFinitenessChecked: true });
     if (!v.ok || v.msg.type !== 'grads') throw new Error('bad grads frame');
@@ -133,11 +136,11 @@ export async function measureTerms(repoRoot: string, opts: { batches?: number; p
     if (rootRound.accept({ workerId: `w${seen++ % per}`, round: 1, tokenCount, lossSum: 1, computeMs: 1, grad: v.msg.grads, rows: v.msg.rows, state: st }) !== null) throw new Error('refused');
   };
   const relayAdd = (frame: Buffer): void => {
-    const v = decodeWorkerMessage(frame, limits);
+    // As the root: the one-pass check-decode-add straight from the frame (src/relay/relay.ts).
+    const v = decodeWorkerMessage(frame, { ...limits, gradsFinitenessChecked: true });
     if (!v.ok || v.msg.type !== 'grads') throw new Error('bad grads frame');
-    const g = decodeTensor(v.msg.grads, scratch);
     const st = v.msg.state ? decodeTensor(v.msg.state) : undefined;
-    if (relayRound.accept({ workerId: `w${seen++ % per}`, round: 1, tokenCount, lossSum: 1, computeMs: 1, grad: g, state: st }) !== null) throw new Error('refused');
+    if (relayRound.accept({ workerId: `w${seen++ % per}`, round: 1, tokenCount, lossSum: 1, computeMs: 1, grad: v.msg.grads, state: st }) !== null) throw new Error('refused');
   };
   let stepper = model.stepper(params);
   const workerParams = (frame: Buffer): void => {
@@ -185,7 +188,7 @@ export async function measureTerms(repoRoot: string, opts: { batches?: number; p
       rootRound.abort();
       rootRound = new Round(1, expected, n, 1e6, undefined, acc);
       relayRound.abort();
-      relayRound = new Round(1, expected, n, 1e6);
+      relayRound = new Round(1, expected, n, 1e6, undefined, relayAcc);
     };
     const phases: [string, () => Promise<number>][] = [
       ['send a parameters frame', () => sendFrames(paramsFrame)],
@@ -218,17 +221,16 @@ export async function measureTerms(repoRoot: string, opts: { batches?: number; p
   relayRound.abort();
   stepper.dispose();
 
-  // The relay's forward: the float64 sum to float32 and the grads message (its send is a send of one frame).
+  // The relay's forward: the float64 sum written into its reply frame, built in place (its send is a send of one frame).
   const sum = Float64Array.from(grad);
-  const sum32 = new Float32Array(n);
+  const replies = new ReplyFrames('float32', n, state.length);
   // Local SGD on the worker: the inner optimizer and the stepper on its new parameters, per inner step; the change at the end.
   const inner = new ParameterServer(model, params, { optimizer: 'sgd', lr: 1, clip: 1 });
   const start = params.slice();
   const delta = new Float32Array(n);
   for (let r = -3; r < reps; r++) {
     const f = await computeMs(() => {
-      sum32.set(sum);
-      encode({ type: 'grads', round: 1, tokenCount, lossSum: 1, computeMs: 1, grads: encodeTensor(sum32, 'float32'), state: encodeTensor(state, 'float32') });
+      replies.build({ round: 1, tokenCount, lossSum: 1, computeMs: 1, sum, state }).release();
     });
     const i = await computeMs(() => {
       inner.apply(grad, tokenCount);
@@ -239,7 +241,7 @@ export async function measureTerms(repoRoot: string, opts: { batches?: number; p
       for (let j = 0; j < n; j++) delta[j] = (start[j] - end[j]) * tokenCount;
     });
     if (r >= 0) {
-      add('relay: sum to float32 and encode its reply', f);
+      add('relay: write its sum into its reply frame', f);
       add('worker: inner optimizer step and stepper (local SGD)', i);
       add('worker: parameter change (local SGD)', d);
     }
@@ -264,7 +266,7 @@ export async function measureTerms(repoRoot: string, opts: { batches?: number; p
   const fleet: FleetTerms = {
     bytes: paramsFrame.byteLength,
     root: { fixedMs, fixedLocalMs: p['root: outer optimizer step, read and encode the parameters (local SGD)'], sendMs: send, recvMs: p['root: receive and add a reply'] },
-    relay: { paramsMs: p['relay: receive the parameters'], sendMs: send, recvMs: p['relay: receive and add a reply'], forwardMs: p['relay: sum to float32 and encode its reply'] + send },
+    relay: { paramsMs: p['relay: receive the parameters'], sendMs: send, recvMs: p['relay: receive and add a reply'], forwardMs: p['relay: write its sum into its reply frame'] + send },
     worker: {
       paramsMs: p['worker: receive and decode the parameters, build the stepper'],
       replyMs: p['encode and send a reply (worker)'],

@@ -3,9 +3,10 @@
  * streams of all the workers under it; to those workers, a coordinator (same
  * protocol, token and flags). Each round it splits the streams it was given among
  * its workers in proportion to what each carries (membership.ts), forwards the
- * parameters' frame as it came (encoded once, by the root), sums the replies in
- * float64 (round.ts, as the coordinator does) and sends one reply with their
- * token count, loss sum and the final state of every stream it was given.
+ * parameters' frame as it came (encoded once, by the root), adds each reply
+ * into one reused float64 sum straight from its frame (round.ts with the root's
+ * GradAccumulator) and sends one reply, built in place (reply-frame.ts), with
+ * their token count, loss sum and the final state of every stream it was given.
  *
  * Joins, leaves and deaths under it are handled here: a worker that dies or
  * misses the relay's own deadline mid-round is left out of that round's reply
@@ -17,14 +18,18 @@
 import { sliceSteps } from './local-steps.js';
 import crypto from 'node:crypto';
 import { CloseCodes, closeCodeFor, DptrainError, ErrorCodes, type ErrorCode } from '../shared/errors.js';
-import { encode, maxPayloadFor, type CapacityMsg, type GradsMsg, type HelloMsg, type ParamsMsg, type StepMsg, type WelcomeMsg, type WorkerMessage, type WorkerMessageLimits } from '../shared/wire/protocol.js';
-import { decodeTensor, encodeTensor } from '../shared/wire/tensor.js';
+import { encode, type CapacityMsg, type GradsMsg, type HelloMsg, type ParamsMsg, type StepMsg, type WelcomeMsg, type WorkerMessage, type WorkerMessageLimits } from '../shared/wire/protocol.js';
+import { decodeTensor, encodeTensor, tensorAllFinite } from '../shared/wire/tensor.js';
+import { GradAccumulator } from '../shared/wire/accumulate.js';
 import { urlHost } from '../shared/listen.js';
 import { Membership, recordStepTime, type LeaveReason, type Member, type Peer } from '../coordinator/membership.js';
 import { Round, type Expected, type RoundOutcome } from '../coordinator/round.js';
 import { StreamTable } from '../coordinator/streams.js';
 import { WsServer, type HelloResult } from '../coordinator/ws-server.js';
 import { Upstream, type UpstreamExit, type UpstreamOptions } from './upstream.js';
+import { ReplyFrames } from './reply-frame.js';
+import { RoundTimes } from './round-times.js';
+import { relayServerOptions, STREAMS_UNKNOWN } from './server-options.js';
 import type { RelayMetrics } from './metrics.js';
 
 export interface RelayOptions {
@@ -41,8 +46,6 @@ export interface RelayOptions {
   metrics?: RelayMetrics;
 }
 
-/** Streams assumed when a parent's welcome does not say (a coordinator older than relays). */
-const STREAMS_UNKNOWN = 4096;
 
 export class Relay {
   readonly membership: Membership;
@@ -60,14 +63,18 @@ export class Relay {
   private link = 0;
   private localRound = 0;
   private toldCapacity = -1;
-  private readonly limits: WorkerMessageLimits = { paramCount: 0, maxTokenCount: 1 };
-  private recentRoundMs: number[] = [];
-  private gradScratch = new Float32Array(0);
-  private sum32 = new Float32Array(0);
+  // The summing pass checks a reply's gradient for Inf and NaN; replies that are not summed are checked in onGrads.
+  private readonly limits: WorkerMessageLimits = { paramCount: 0, maxTokenCount: 1, gradsFinitenessChecked: true };
+  private readonly times: RoundTimes;
+  /** Checks, decodes and adds each reply straight from its frame into one reused float64 sum, as the root does. */
+  private acc: GradAccumulator | null = null;
+  /** The reply up, built in place in a reused buffer. */
+  private replies: ReplyFrames | null = null;
   private listeningWaiters: ((port: number) => void)[] = [];
 
   constructor(private readonly opts: RelayOptions) {
     this.membership = new Membership(opts.maxWorkers);
+    this.times = new RoundTimes(opts.roundTimeoutMs);
     this.upstream = new Upstream(
       {
         ...opts.upstream,
@@ -116,6 +123,7 @@ export class Relay {
     this.limits.stateCount = streams * W;
     // A new parent (or the same one, restarted) hands every stream's state over again.
     this.table = new StreamTable(streams, W);
+    this.replies = new ReplyFrames(msg.wireDtype, msg.model.paramCount, streams * W);
     // Ready (/readyz) once workers can join: on a first welcome, when the port is open.
     if (this.server) this.opts.metrics?.setUpstream(true);
     this.opts.log(`joined the coordinator as ${msg.workerId.slice(0, 8)}: ${msg.model.name}, ${msg.model.paramCount} parameters; carrying ${this.membership.workers} workers`);
@@ -125,23 +133,9 @@ export class Relay {
   }
 
   private async openServer(w: WelcomeMsg): Promise<void> {
-    const P = w.model.paramCount;
-    const streams = w.streams ?? STREAMS_UNKNOWN;
     const o = this.opts;
     this.server = new WsServer(
-      {
-        host: o.host,
-        port: o.port,
-        tls: o.tls,
-        token: o.upstream.token,
-        maxPayload: maxPayloadFor(P + streams * w.model.stateWidth, 0, 'float32'),
-        maxConnections: o.maxWorkers + 16,
-        helloTimeoutMs: o.helloTimeoutMs,
-        heartbeatMs: o.heartbeatMs,
-        maxBufferedBytes: 8 * P * 4 + w.tokens.byteLength,
-        limits: this.limits,
-        log: o.log,
-      },
+      relayServerOptions(o, w, this.limits),
       {
         onHello: (msg, peer, remote) => this.onHello(msg, peer, remote),
         onMessage: (id, msg, bytes) => this.onMessage(id, msg, bytes),
@@ -193,17 +187,21 @@ export class Relay {
     this.opts.metrics?.gradBytes.inc(bytes);
     const round = this.round;
     const early = round ? round.check(m.id, msg.round) : ErrorCodes.ERR_STALE_ROUND;
-    if (early || !round) return this.onReject(early ?? ErrorCodes.ERR_STALE_ROUND, m.slot);
-    if (this.gradScratch.length !== msg.grads.length) this.gradScratch = new Float32Array(msg.grads.length);
-    const grad = decodeTensor(msg.grads, this.gradScratch);
-    const state = msg.state ? decodeTensor(msg.state) : undefined;
-    const bad = round.accept({ workerId: m.id, round: msg.round, tokenCount: msg.tokenCount, lossSum: msg.lossSum, computeMs: msg.computeMs, grad, state });
-    if (!bad) return;
-    this.onReject(bad, m.slot);
-    if (bad === ErrorCodes.ERR_BAD_MESSAGE || bad === ErrorCodes.ERR_BAD_TENSOR) {
-      m.peer.send(encode({ type: 'error', code: bad, message: `reply for round ${msg.round} does not match the streams it was given` }));
-      m.peer.close(closeCodeFor(bad), bad);
+    if (early || !round) {
+      // A reply that is not summed still gets the finiteness check the summing pass would give it.
+      if (!tensorAllFinite(msg.grads) || (msg.rows ?? []).some((r) => !tensorAllFinite(r.values))) return this.refuse(m, msg, ErrorCodes.ERR_NON_FINITE);
+      return this.onReject(early ?? ErrorCodes.ERR_STALE_ROUND, m.slot);
     }
+    const state = msg.state ? decodeTensor(msg.state) : undefined;
+    const bad = round.accept({ workerId: m.id, round: msg.round, tokenCount: msg.tokenCount, lossSum: msg.lossSum, computeMs: msg.computeMs, grad: msg.grads, rows: msg.rows, state });
+    if (bad) this.refuse(m, msg, bad);
+  }
+
+  private refuse(m: Member, msg: GradsMsg, bad: ErrorCode): void {
+    this.onReject(bad, m.slot);
+    if (bad !== ErrorCodes.ERR_BAD_MESSAGE && bad !== ErrorCodes.ERR_BAD_TENSOR && bad !== ErrorCodes.ERR_NON_FINITE) return;
+    m.peer.send(encode({ type: 'error', code: bad, message: bad === ErrorCodes.ERR_NON_FINITE ? 'grads.grads contains NaN or Infinity' : `reply for round ${msg.round} does not match the streams it was given` }));
+    m.peer.close(closeCodeFor(bad), bad);
   }
 
   private onCapacity(m: Member, msg: CapacityMsg): void {
@@ -258,13 +256,6 @@ export class Relay {
     if (this.welcome && !this.upstream.ending) this.forwardPause('the relay lost its coordinator; reconnecting');
   }
 
-  private deadlineMs(): number {
-    if (this.opts.roundTimeoutMs > 0) return this.opts.roundTimeoutMs;
-    if (this.recentRoundMs.length < 3) return 60_000;
-    const sorted = [...this.recentRoundMs].sort((a, b) => a - b);
-    return Math.min(60_000, Math.max(2_500, 5 * sorted[sorted.length >> 1]));
-  }
-
   private async onStep(msg: StepMsg): Promise<void> {
     const w = this.welcome;
     const table = this.table;
@@ -288,7 +279,7 @@ export class Relay {
     const resetAll = msg.fresh.length > 0 && msg.fresh.every((f) => f === 1);
     const id = ++this.localRound;
     // Well within the parent's deadline: late workers are left out, the relay itself is not.
-    const deadlineMs = Math.max(1, Math.floor(msg.deadlineMs ? Math.min(this.deadlineMs(), 0.75 * msg.deadlineMs) : this.deadlineMs()));
+    const deadlineMs = Math.max(1, Math.floor(msg.deadlineMs ? Math.min(this.times.deadlineMs(), 0.75 * msg.deadlineMs) : this.times.deadlineMs()));
     const expected = new Map<string, Expected>();
     // Local SGD (--sync-every K): K inner steps a round; each further step's row starts are laid out like `starts`.
     const steps = 1 + (msg.local?.resets.length ?? 0);
@@ -302,12 +293,15 @@ export class Relay {
       member.peer.send(step);
       expected.set(member.id, { lo: a, hi: b, tokenCount: (b - a) * w.model.numSteps * steps, stateLength: (b - a) * W, partial: member.relay });
     }
-    const round = new Round(id, expected, w.model.paramCount, deadlineMs);
+    if (this.acc?.paramCount !== w.model.paramCount) this.acc = new GradAccumulator(w.model.paramCount);
+    const round = new Round(id, expected, w.model.paramCount, deadlineMs, undefined, this.acc);
     this.round = round;
     for (const mid of expected.keys()) if (!this.membership.get(mid)) round.drop(mid);
     const o = await round.done;
-    if (this.round === round) this.round = null;
-    this.finish(o, msg, link);
+    // A round the parent superseded (a newer step arrived) shares its reused sum with the newer round: no reply.
+    const superseded = this.round !== round;
+    if (!superseded) this.round = null;
+    this.finish(o, msg, superseded ? -1 : link);
     this.tellCapacity();
   }
 
@@ -332,18 +326,16 @@ export class Relay {
       }
     }
     if (link !== this.link) return;
-    this.recentRoundMs.push(o.durationMs);
-    if (this.recentRoundMs.length > 20) this.recentRoundMs.shift();
+    this.times.record(o.durationMs);
     if (o.tokens === 0) {
       this.upstream.send({ type: 'capacity', capacity: this.membership.workers, round: msg.round });
       this.toldCapacity = this.membership.workers;
       return;
     }
-    if (this.sum32.length !== o.gradSum.length) this.sum32 = new Float32Array(o.gradSum.length);
-    this.sum32.set(o.gradSum);
     // Streams whose worker left mid-round return the state they started with, as the parent would keep it.
     const state = table.state.subarray(msg.lo * w.model.stateWidth, msg.hi * w.model.stateWidth);
-    this.upstream.send({ type: 'grads', round: msg.round, tokenCount: o.tokens, lossSum: o.lossSum, computeMs: o.durationMs, grads: encodeTensor(this.sum32, w.wireDtype), state: encodeTensor(state, 'float32') });
+    const reply = this.replies!.build({ round: msg.round, tokenCount: o.tokens, lossSum: o.lossSum, computeMs: o.durationMs, sum: o.gradSum, state });
+    this.upstream.sendFrame(reply.bytes, reply.release);
     this.rounds++;
     this.opts.metrics?.roundDone(o.durationMs / 1000, o.tokens);
   }

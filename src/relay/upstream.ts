@@ -71,6 +71,12 @@ export class Upstream {
     if (this.ws && this.ws.readyState === WebSocket.OPEN) this.ws.send(encode(msg));
   }
 
+  /** Sends a frame the caller reuses: `written` runs once the socket has written it out, failed, or was not open. */
+  sendFrame(bytes: Uint8Array, written: () => void): void {
+    if (!this.ws || this.ws.readyState !== WebSocket.OPEN) return written();
+    this.ws.send(bytes, () => written());
+  }
+
   async run(): Promise<UpstreamExit> {
     const graceMs = this.opts.reconnectGrace * 1000;
     let failures = 0;

@@ -149,7 +149,8 @@ export class ShardComputer {
     const W = this.model.stateWidth;
     this.checkStarts(local.starts);
     const generation = this.generation;
-    const loop = new InnerLoop(this.model, params.flat, task.paramsVersion, task.lo, this.initialState(task), local, this.tokens, this.numSteps);
+    // The first inner step runs on the parameters as they arrived: the stepper built for them then serves it.
+    const loop = new InnerLoop(this.model, params.flat, task.paramsVersion, task.lo, this.initialState(task), local, this.tokens, this.numSteps, params.stepper);
     try {
       loop.step({ starts: task.starts, reset: false });
       for (let k = 0; k < local.resets.length; k++) {

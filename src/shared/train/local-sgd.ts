@@ -19,7 +19,7 @@
 import { gatherRows, splitStreams } from '../data/batches.js';
 import type { TrainConfig } from '../config.js';
 import type { Corpus } from '../data/corpus.js';
-import type { ModelDescriptor } from '../model/descriptor.js';
+import type { ModelDescriptor, TrainStepper } from '../model/descriptor.js';
 import { Schedule } from '../data/schedule.js';
 import { ParameterServer, type OptimizerConfig } from './param-server.js';
 import { initialParams, modelOf } from './local-trainer.js';
@@ -70,6 +70,8 @@ export class InnerLoop {
     cfg: OptimizerConfig,
     private readonly tokens: Int32Array,
     private readonly numSteps: number,
+    /** A stepper already built on `start` (the worker's, made when the parameters arrived): the first step uses it and leaves it to its owner. */
+    private readonly first?: TrainStepper,
   ) {
     this.start = start.slice();
     this.state = init;
@@ -83,7 +85,9 @@ export class InnerLoop {
     const { x, y } = gatherRows(this.tokens, b.starts, this.numSteps);
     const streams = Int32Array.from({ length: rows }, (_, i) => this.lo + i);
     const step = this.version * INNER_STEP_STRIDE + this.steps;
-    const stepper = this.model.stepper(this.server.params());
+    // Each further step's parameters are new: the model builds its tensors on them afresh (a backend
+    // may cache what it derives from a tensor, e.g. wasm's packed matMul weights, so none is rewritten).
+    const stepper = this.steps === 0 && this.first ? this.first : this.model.stepper(this.server.params());
     try {
       const r = stepper.step({ x, y, rows, numSteps: this.numSteps, streams, step }, this.state);
       this.server.apply(r.grad, r.tokenCount);
@@ -92,7 +96,7 @@ export class InnerLoop {
       this.tokenCount += r.tokenCount;
       this.steps++;
     } finally {
-      stepper.dispose();
+      if (stepper !== this.first) stepper.dispose();
     }
   }
 
