@@ -20,6 +20,7 @@ import {
   type WorkerMessageLimits,
 } from '../shared/wire/protocol.js';
 import type { LeaveReason, Peer } from './membership.js';
+import { FrameScratch } from './frame-scratch.js';
 
 export interface WsServerOptions {
   host: string;
@@ -42,6 +43,11 @@ export type HelloResult = { ok: true; id: string } | { ok: false; code: ErrorCod
 export interface WsHandlers {
   /** Authenticated hello: register the worker and send its welcome. */
   onHello(msg: HelloMsg, peer: Peer, remote: string): HelloResult;
+  /**
+   * The message's byte fields (a gradient, a state) are views into a receive
+   * buffer the next large frame overwrites (frame-scratch.ts): use or copy them
+   * before returning.
+   */
   onMessage(id: string, msg: WorkerMessage, bytes: number): void;
   onClose(id: string, reason: LeaveReason): void;
   onReject(code: ErrorCode, remote: string): void;
@@ -77,6 +83,8 @@ export class WsServer {
   private heartbeat: NodeJS.Timeout | null = null;
   private lastBeat = performance.now();
   private closing = false;
+  /** Large frames of every connection are received into this one buffer. */
+  readonly scratch = new FrameScratch();
 
   constructor(
     private readonly opts: WsServerOptions,
@@ -126,6 +134,7 @@ export class WsServer {
       return;
     }
     this.conns.add(conn);
+    this.scratch.attach(ws);
     conn.helloTimer = setTimeout(() => {
       this.reject(conn, ErrorCodes.ERR_HELLO_TIMEOUT, `no hello within ${this.opts.helloTimeoutMs} ms`);
     }, this.opts.helloTimeoutMs);
