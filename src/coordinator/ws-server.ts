@@ -218,13 +218,15 @@ export class WsServer {
 
   private peerOf(conn: Conn): Peer {
     return {
-      send: (bytes) => {
-        if (conn.ws.readyState !== conn.ws.OPEN) return;
+      send: (bytes, sent) => {
+        if (conn.ws.readyState !== conn.ws.OPEN) return sent?.();
         if (conn.ws.bufferedAmount > this.opts.maxBufferedBytes) {
           this.protocolError(conn, ErrorCodes.ERR_SLOW_CONSUMER, `peer is not reading (${conn.ws.bufferedAmount} bytes queued)`, 'timeout');
-          return;
+          return sent?.();
         }
-        conn.ws.send(bytes);
+        // ws calls back when the socket has written the frame, or with an error when it never will.
+        if (sent) conn.ws.send(bytes, () => sent());
+        else conn.ws.send(bytes);
       },
       close: (code, reason) => {
         conn.reason ??=
