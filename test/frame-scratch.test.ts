@@ -1,6 +1,6 @@
 /**
  * Large frames are received into one shared buffer instead of a fresh one per
- * message (src/coordinator/frame-scratch.ts): over a real socket, every kind of
+ * message (src/shared/frame-scratch.ts): over a real socket, every kind of
  * frame must still arrive byte for byte, and only whole, large binary messages
  * may take the shared buffer.
  */
@@ -8,7 +8,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
 import { WebSocketServer, WebSocket } from 'ws';
-import { FrameScratch } from '../src/coordinator/frame-scratch.js';
+import { FrameScratch } from '../src/shared/frame-scratch.js';
 
 test('large binary messages arrive intact through the shared receive buffer; small, fragmented and text ones take ws’s own path', async () => {
   const wss = new WebSocketServer({ port: 0, host: '127.0.0.1', perMessageDeflate: false });
@@ -28,7 +28,11 @@ test('large binary messages arrive intact through the shared receive buffer; sma
   });
   const port = (wss.address() as { port: number }).port;
   const client = new WebSocket(`ws://127.0.0.1:${port}`, { perMessageDeflate: false });
+  // A client's receiver exists from the upgrade on, so a worker attaches on open (src/worker/node-socket.ts).
+  const clientScratch = new FrameScratch();
+  assert.equal(clientScratch.attach(client), false, 'no receiver before the upgrade');
   await new Promise<void>((r) => client.once('open', () => r()));
+  assert.equal(clientScratch.attach(client), true);
   const big = (n: number, seed: number) => Buffer.from(Array.from({ length: n }, (_, i) => (i * 31 + seed) & 0xff));
   const sent = [big(1_200_000, 1), big(100, 2), big(1_500_000, 3), big(300_000, 4)];
   const frags = [big(200_000, 5), big(200_000, 6)];
@@ -49,6 +53,21 @@ test('large binary messages arrive intact through the shared receive buffer; sma
   assert.deepEqual(got.map((g) => g.binary), [true, true, true, true, false, true, true]);
   // The large whole binary messages span socket reads (64 kB each at most): they, and only they, use the shared buffer.
   assert.deepEqual(got.map((g) => g.shared), [true, false, true, false, false, true, true]);
+  // And the other way: two large frames to the client, through its own scratch.
+  const back: string[] = [];
+  const twoBack = new Promise<void>((resolve) => {
+    client.on('message', (data: Buffer) => {
+      back.push(hash(data));
+      if (back.length === 2) resolve();
+    });
+  });
+  for (const ws of wss.clients) {
+    ws.send(sent[2]);
+    ws.send(sent[0]);
+  }
+  await twoBack;
+  assert.deepEqual(back, [hash(sent[2]), hash(sent[0])]);
+  assert.equal(clientScratch.uses, 2);
   client.close();
   await new Promise<void>((r) => wss.close(() => r()));
 });

@@ -20,7 +20,7 @@ import {
   type WorkerMessageLimits,
 } from '../shared/wire/protocol.js';
 import type { LeaveReason, Peer } from './membership.js';
-import { FrameScratch } from './frame-scratch.js';
+import { FrameScratch } from '../shared/frame-scratch.js';
 
 export interface WsServerOptions {
   host: string;

@@ -3,6 +3,7 @@ import WebSocket from 'ws';
 import fs from 'node:fs';
 import { CloseCodes } from '../shared/errors.js';
 import { WORKER_MAX_PAYLOAD } from '../shared/wire/protocol.js';
+import { FrameScratch } from '../shared/frame-scratch.js';
 import type { SocketFactory, WorkerSocket, WorkerSocketEvents } from './socket.js';
 
 export interface NodeSocketOptions {
@@ -46,7 +47,12 @@ export function nodeSockets(opts: NodeSocketOptions = {}): SocketFactory {
         ws.terminate();
       });
       ws.on('ping', () => ev.onAlive());
-      ws.on('open', () => ev.onOpen());
+      ws.on('open', () => {
+        // ws's receiver exists from the upgrade on: the parameters then arrive into one reused buffer
+        // (the worker client copies what it keeps out of every message before it returns).
+        new FrameScratch().attach(ws);
+        ev.onOpen();
+      });
       ws.on('message', (data: Buffer, isBinary) => {
         if (isBinary) ev.onMessage(data);
         else ev.onAlive();

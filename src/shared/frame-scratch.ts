@@ -1,5 +1,6 @@
 /**
- * One receive buffer for the large frames of every connection of a server.
+ * One receive buffer for the large frames of every connection of a server
+ * (the coordinator's and a relay's), or of a worker's one connection.
  *
  * A 1.2 MB gradient reaches the socket as some twenty 64 kB reads, and ws
  * joins them into a fresh Buffer per message: megabytes of new external
@@ -11,9 +12,11 @@
  * frame seen, so that steady-state rounds allocate nothing per message.
  *
  * This is safe only because ws (with allowSynchronousEvents, its default)
- * emits the message synchronously from the copy, and the server's handlers
- * are done with the bytes when they return: they decode, validate and sum
- * them, and copy whatever they keep (a stream state, a token). Fragmented,
+ * emits the message synchronously from the copy, and the handlers are done
+ * with the bytes when they return: they decode, validate and sum them, and
+ * copy whatever they keep (a stream state, a token, the parameters, the
+ * corpus). A relay's link to its parent keeps the parameters' frame to pass
+ * it on, so it does not use this. Fragmented,
  * compressed, text and small frames take ws's own path. Where ws's receiver
  * does not look as expected (another ws version), nothing is changed.
  */
