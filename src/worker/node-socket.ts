@@ -67,7 +67,8 @@ export function nodeSockets(opts: NodeSocketOptions = {}): SocketFactory {
         get isOpen() {
           return ws.readyState === WebSocket.OPEN;
         },
-        send: (data) => ws.send(data),
+        // ws calls back once the socket has written the frame (or with an error when it never will).
+        send: (data, sent) => ws.send(data, sent ? () => sent() : undefined),
         close: (code, reason) => {
           ws.close(code, reason);
           if (code === CloseCodes.NORMAL) setTimeout(() => ws.terminate(), 1000).unref();
