@@ -5,7 +5,7 @@
  * say where a round's time goes besides the workers' compute.
  */
 import * as tf from '@tensorflow/tfjs';
-import { decodeCoordinatorMessage, decodeWorkerMessage, encode, type GradsMsg } from '../../src/shared/wire/protocol.js';
+import { decodeCoordinatorMessage, decodeWorkerMessage, encode, ReusedFrames, type GradsMsg } from '../../src/shared/wire/protocol.js';
 import { decodeTensor, encodeTensor, type WireDtype } from '../../src/shared/wire/tensor.js';
 import { GradAccumulator } from '../../src/shared/wire/accumulate.js';
 import { ParamsFrames } from '../../src/shared/wire/params-frame.js';
@@ -52,6 +52,7 @@ export function measureWirePath(dims: ModelDims, rows: number, dtype: WireDtype 
   const paramsFrame = encode({ type: 'params', version: 1, params: encodeTensor(params, dtype) });
   const gradsFrame = encode(gradsMsg());
   const paramsFrames = new ParamsFrames();
+  const gradFrames = new ReusedFrames();
   const steps: { key: string; where: WirePathStep['where']; what: string; f: () => void; skipped?: boolean }[] = [
     // As the coordinator does: into a reused frame, released as the sockets release it.
     { key: 'encodeParams', where: 'coordinator', what: 'read the parameters and encode the params message (in place, into a reused frame)', f: () => paramsFrames.build(1, server.params(), dtype).hold()() },
@@ -60,7 +61,8 @@ export function measureWirePath(dims: ModelDims, rows: number, dtype: WireDtype 
       if (v.ok && v.msg.type === 'params') decodeTensor(v.msg.params);
     } },
     { key: 'workerUpload', where: 'worker', what: 'upload the parameters into the step tensors (makeStepParams)', f: () => disposeStepParams(makeStepParams(params, dims)) },
-    { key: 'workerEncodeGrads', where: 'worker', what: 'encode the grads message (gradient and stream state)', f: () => void encode(gradsMsg()) },
+    // As the worker does: into the buffer its previous, sent frame used.
+    { key: 'workerEncodeGrads', where: 'worker', what: 'encode the grads message (gradient and stream state; into a reused buffer)', f: () => gradFrames.encode(gradsMsg()).sent() },
     { key: 'mask', where: 'worker', what: 'mask the grads frame with a random key, byte by byte (skipped: workers send a zero masking key)', f: () => jsMask(gradsFrame, mask), skipped: true },
     { key: 'unmask', where: 'coordinator', what: 'unmask it again (skipped likewise)', f: () => jsMask(gradsFrame, mask), skipped: true },
     { key: 'decodeGrads', where: 'coordinator', what: 'decode and validate the grads message (structure, sizes; finiteness is left to the sum)', f: () => void decodeWorkerMessage(gradsFrame, limits) },
