@@ -78,6 +78,7 @@ export const modelsPart: BenchPart = {
     'generate-tokens': { type: 'number', default: 300, describe: 'tokens generated to time inference' },
     python: { type: 'string', default: '/usr/bin/python3', describe: 'the Python with PyTorch for the peer' },
     peer: { type: 'boolean', default: true, describe: 'run the PyTorch peer (--no-peer: skip it)' },
+    'step-only': { type: 'boolean', default: false, describe: 'only the one-step comparison (hand vs autodiff vs roofline): no training runs, no peer' },
   },
 
   async run(ctx: BenchContext): Promise<Section> {
@@ -134,12 +135,16 @@ export const modelsPart: BenchPart = {
         rooflineFraction: rooflineMs / handMs,
         profile: split,
         opsProfile: opsSplit,
-        load: median(s.loads),
+        load: round2(median(s.loads)),
         wallOverCpu: median(s.hand.map((x) => x.wallMs / x.cpuMs)),
       });
     }
     probe.dispose();
     benches.forEach((b) => b.dispose());
+    if (ctx.flag<boolean>('step-only')) {
+      const md = report(ctx, { source, V, shape, epochs: 0, bigRate, stepRows, rows: [], noPeer: 'only the one-step comparison was asked for (--step-only)' }, true);
+      return { markdown: md, result: { source, shape, matMulRate: bigRate, steps: stepRows, stepOnly: true } };
+    }
 
     // ---- 2. per cell: PyTorch (1 process), dptrain (1 process), PyTorch DDP (2), dptrain (2 workers), back to back
     const noPeer = !ctx.flag<boolean>('peer') ? 'the peer was switched off (--no-peer)' : peerAvailable(ctx);
@@ -215,29 +220,31 @@ export const modelsPart: BenchPart = {
 };
 
 type Num = number;
-function report(ctx: BenchContext, r: { source: string; V: Num; shape: { B: Num; T: Num; H: Num }; epochs: Num; bigRate: Num; stepRows: Record<string, unknown>[]; rows: Record<string, unknown>[]; noPeer: string | null }): string {
+function report(ctx: BenchContext, r: { source: string; V: Num; shape: { B: Num; T: Num; H: Num }; epochs: Num; bigRate: Num; stepRows: Record<string, unknown>[]; rows: Record<string, unknown>[]; noPeer: string | null }, stepOnly = false): string {
   const { V } = r;
   const { B, T, H } = r.shape;
   const md: string[] = [];
   const get = <T>(o: Record<string, unknown>, k: string) => o[k] as T;
-  md.push(
-    `Setup: d2l's (${r.source}, first 10,000 character tokens, vocabulary ${V}, 10% held out for validation, batch ${B}, ${T} steps, ${H} hidden units, SGD lr 1, clipping at 1, sequential partition, seed 0). ` +
-      `Training throughput is the reference loop's (\`trainLocal\`: step, optimizer, parameter upload) over ${r.epochs} epochs by compute time (min of wall clock and CPU time); ` +
-      `generation is d2l's \`predict\` (one token at a time, greedy) after those epochs. FLOPs are the matMul FLOPs from the shapes (bench/lib/model-steps.ts, \`flopsPerToken\`): ` +
-      `with G gate blocks (RNN 1, GRU 3, LSTM 4), inference 2·G·(V+H)·H + 2·H·V per token, training adds 2·G·(V+H)·H (weight gradients) + 2·G·H² (the recurrence) + 4·H·V (output layer).`,
-  );
-  md.push('');
-  md.push(
-    table(
-      ['cell', 'parameters', 'FLOPs/token, training', 'FLOPs/token, inference', 'training tokens/s', 'generation tokens/s', `train perplexity after ${r.epochs} epochs`, 'validation perplexity', 'load'],
-      r.rows.map((row) => {
-        const l = get<Record<string, number>>(row, 'local');
-        const f = flopsPerToken(get<Cell>(row, 'cell'), V, H);
-        return [get<string>(row, 'cell').toUpperCase(), fmt(l.parameters), fmt(f.training), fmt(f.inference), `**${fmt(l.tokensPerSecondCompute)}** (wall ${fmt(l.tokensPerSecondWall)})`, fmt(l.generateTokensPerSecond), l.trainPerplexity.toFixed(2), l.validationPerplexity.toFixed(2), l.load];
-      }),
-    ),
-  );
-  md.push('');
+  if (!stepOnly) {
+    md.push(
+      `Setup: d2l's (${r.source}, first 10,000 character tokens, vocabulary ${V}, 10% held out for validation, batch ${B}, ${T} steps, ${H} hidden units, SGD lr 1, clipping at 1, sequential partition, seed 0). ` +
+        `Training throughput is the reference loop's (\`trainLocal\`: step, optimizer, parameter upload) over ${r.epochs} epochs by compute time (min of wall clock and CPU time); ` +
+        `generation is d2l's \`predict\` (one token at a time, greedy) after those epochs. FLOPs are the matMul FLOPs from the shapes (bench/lib/model-steps.ts, \`flopsPerToken\`): ` +
+        `with G gate blocks (RNN 1, GRU 3, LSTM 4), inference 2·G·(V+H)·H + 2·H·V per token, training adds 2·G·(V+H)·H (weight gradients) + 2·G·H² (the recurrence) + 4·H·V (output layer).`,
+    );
+    md.push('');
+    md.push(
+      table(
+        ['cell', 'parameters', 'FLOPs/token, training', 'FLOPs/token, inference', 'training tokens/s', 'generation tokens/s', `train perplexity after ${r.epochs} epochs`, 'validation perplexity', 'load'],
+        r.rows.map((row) => {
+          const l = get<Record<string, number>>(row, 'local');
+          const f = flopsPerToken(get<Cell>(row, 'cell'), V, H);
+          return [get<string>(row, 'cell').toUpperCase(), fmt(l.parameters), fmt(f.training), fmt(f.inference), `**${fmt(l.tokensPerSecondCompute)}** (wall ${fmt(l.tokensPerSecondWall)})`, fmt(l.generateTokensPerSecond), l.trainPerplexity.toFixed(2), l.validationPerplexity.toFixed(2), l.load];
+        }),
+      ),
+    );
+    md.push('');
+  }
   md.push(
     `One step (${B}×${T} tokens, random ids), interleaved over the cells: the model's own stepper (its hand-derived backward pass, including building the step's tensors from the flat parameters as training does) against tfjs autodiff of the same forward pass, and against a roofline: the step's matMul FLOPs at the rate of an isolated [${V + H}, ${T * B}]×[${T * B}, ${H}] matMul on this backend (${G(r.bigRate)}). Kernel times by tf.profile with each kernel timed by compute time, mean of 3 profiled steps.`,
   );

@@ -52,10 +52,13 @@ function matMulRole(a: number[], b: number[], { B, T, V, H }: Shape): string {
   const is = (m: number, k: number, n: number) => m0 === m && k0 === k && k1 === k && n1 === n;
   // [onehot(x_t), h_{t-1}] or [onehot(x_t), h_{t-1}, 1] (the bias as a row of the weights).
   if (is(B, V + H, H) || is(B, V + H + 1, H)) return 'gate forward, per time step';
+  if (is(B, V + H + 1, 4 * H)) return 'gate forward (the four gates in one), per time step';
   if (is(B, 4 * H, H)) return 'dh recurrence, per time step';
   if (is(B, 4 * H + V, H)) return 'dh recurrence incl. the output layer, per time step';
   if (is(B, V, H)) return 'dh from the output layer, per time step';
+  if (is(T * B, V, H)) return 'dh from the output layer, all steps';
   if (is(V + H, T * B, H) || is(V + H + 1, T * B, H)) return 'gate weight grads, all steps';
+  if (is(4 * H, T * B, V + H + 1)) return 'gate weight grads (transposed, the four gates in one), all steps';
   if (is(T * B, H, V)) return 'output layer forward, all steps';
   if (is(H, T * B, V)) return 'dW_hq, all steps';
   return 'other';
@@ -393,9 +396,11 @@ export const stepPart: BenchPart = {
     md.push('Times are medians over the samples unless marked mean.');
     md.push('');
     md.push(
-      'The hand-derived step (`src/shared/model/char-lstm/step.ts`) runs, per time step, one matMul per gate of [onehot(x_t), h_{t-1}, 1] with that gate\'s contiguous block [W_x; W_h; b] of the flat parameters ' +
-        '(the bias is a row of the weights: no add in the forward pass, no sum in the backward pass), computes tanh as 2·sigmoid(2x) − 1 (the candidate gate\'s block is doubled once per parameter version), ' +
-        'computes the gates\' derivative factors in the forward pass, and folds the output layer\'s share of dh into the recurrence matMul ([dZ_t, dLogits_{t-1}] × [W_h^T; W_hq^T]).',
+      'The hand-derived step (`src/shared/model/char-lstm/step.ts`) multiplies, per time step, [onehot(x_t), h_{t-1}, 1] with the gates\' contiguous blocks [W_x; W_h; b] of the flat parameters ' +
+        '(the bias is a row of the weights: no add in the forward pass, no sum in the backward pass) and computes tanh as 2·sigmoid(2x) − 1 (the candidate gate\'s block is doubled once per parameter version). ' +
+        'On wasm the four gates are one matMul per time step, the gate arithmetic of a time step is three custom kernels (WebAssembly SIMD over the backend\'s memory, src/shared/model/kernels/) and two backend sigmoids, ' +
+        'the output layer\'s share of dh is one matMul for all steps (dLogits × W_hq^T) whose row blocks the backward kernel adds, and the gates\' weight gradients are one matMul, dZ^T × A (wasm packs the second operand of a matMul afresh when it is a new tensor, and A is a quarter of dZ\'s size). ' +
+        'Elsewhere the same arithmetic runs as tfjs ops, with one matMul per gate and the output layer\'s share of dh folded into the recurrence matMul ([dZ_t, dLogits_{t-1}] × [W_h^T; W_hq^T]).',
     );
     md.push('');
     md.push(`- **hand / autodiff: ${fmt(main.ratio, 1)}×** by ${clockName(clock)} (${fmt(byClock[other].ratio, 1)}× by ${clockName(other)}); target ≥ 8× on wasm. Both compute the same gradient: max |difference| ${maxDiff.toExponential(1)} for gradients up to ${maxAbs.toExponential(1)}.`);
@@ -440,7 +445,11 @@ export const stepPart: BenchPart = {
       largest.key === 'matmul'
         ? 'The lever is the matMul efficiency: more rows per matMul (a larger B; the four gates as one (B, 4H) matMul would need column slices, which copy on this backend).'
         : largest.key === 'other'
-          ? `The matMuls themselves run at ${pct(main.rooflineMs / Math.max(matMulKernelMs, main.rooflineMs))} of the roofline rate, so the lever is the elementwise work: a step runs ${fmt(byName('Multiply')?.calls ?? 0, 0)} Multiply, ${fmt(byName('Sub')?.calls ?? 0, 0)} Sub and ${fmt(byName('Add')?.calls ?? 0, 0)} Add kernels, nearly all on (B, H) tensors, each costing its fixed overhead on top of a few µs of arithmetic; fewer of them needs fused kernels, which tfjs does not offer for this gate math (its fused matMul takes one activation, and a slice, split or gather of a larger tensor copies the whole input on wasm).`
+          ? `The matMuls themselves run at ${pct(main.rooflineMs / Math.max(matMulKernelMs, main.rooflineMs))} of the roofline rate, so the lever is the other kernels; the largest: ${kernels
+              .filter((k) => !isMatMul(k))
+              .slice(0, 4)
+              .map((k) => `${k.name} ${fmt(k.ms, 1)} ms in ${fmt(k.calls, 0)} calls`)
+              .join(', ')}.`
           : 'The lever is the JavaScript around the kernels: fewer tensor creations and host copies per step.';
     md.push(
       `**What limits it.** A step takes ${fmt(stepMs, 1)} ms against a roofline of ${fmt(main.rooflineMs, 1)} ms (${clockName(clock)}). ` +

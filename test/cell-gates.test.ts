@@ -1,6 +1,6 @@
 /**
  * The RNN's and GRU's fused gate kernels (src/shared/model/kernels/cell-gates.ts;
- * off by default) run on the wasm backend only: these tests select it and switch them on, and compare
+ * on by default there) run on the wasm backend only: these tests select it and switch them on and off, and compare
  * the fused step with the ops step, shard by shard, and count tensors.
  * (test/cell-step.test.ts checks either path against autodiff, on the backend
  * DPTRAIN_TEST_BACKEND names.)
@@ -36,7 +36,7 @@ function stepWith(fused: boolean, flat: Float32Array, dims: CellDims, batch: Tok
   } finally {
     h.dispose();
     disposeCellStepParams(sp);
-    setFusedCellGates(false);
+    setFusedCellGates(true);
   }
 }
 
@@ -44,30 +44,33 @@ const maxDiff = (a: ArrayLike<number>, b: ArrayLike<number>) => Array.from(a).re
 const maxAbs = (a: ArrayLike<number>) => Array.from(a).reduce((m, v) => Math.max(m, Math.abs(v)), 0);
 
 for (const cell of ['rnn', 'gru'] as CellName[]) {
-  test(`wasm ${cell}: the fused step equals the ops step (1e-5 of the largest gradient) and its shards add up to the full batch`, async () => {
-    await useWasm();
-    const dims: CellDims = { cell, vocabSize: 6, hidden: 5 };
-    const rng = new Rng(11);
-    const flat = initCellParams(dims, rng).map(() => 0.5 * rng.normal());
-    const rows = 4;
-    const T = 5;
-    const batch = randomBatch(rng, rows, T, dims.vocabSize);
-    const h0 = Float32Array.from({ length: rows * dims.hidden }, () => 0.5 * rng.normal());
-    const fused = stepWith(true, flat, dims, batch, h0);
-    const ops = stepWith(false, flat, dims, batch, h0);
-    const scale = maxAbs(ops.grad);
-    assert.ok(scale > 0);
-    assert.ok(maxDiff(fused.grad, ops.grad) <= 1e-5 * scale, `fused vs ops: ${maxDiff(fused.grad, ops.grad)} (largest ${scale})`);
-    assert.ok(Math.abs(fused.lossSum - ops.lossSum) <= 1e-5 * Math.abs(ops.lossSum));
-    assert.ok(maxDiff(fused.h, ops.h) <= 1e-6);
-    const H = dims.hidden;
-    const shard = (r0: number, r1: number) =>
-      stepWith(true, flat, dims, { x: batch.x.slice(r0 * T, r1 * T), y: batch.y.slice(r0 * T, r1 * T), rows: r1 - r0, numSteps: T }, h0.slice(r0 * H, r1 * H));
-    const a = shard(0, 1);
-    const b = shard(1, rows);
-    assert.ok(maxDiff(a.grad.map((v, i) => v + b.grad[i]), fused.grad) <= 1e-5 * scale);
-    assert.deepEqual(Array.from(fused.h), [...a.h, ...b.h]);
-  });
+  // hidden 5: the kernels' JavaScript loops; hidden 8 (a multiple of 4): their WebAssembly SIMD programs (simd-rows.ts).
+  for (const hidden of [5, 8]) {
+    test(`wasm ${cell}, hidden ${hidden}: the fused step equals the ops step (1e-5 of the largest gradient) and its shards add up to the full batch`, async () => {
+      await useWasm();
+      const dims: CellDims = { cell, vocabSize: 6, hidden };
+      const rng = new Rng(11);
+      const flat = initCellParams(dims, rng).map(() => 0.5 * rng.normal());
+      const rows = 4;
+      const T = 5;
+      const batch = randomBatch(rng, rows, T, dims.vocabSize);
+      const h0 = Float32Array.from({ length: rows * dims.hidden }, () => 0.5 * rng.normal());
+      const fused = stepWith(true, flat, dims, batch, h0);
+      const ops = stepWith(false, flat, dims, batch, h0);
+      const scale = maxAbs(ops.grad);
+      assert.ok(scale > 0);
+      assert.ok(maxDiff(fused.grad, ops.grad) <= 1e-5 * scale, `fused vs ops: ${maxDiff(fused.grad, ops.grad)} (largest ${scale})`);
+      assert.ok(Math.abs(fused.lossSum - ops.lossSum) <= 1e-5 * Math.abs(ops.lossSum));
+      assert.ok(maxDiff(fused.h, ops.h) <= 1e-6);
+      const H = dims.hidden;
+      const shard = (r0: number, r1: number) =>
+        stepWith(true, flat, dims, { x: batch.x.slice(r0 * T, r1 * T), y: batch.y.slice(r0 * T, r1 * T), rows: r1 - r0, numSteps: T }, h0.slice(r0 * H, r1 * H));
+      const a = shard(0, 1);
+      const b = shard(1, rows);
+      assert.ok(maxDiff(a.grad.map((v, i) => v + b.grad[i]), fused.grad) <= 1e-5 * scale);
+      assert.deepEqual(Array.from(fused.h), [...a.h, ...b.h]);
+    });
+  }
 
   test(`wasm ${cell}: the fused step leaks no tensors`, async () => {
     await useWasm();
@@ -84,7 +87,6 @@ for (const cell of ['rnn', 'gru'] as CellName[]) {
       if (i === 1) after1 = tf.memory().numTensors;
     }
     assert.ok(fusedCellGatesActive());
-    setFusedCellGates(false);
     assert.equal(tf.memory().numTensors, after1);
     h.dispose();
     disposeCellStepParams(sp);

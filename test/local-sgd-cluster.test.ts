@@ -8,11 +8,11 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { loadCorpus } from '../src/shared/data/corpus-source.js';
 import { trainLocalSgd } from '../src/shared/train/local-sgd.js';
 import { readCheckpoint } from '../src/shared/store/checkpoint.js';
-import { cliPath, corpusFile, killAll, relativeError, spawnWorker, startCoordinator, tinyCoordinatorConfig, tmpDir, waitFor, type WorkerProc } from './support/cluster.js';
+import { corpusFile, killAll, relativeError, spawnWorker, startCoordinator, tinyCoordinatorConfig, tmpDir, waitFor, type WorkerProc } from './support/cluster.js';
+import { startCoordinatorProc } from './support/processes.js';
 
 async function counter(c: { get(): Promise<{ values: { value: number }[] }> }): Promise<number> {
   return (await c.get()).values[0]?.value ?? NaN;
@@ -62,14 +62,7 @@ async function clusterMatches(over: Record<string, unknown>): Promise<void> {
   }
 }
 
-function coordinator(args: string[]) {
-  const child = spawn(process.execPath, ['--import', 'tsx', cliPath, 'coordinator', 'start', ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, DPTRAIN_TOKEN: '' } });
-  let out = '';
-  child.stdout!.on('data', (d) => (out += d));
-  child.stderr!.on('data', (d) => (out += d));
-  const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
-  return { child, output: () => out, exited };
-}
+const coordinator = (args: string[]) => startCoordinatorProc(args);
 
 test('--sync-every 4: SIGTERM and --resume continue to the same parameters as an uninterrupted run', async () => {
   const corpus = corpusFile();
@@ -77,14 +70,14 @@ test('--sync-every 4: SIGTERM and --resume continue to the same parameters as an
 
   const full = tmpDir();
   const a = coordinator([...common, '--checkpoint-dir', full]);
-  assert.equal(await a.exited, 0, a.output());
+  assert.equal((await a.exited).code, 0, a.output());
   assert.match(a.output(), /local SGD: 4 inner steps \(adam, clipped there\) per round on each worker, then outer nesterov lr 0\.7 momentum 0\.9/);
 
   const part = tmpDir();
   const b = coordinator([...common, '--checkpoint-dir', part]);
   await waitFor(() => /epoch 2\/8/.test(b.output()), 180_000, 'two epochs');
   b.child.kill('SIGTERM');
-  assert.equal(await b.exited, 0, b.output());
+  assert.equal((await b.exited).code, 0, b.output());
   const mid = await readCheckpoint(part);
   const want = await readCheckpoint(full);
   assert.ok(mid.step > 0 && mid.step < want.step, `stopped at step ${mid.step} of ${want.step}`);
@@ -93,7 +86,7 @@ test('--sync-every 4: SIGTERM and --resume continue to the same parameters as an
   assert.ok(mid.rounds !== undefined && mid.rounds > 0 && mid.rounds * 4 <= mid.step + 3 && mid.rounds * 4 >= mid.step, `rounds ${mid.rounds}, steps ${mid.step}`);
 
   const c = coordinator([...common, '--checkpoint-dir', part, '--resume']);
-  assert.equal(await c.exited, 0, c.output());
+  assert.equal((await c.exited).code, 0, c.output());
   assert.match(c.output(), new RegExp(`resume: step ${mid.step}`));
   const got = await readCheckpoint(part);
   assert.equal(got.step, want.step);

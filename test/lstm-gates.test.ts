@@ -52,32 +52,35 @@ function stepWith(fused: boolean, flat: Float32Array, dims: ModelDims, batch: Ba
   }
 }
 
-test('wasm: the fused step matches tfjs autodiff (relative error <= 1e-4 per parameter) and the ops step (<= 1e-5)', async () => {
-  await useWasm();
-  const dims: ModelDims = { vocabSize: 7, hidden: 5 };
-  const rng = new Rng(42);
-  for (let trial = 0; trial < 3; trial++) {
-    const flat = initParams(dims, rng).map(() => 0.5 * rng.normal());
-    const rows = 3;
-    const batch = randomBatch(rng, rows, 6, dims.vocabSize);
-    const state = randomState(rng, rows, dims.hidden);
-    const fused = stepWith(true, flat, dims, batch, state);
-    const ops = stepWith(false, flat, dims, batch, state);
-    const named = namedParams(flat, dims);
-    const auto = tf.grads((...ps: tf.Tensor[]) => lossSumOf(Object.fromEntries(PARAM_NAMES.map((n, i) => [n, ps[i]])) as typeof named, batch, state, dims))(PARAM_NAMES.map((n) => named[n]));
-    for (const [k, p] of paramLayout(dims).entries()) {
-      const a = fused.grad.subarray(p.offset, p.offset + p.size);
-      const rel = relError(a, auto[k].dataSync());
-      assert.ok(rel <= 1e-4, `${p.name}: fused vs autodiff, relative error ${rel.toExponential(2)}`);
-      const relOps = relError(a, ops.grad.subarray(p.offset, p.offset + p.size));
-      assert.ok(relOps <= 1e-5, `${p.name}: fused vs ops, relative error ${relOps.toExponential(2)}`);
+// hidden 5: the kernels' JavaScript loops; hidden 8 (a multiple of 4): their WebAssembly SIMD programs (simd-rows.ts).
+for (const hidden of [5, 8]) {
+  test(`wasm, hidden ${hidden}: the fused step matches tfjs autodiff (relative error <= 1e-4 per parameter) and the ops step (<= 1e-5)`, async () => {
+    await useWasm();
+    const dims: ModelDims = { vocabSize: 7, hidden };
+    const rng = new Rng(42);
+    for (let trial = 0; trial < 3; trial++) {
+      const flat = initParams(dims, rng).map(() => 0.5 * rng.normal());
+      const rows = 3;
+      const batch = randomBatch(rng, rows, 6, dims.vocabSize);
+      const state = randomState(rng, rows, dims.hidden);
+      const fused = stepWith(true, flat, dims, batch, state);
+      const ops = stepWith(false, flat, dims, batch, state);
+      const named = namedParams(flat, dims);
+      const auto = tf.grads((...ps: tf.Tensor[]) => lossSumOf(Object.fromEntries(PARAM_NAMES.map((n, i) => [n, ps[i]])) as typeof named, batch, state, dims))(PARAM_NAMES.map((n) => named[n]));
+      for (const [k, p] of paramLayout(dims).entries()) {
+        const a = fused.grad.subarray(p.offset, p.offset + p.size);
+        const rel = relError(a, auto[k].dataSync());
+        assert.ok(rel <= 1e-4, `${p.name}: fused vs autodiff, relative error ${rel.toExponential(2)}`);
+        const relOps = relError(a, ops.grad.subarray(p.offset, p.offset + p.size));
+        assert.ok(relOps <= 1e-5, `${p.name}: fused vs ops, relative error ${relOps.toExponential(2)}`);
+      }
+      assert.ok(Math.abs(fused.lossSum - ops.lossSum) <= 1e-5 * Math.abs(ops.lossSum));
+      assert.ok(relError(fused.h, ops.h) <= 1e-5 && relError(fused.c, ops.c) <= 1e-5, 'carried state differs');
+      tf.dispose([...auto, ...Object.values(named)]);
+      disposeState(state);
     }
-    assert.ok(Math.abs(fused.lossSum - ops.lossSum) <= 1e-5 * Math.abs(ops.lossSum));
-    assert.ok(relError(fused.h, ops.h) <= 1e-5 && relError(fused.c, ops.c) <= 1e-5, 'carried state differs');
-    tf.dispose([...auto, ...Object.values(named)]);
-    disposeState(state);
-  }
-});
+  });
+}
 
 test('wasm: the fused step over two shards of streams adds up to the full batch (N workers equal one process)', async () => {
   await useWasm();

@@ -11,7 +11,6 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
-import net from 'node:net';
 import path from 'node:path';
 import WebSocket from 'ws';
 import YAML from 'yaml';
@@ -20,6 +19,7 @@ import { CHECKPOINT_FILE } from '../src/shared/store/checkpoint.js';
 import { HttpServer } from '../src/coordinator/http-server.js';
 import type { Coordinator, RunSummary } from '../src/coordinator/coordinator.js';
 import { killAll, repoRoot, spawnWorker, startCoordinator, tinyCoordinatorConfig, tmpDir, waitFor, type WorkerProc } from './support/cluster.js';
+import { freePort } from './support/proc.js';
 
 const PROMETHEUS = process.env.DPTRAIN_TEST_PROMETHEUS ?? '/usr/bin/prometheus';
 const PROMTOOL = process.env.DPTRAIN_TEST_PROMTOOL ?? 'promtool';
@@ -101,16 +101,6 @@ test('promtool check metrics accepts real scrapes of the coordinator and of both
   }
 });
 
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as net.AddressInfo;
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 /** Says hello with a wrong token; resolves when the coordinator has closed the socket. */
 function refuseOne(url: string): Promise<void> {

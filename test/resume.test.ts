@@ -4,18 +4,11 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { readCheckpoint } from '../src/shared/store/checkpoint.js';
-import { cliPath, corpusFile, relativeError, tmpDir, waitFor } from './support/cluster.js';
+import { corpusFile, relativeError, tmpDir, waitFor } from './support/cluster.js';
+import { startCoordinatorProc } from './support/processes.js';
 
-function coordinator(args: string[]) {
-  const child = spawn(process.execPath, ['--import', 'tsx', cliPath, 'coordinator', 'start', ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, DPTRAIN_TOKEN: '' } });
-  let out = '';
-  child.stdout!.on('data', (d) => (out += d));
-  child.stderr!.on('data', (d) => (out += d));
-  const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
-  return { child, output: () => out, exited };
-}
+const coordinator = (args: string[]) => startCoordinatorProc(args);
 
 async function resumeMatches(extra: string[]): Promise<number> {
   const corpus = corpusFile();
@@ -23,20 +16,20 @@ async function resumeMatches(extra: string[]): Promise<number> {
 
   const full = tmpDir();
   const a = coordinator([...common, '--checkpoint-dir', full]);
-  assert.equal(await a.exited, 0, a.output());
+  assert.equal((await a.exited).code, 0, a.output());
 
   const part = tmpDir();
   const b = coordinator([...common, '--checkpoint-dir', part]);
   await waitFor(() => /epoch 3\/12/.test(b.output()), 60_000, 'three epochs');
   b.child.kill('SIGTERM');
-  assert.equal(await b.exited, 0, b.output());
+  assert.equal((await b.exited).code, 0, b.output());
   assert.match(b.output(), /stopped at step \d+/);
   const mid = await readCheckpoint(part);
   const expectedSteps = (await readCheckpoint(full)).step;
   assert.ok(mid.step > 0 && mid.step < expectedSteps, `stopped at step ${mid.step} of ${expectedSteps}`);
 
   const c = coordinator([...common, '--checkpoint-dir', part, '--resume']);
-  assert.equal(await c.exited, 0, c.output());
+  assert.equal((await c.exited).code, 0, c.output());
   assert.match(c.output(), new RegExp(`resume: step ${mid.step}`));
 
   const want = await readCheckpoint(full);

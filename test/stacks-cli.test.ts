@@ -5,31 +5,14 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { readCheckpoint } from '../src/shared/store/checkpoint.js';
-import { cliPath, corpusFile, tmpDir } from './support/cluster.js';
+import { corpusFile, tmpDir } from './support/cluster.js';
+import { runDptrain } from './support/proc.js';
 
-interface Run {
-  code: number | null;
-  out: string;
-}
 
-function cli(args: string[], timeoutMs = 120_000): Promise<Run> {
-  const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('DPTRAIN_')));
-  const child = spawn(process.execPath, ['--import', 'tsx', cliPath, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env });
-  let out = '';
-  child.stdout.on('data', (d) => (out += d));
-  child.stderr.on('data', (d) => (out += d));
-  const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
-  return new Promise((resolve) =>
-    child.on('exit', (code) => {
-      clearTimeout(timer);
-      resolve({ code, out });
-    }),
-  );
-}
+const cli = runDptrain;
 
 const corpus = corpusFile();
 const common = (ck: string) => ['--corpus', corpus, '--max-tokens', '3000', '--hidden', '8', '--batch-size', '4', '--num-steps', '5', '--port', '0', '--host', '127.0.0.1', '--metrics-port', '-1', '--backend', 'cpu', '--worker-backend', 'cpu', '--sample-every', '0', '--log-every', '1', '--checkpoint-dir', ck];

@@ -7,12 +7,12 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { loadCorpus } from '../src/shared/data/corpus-source.js';
 import { readCheckpoint } from '../src/shared/store/checkpoint.js';
 import { statusJson } from '../src/coordinator/status.js';
 import { initialParams, trainLocal } from '../src/shared/train/local-trainer.js';
-import { cliPath, corpusFile, killAll, relativeError, spawnWorker, startCoordinator, tinyCoordinatorConfig, tmpDir, waitFor, type WorkerProc } from './support/cluster.js';
+import { corpusFile, killAll, relativeError, spawnWorker, startCoordinator, tinyCoordinatorConfig, tmpDir, waitFor, type WorkerProc } from './support/cluster.js';
+import { startCoordinatorProc } from './support/processes.js';
 
 test('2-layer LSTM with dropout 0.3 and embedding 8: coordinator + 2 worker processes equal the in-process loop', async () => {
   const cfg = tinyCoordinatorConfig({ minWorkers: 2, batchSize: 6, cell: 'lstm', layers: 2, dropout: 0.3, embedding: 8 });
@@ -60,14 +60,7 @@ test('2-layer LSTM with dropout 0.3 and embedding 8: coordinator + 2 worker proc
   }
 });
 
-function coordinator(args: string[]) {
-  const child = spawn(process.execPath, ['--import', 'tsx', cliPath, 'coordinator', 'start', ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, DPTRAIN_TOKEN: '' } });
-  let out = '';
-  child.stdout!.on('data', (d) => (out += d));
-  child.stderr!.on('data', (d) => (out += d));
-  const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
-  return { child, output: () => out, exited };
-}
+const coordinator = (args: string[]) => startCoordinatorProc(args);
 
 test('2-layer GRU with dropout 0.25: SIGTERM and --resume continue to the same parameters as an uninterrupted run', async () => {
   const corpus = corpusFile();
@@ -75,20 +68,20 @@ test('2-layer GRU with dropout 0.25: SIGTERM and --resume continue to the same p
 
   const full = tmpDir();
   const a = coordinator([...common, '--checkpoint-dir', full]);
-  assert.equal(await a.exited, 0, a.output());
+  assert.equal((await a.exited).code, 0, a.output());
 
   const part = tmpDir();
   const b = coordinator([...common, '--checkpoint-dir', part]);
   await waitFor(() => /epoch 3\/12/.test(b.output()), 60_000, 'three epochs');
   b.child.kill('SIGTERM');
-  assert.equal(await b.exited, 0, b.output());
+  assert.equal((await b.exited).code, 0, b.output());
   const mid = await readCheckpoint(part);
   const want = await readCheckpoint(full);
   assert.ok(mid.step > 0 && mid.step < want.step, `stopped at step ${mid.step} of ${want.step}`);
   assert.equal(mid.model?.name, 'stack-gru');
 
   const c = coordinator([...common, '--checkpoint-dir', part, '--resume']);
-  assert.equal(await c.exited, 0, c.output());
+  assert.equal((await c.exited).code, 0, c.output());
   assert.match(c.output(), new RegExp(`resume: step ${mid.step}`));
   const got = await readCheckpoint(part);
   assert.equal(got.step, want.step);

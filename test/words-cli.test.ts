@@ -8,7 +8,6 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { loadCorpus } from '../src/shared/data/corpus-source.js';
@@ -16,32 +15,11 @@ import { checkpointModel, checkpointTokenizer, readCheckpoint } from '../src/sha
 import { tf, testBackend } from './support/tf.js';
 import { statusJson } from '../src/coordinator/status.js';
 import { initialParams, trainLocal } from '../src/shared/train/local-trainer.js';
-import { cliPath, corpusFile, killAll, relativeError, spawnWorker, startCoordinator, tinyCoordinatorConfig, tmpDir, type WorkerProc } from './support/cluster.js';
+import { corpusFile, killAll, relativeError, spawnWorker, startCoordinator, tinyCoordinatorConfig, tmpDir, type WorkerProc } from './support/cluster.js';
+import { runDptrain } from './support/proc.js';
 
-interface Run {
-  code: number | null;
-  out: string;
-  stdout: string;
-}
 
-function cli(args: string[], timeoutMs = 120_000): Promise<Run> {
-  const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('DPTRAIN_')));
-  const child = spawn(process.execPath, ['--import', 'tsx', cliPath, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env });
-  let out = '';
-  let stdout = '';
-  child.stdout.on('data', (d) => {
-    out += d;
-    stdout += d;
-  });
-  child.stderr.on('data', (d) => (out += d));
-  const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
-  return new Promise((resolve) =>
-    child.on('exit', (code) => {
-      clearTimeout(timer);
-      resolve({ code, out, stdout });
-    }),
-  );
-}
+const cli = runDptrain;
 
 function fileLoader(dir: string): tf.io.IOHandler {
   return {

@@ -11,7 +11,9 @@
  *   (token in DPTRAIN_TOKEN)
  *
  * With COMPUTE_MS, each connection answers a step that long after it arrived
- * (a timer, no CPU), as a worker computing its shard would: the fleet part.
+ * (a timer, no CPU), as a worker computing its shard would: the fleet part. A
+ * local SGD round (a step with `local`, --sync-every K) is answered after K
+ * times that, with K steps' tokens: its change is sent as a gradient is.
  *
  * Prints `ready COUNT` once every connection is welcomed, and a line per
  * problem; exits when the coordinator closes the connections.
@@ -66,16 +68,16 @@ const PARAMS_FRAME_MIN = 64 * 1024;
  */
 const replies = new Map<string, Buffer>();
 let repliesRound = -1;
-function replyFor(round: number, rows: number, model: { paramCount: number; stateWidth: number; numSteps: number }, dtype: WireDtype): Buffer {
+function replyFor(round: number, rows: number, model: { paramCount: number; stateWidth: number; numSteps: number }, dtype: WireDtype, steps = 1): Buffer {
   if (round !== repliesRound) {
     replies.clear();
     repliesRound = round;
   }
-  const key = `${rows}`;
+  const key = `${rows}/${steps}`;
   let frame = replies.get(key);
   if (!frame) {
-    const tokenCount = rows * model.numSteps;
-    frame = encode({ type: 'grads', round, tokenCount, lossSum: tokenCount * Math.log(28), computeMs, grads: gradientFor(model.paramCount, dtype), state: stateFor(rows, model.stateWidth) });
+    const tokenCount = rows * model.numSteps * steps;
+    frame = encode({ type: 'grads', round, tokenCount, lossSum: tokenCount * Math.log(28), computeMs: computeMs * steps, grads: gradientFor(model.paramCount, dtype), state: stateFor(rows, model.stateWidth) });
     replies.set(key, frame);
   }
   return frame;
@@ -113,8 +115,10 @@ for (let k = 0; k < count; k++) {
     } else if (msg.type === 'step' && model) {
       const rows = msg.hi - msg.lo;
       const m = model;
-      if (computeMs > 0) setTimeout(() => ws.send(replyFor(msg.round, rows, m, dtype)), computeMs);
-      else ws.send(replyFor(msg.round, rows, model, dtype));
+      // A local SGD round (--sync-every K): K inner steps' tokens, after K times the compute.
+      const steps = msg.local ? msg.local.resets.length + 1 : 1;
+      if (computeMs > 0) setTimeout(() => ws.send(replyFor(msg.round, rows, m, dtype, steps)), computeMs * steps);
+      else ws.send(replyFor(msg.round, rows, model, dtype, steps));
     } else if (msg.type === 'error') {
       console.log(`connection ${k}: coordinator error ${msg.code}: ${msg.message}`);
     }

@@ -4,7 +4,7 @@
  * (tf.grads of its forward pass, gradients copied to the host as the stepper
  * does), and a matMul roofline; plus a kernel profile of the hand step
  * (matMul share vs the rest) and, on wasm, the step with its fused gate
- * kernels switched the other way (see CellBench.variant).
+ * kernels switched off (see CellBench.variant).
  */
 import * as tf from '@tensorflow/tfjs';
 import { lossSumOf, namedParams } from '../../src/shared/model/char-lstm/forward.js';
@@ -51,7 +51,7 @@ export interface CellBench {
   cell: Cell;
   model: ModelDescriptor;
   hand(): void;
-  /** On wasm: the LSTM step with its fused gate kernels off, the RNN's and GRU's with theirs on (both off by default). */
+  /** On wasm: the step with its fused gate kernels off (the ops path every other backend runs). */
   variant: { label: string; run: () => void } | null;
   autodiff(): Float32Array[];
   dispose(): void;
@@ -79,9 +79,7 @@ export function cellBench(cell: Cell, shape: StepShape): CellBench {
   };
   const variant = !fusedGatesActive()
     ? null
-    : cell === 'lstm'
-      ? { label: 'fused gate kernels off', run: toggle(setFusedGates, false) }
-      : { label: 'fused gate kernels on (off by default)', run: toggle(setFusedCellGates, true) };
+    : { label: 'fused gate kernels off', run: toggle(cell === 'lstm' ? setFusedGates : setFusedCellGates, false) };
 
   let named: Record<string, tf.Tensor>;
   let loss: (p: Record<string, tf.Tensor>) => tf.Scalar;

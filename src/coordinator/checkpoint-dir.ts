@@ -14,7 +14,8 @@ import { promises as fsp } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { DptrainError } from '../shared/errors.js';
-import { CHECKPOINT_FILE, CHECKPOINT_PREV_FILE, mkdirp } from '../shared/store/checkpoint.js';
+import { CHECKPOINT_FILE, CHECKPOINT_PREV_FILE } from '../shared/store/checkpoint.js';
+import { mkdirp } from '../shared/mkdirp.js';
 import { processAlive } from '../shared/store/temp-files.js';
 
 export const LOCK_FILE = '.dptrain.lock';

@@ -23,6 +23,33 @@ export function dptrain(args: string[], env: NodeJS.ProcessEnv = {}, opts: Spawn
   return { pid: child.pid!, output: () => out, exited, kill: (sig = 'SIGTERM') => child.kill(sig), exitCode: () => child.exitCode };
 }
 
+export interface Ran {
+  code: number | null;
+  /** stdout and stderr as they interleaved. */
+  out: string;
+  stdout: string;
+}
+
+/** `dptrain ARGS` run to its end (killed with SIGKILL after timeoutMs): its exit code and output. */
+export function runDptrain(args: string[], timeoutMs = 120_000, env: NodeJS.ProcessEnv = {}): Promise<Ran> {
+  const base = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('DPTRAIN_')));
+  const child = spawn(process.execPath, ['--import', 'tsx', cliPath, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...base, ...env } });
+  let out = '';
+  let stdout = '';
+  child.stdout.on('data', (d) => {
+    out += d;
+    stdout += d;
+  });
+  child.stderr.on('data', (d) => (out += d));
+  const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
+  return new Promise((resolve) =>
+    child.on('exit', (code) => {
+      clearTimeout(timer);
+      resolve({ code, out, stdout });
+    }),
+  );
+}
+
 /** A port that was free a moment ago (for a coordinator that must come back on the same port). */
 export async function freePort(): Promise<number> {
   const s = net.createServer();

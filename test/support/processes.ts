@@ -1,6 +1,5 @@
 /** A coordinator run as its own CLI process, as an operator would run it. */
 import { spawn, type ChildProcess } from 'node:child_process';
-import net from 'node:net';
 import { cliPath, waitFor } from './cluster.js';
 
 export interface CoordinatorProc {
@@ -37,14 +36,7 @@ export function startCoordinatorProc(args: string[], env: NodeJS.ProcessEnv = {}
   };
 }
 
-/** A port that was free a moment ago, for a coordinator that must come back on the same one. */
-export async function freePort(): Promise<number> {
-  const srv = net.createServer();
-  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
-  const port = (srv.address() as net.AddressInfo).port;
-  await new Promise<void>((r) => srv.close(() => r()));
-  return port;
-}
+export { freePort } from './proc.js';
 
 /** One metric's value from a Prometheus text page. */
 export async function scrape(port: number, name: string): Promise<number> {

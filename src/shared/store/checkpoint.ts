@@ -8,6 +8,7 @@
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 import { DptrainError, ErrorCodes } from '../errors.js';
+import { mkdirp } from '../mkdirp.js';
 import { CHECKPOINT_FILE, CHECKPOINT_FORMAT, CHECKPOINT_PREV_FILE, decodeFile, encodeFile, Invalid, type CheckpointData } from './format.js';
 
 export * from './format.js';
@@ -76,36 +77,6 @@ export async function writeCheckpoint(dir: string, data: CheckpointData): Promis
     // falls back to anyway; putting it back just keeps the layout familiar.
     if (movedToPrev && tmpCreated) await fs.rename(prev, target).catch(() => {});
     throw new DptrainError(ErrorCodes.ERR_CHECKPOINT_WRITE, `Could not write a checkpoint to ${dir}: ${osReason(e)}.`, { cause: e });
-  }
-}
-
-/**
- * mkdir -p by hand: Node's recursive mkdir loops forever where a filesystem
- * answers ENOENT for a child of an existing directory (procfs, some FUSE
- * mounts), and a checkpoint path there must fail, not hang.
- */
-/**
- * mkdir -p that ends: Node's recursive mkdir loops forever where the kernel answers ENOENT for a
- * directory whose parent exists (/proc/foo/bar spins at full CPU and ignores SIGTERM).
- */
-export async function mkdirp(dir: string): Promise<void> {
-  const mkdirOne = async (d: string): Promise<boolean> => {
-    try {
-      await fs.mkdir(d);
-      return true;
-    } catch (e) {
-      const code = (e as NodeJS.ErrnoException).code;
-      if (code === 'ENOENT') return false;
-      if (code !== 'EEXIST') throw e;
-      if ((await fs.stat(d)).isDirectory()) return true;
-      throw Object.assign(new Error(`ENOTDIR: not a directory, mkdir '${d}'`), { code: 'ENOTDIR' });
-    }
-  };
-  if (await mkdirOne(dir)) return;
-  const parent = path.dirname(dir);
-  if (parent !== dir) await mkdirp(parent);
-  if (!(await mkdirOne(dir))) {
-    throw Object.assign(new Error(`ENOENT: no such file or directory, mkdir '${dir}'`), { code: 'ENOENT' });
   }
 }
 

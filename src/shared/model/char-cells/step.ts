@@ -4,7 +4,8 @@
  * LSTM's step (char-lstm/step.ts): sums not means, no column slicing, each
  * gate one matMul of A_t = [onehot(x_t), h_{t-1}, 1] with its contiguous
  * [W_xg; W_hg; b_g] block, tanh as 2·sigmoid(2z) − 1 with the block doubled,
- * the output layer's dh riding along in the recurrence matMul, and each
+ * the output layer's share of dh riding along in the recurrence matMul (in
+ * the fused path one matMul for all steps, added by the kernels), and each
  * block's weight gradient one matMul over all time steps.
  *
  * RNN: h_t = tanh(z_t), z_t = A_t W_h.  Backward, with dh the total gradient of h_t:
@@ -16,10 +17,10 @@
  *   dz_z = dh ⊙ (h_{t-1} − h~) ⊙ z(1 − z);  dz_r = d(r⊙h) ⊙ h_{t-1} ⊙ r(1 − r);
  *   dh_{t-1} = dh ⊙ z + d(r⊙h) ⊙ r + [dz_z, dz_r, dLogits_{t-1}] x [W_hz^T; W_hr^T; W_hq^T].
  *
- * On the wasm backend the gate arithmetic can be fused into a few kernels per
+ * On the wasm backend the gate arithmetic is fused into a few kernels per
  * time step (kernels/cell-gates.ts; the GRU's z and r gates one matMul, the
  * gates' weight gradients from the recurrence matMul's inputs stacked over
- * time); that path is off by default because it did not pay (see there).
+ * time); elsewhere, or with setFusedCellGates(false), the step runs as ops.
  *
  * Shapes: B = rows, T = numSteps, H = hidden, V = vocab; tensors over all
  * steps are time-major (row t*B + r is stream r at time t).
@@ -28,13 +29,14 @@ import * as tf from '@tensorflow/tfjs';
 import type { TokenBatch } from '../descriptor.js';
 import { toTimeMajor } from '../char-lstm/step.js';
 import { blockOf, cellParamCount, CELL_GATES, viewOf, type CellDims } from './params.js';
-import { cellKernel, fusedCellGatesActive, scatterColumns } from '../kernels/cell-gates.js';
+import { cellKernel, fusedCellGatesActive, scatterTransposed } from '../kernels/cell-gates.js';
+import { softmaxCrossEntropy } from '../kernels/softmax-xent.js';
 
 export interface CellStepParams {
   dims: CellDims;
   /** Per gate, [W_xg; W_hg; b_g] (V+H+1, H); the tanh gate's block doubled. */
   wcat: tf.Tensor2D[];
-  /** rnn: [W_hh^T; W_hq^T]; gru: [W_hz^T; W_hr^T; W_hq^T]. */
+  /** rnn: W_hh^T; gru: [W_hz^T; W_hr^T]. */
   whT: tf.Tensor2D;
   /** gru only: W_hh^T (H, H). */
   whhT: tf.Tensor2D | null;
@@ -52,7 +54,7 @@ export function makeCellStepParams(flat: Float32Array, dims: CellDims): CellStep
     const whq = tf.tensor2d(viewOf(flat, blockOf(dims, 'W_hq')), [H, V]);
     const whqT = tf.transpose(whq) as tf.Tensor2D;
     const recT = (g: string) => tf.transpose(tf.tensor2d(viewOf(flat, blockOf(dims, `W_h${g}`)), [H, H]));
-    const whT = tf.concat([...(dims.cell === 'rnn' ? [recT('h')] : [recT('z'), recT('r')]), whqT], 0) as tf.Tensor2D;
+    const whT = (dims.cell === 'rnn' ? recT('h') : tf.concat([recT('z'), recT('r')], 0)) as tf.Tensor2D;
     const whhT = dims.cell === 'gru' ? [recT('h') as tf.Tensor2D] : [];
     const bq = tf.tensor1d(viewOf(flat, blockOf(dims, 'b_q')));
     return { wcat, whT, whhT, whq, bq, whqT };
@@ -132,41 +134,41 @@ function fusedCellStep(p: CellStepParams, batch: TokenBatch, h0: tf.Tensor2D): C
       hs.push(h);
     }
     const Hs = tf.concat(hs, 0);
-    const logp = tf.logSoftmax(tf.add(tf.matMul(Hs, p.whq), p.bq));
-    const yOneHot = tf.oneHot(tf.tensor1d(toTimeMajor(batch.y, B, T), 'int32'), V).asType('float32');
-    const lossSum = tf.neg(tf.sum(tf.mul(yOneHot, logp)));
-    const dLogits = tf.sub(tf.exp(logp), yOneHot);
-    const rest = tf.concat([tf.reshape(tf.matMul(tf.transpose(Hs), dLogits), [-1]), tf.sum(dLogits, 0)], 0);
-    const dLogitsT = tf.split(dLogits, T, 0);
+    const { lossSum, dLogits, dBias } = softmaxCrossEntropy(tf.matMul(Hs, p.whq) as tf.Tensor2D, p.bq, toTimeMajor(batch.y, B, T));
+    const rest = tf.concat([tf.reshape(tf.matMul(tf.transpose(Hs), dLogits), [-1]), dBias], 0);
+    // The output layer's share of every dh_t at once (T·B, H); the kernels read row block t.
+    const dOut = tf.matMul(dLogits, p.whqT);
+    const zeros = tf.zeros([B, H]);
     const cats: tf.Tensor[] = [];
     const das: tf.Tensor[] = [];
-    let dh: tf.Tensor = tf.matMul(dLogitsT[T - 1], p.whqT);
+    let dhRec: tf.Tensor = zeros;
     for (let t = T - 1; t >= 0; t--) {
-      const dl = dLogitsT[Math.max(0, t - 1)];
       if (!gru) {
-        [cats[t]] = cellKernel('DptrainRnnBackward', { dh, h: hs[t], dl }, H, V);
-        if (t > 0) dh = tf.matMul(cats[t], p.whT);
+        [cats[t]] = cellKernel('DptrainRnnBackward', { h: hs[t], dhRec, dOut }, H, V, null, t);
+        if (t > 0) dhRec = tf.matMul(cats[t], p.whT);
       } else {
         const { S, Sh, hp } = saved[t];
-        const [da] = cellKernel('DptrainGruBackward1', { dh, S, Sh }, H, V);
+        const [da, dh] = cellKernel('DptrainGruBackward1', { S, Sh, dhRec, dOut }, H, V, null, t);
         das[t] = da;
         const drh = tf.matMul(da, p.whhT!);
-        const [cat, direct] = cellKernel('DptrainGruBackward2', { dh, drh, S, Sh, hp, dl }, H, V);
+        const [cat, direct] = cellKernel('DptrainGruBackward2', { dh, drh, S, Sh, hp }, H, V);
         cats[t] = cat;
-        if (t > 0) dh = tf.add(direct, tf.matMul(cat, p.whT));
+        if (t > 0) dhRec = tf.add(direct, tf.matMul(cat, p.whT));
       }
     }
-    // [dz_gates..., dLogits] stacked over time: the z/r (or h) gates' weight gradients in one matMul.
-    const gates = tf.matMul(tf.transpose(tf.concat(As, 0)), tf.concat(cats, 0));
+    // The gates' weight gradients over all time steps. The RNN's: A^T dZ (V+H+1, H). The GRU's
+    // z and r gates': [dZ_z, dZ_r]^T A (2H, V+H+1), transposed so that the operand wasm packs
+    // afresh on every call is A, not the wider dZ; its h gate's: A'^T dA_h (V+H+1, H).
+    const gates = gru ? tf.matMul(tf.transpose(tf.concat(cats, 0)), tf.concat(As, 0)) : tf.matMul(tf.transpose(tf.concat(As, 0)), tf.concat(cats, 0));
     const hGate = gru ? [tf.matMul(tf.transpose(tf.concat(Ahs, 0)), tf.concat(das, 0))] : [];
     return { gates, hGate, rest, lossSum, h: h as tf.Tensor2D };
   });
   const grad = new Float32Array(cellParamCount(dims));
   const G = out.gates.dataSync() as Float32Array;
-  const W = out.gates.shape[1] as number;
-  const names = gru ? ['z', 'r'] : ['h'];
-  names.forEach((g, k) => scatterColumns(G, V + H + 1, W, k * H, H, grad, blockOf(dims, `W_x${g}`).offset));
-  if (gru) grad.set(out.hGate[0].dataSync() as Float32Array, blockOf(dims, 'W_xh').offset);
+  if (gru) {
+    ['z', 'r'].forEach((g, k) => scatterTransposed(G, V + H + 1, k * H, H, grad, blockOf(dims, `W_x${g}`).offset));
+    grad.set(out.hGate[0].dataSync() as Float32Array, blockOf(dims, 'W_xh').offset);
+  } else grad.set(G, blockOf(dims, 'W_xh').offset);
   grad.set(out.rest.dataSync() as Float32Array, blockOf(dims, 'W_hq').offset);
   const lossSum = out.lossSum.dataSync()[0];
   tf.dispose([out.gates, out.rest, out.lossSum, ...out.hGate]);
@@ -225,7 +227,10 @@ function opsCellStep(p: CellStepParams, batch: TokenBatch, h0: tf.Tensor2D): Cel
     const dLogits = tf.sub(tf.exp(logp), yOneHot);
     const dWhq = tf.matMul(tf.transpose(Hs), dLogits);
     const dbq = tf.sum(dLogits, 0);
+    // The output layer's share of dh_t rides along in the recurrence matMul (the small dLogits
+    // is what gets split: on wasm a split copies its whole input per piece).
     const dLogitsT = tf.split(dLogits, T, 0);
+    const whOutT = tf.concat([p.whT, p.whqT], 0);
 
     const gates = CELL_GATES[dims.cell].length;
     const dz: tf.Tensor[][] = Array.from({ length: gates }, () => []);
@@ -234,7 +239,7 @@ function opsCellStep(p: CellStepParams, batch: TokenBatch, h0: tf.Tensor2D): Cel
       if (!gru) {
         const dza = tf.mul(dh, ka[t]);
         dz[0][t] = dza;
-        if (t > 0) dh = tf.matMul(tf.concat([dza, dLogitsT[t - 1]], 1), p.whT);
+        if (t > 0) dh = tf.matMul(tf.concat([dza, dLogitsT[t - 1]], 1), whOutT);
       } else {
         const dza = tf.mul(dh, ka[t]);
         const dzz = tf.mul(dh, kz[t]);
@@ -245,7 +250,7 @@ function opsCellStep(p: CellStepParams, batch: TokenBatch, h0: tf.Tensor2D): Cel
         dz[2][t] = dza;
         if (t > 0) {
           const direct = tf.add(tf.mul(dh, zs[t]), tf.mul(drh, rs[t]));
-          dh = tf.add(direct, tf.matMul(tf.concat([dzz, dzr, dLogitsT[t - 1]], 1), p.whT));
+          dh = tf.add(direct, tf.matMul(tf.concat([dzz, dzr, dLogitsT[t - 1]], 1), whOutT));
         }
       }
     }

@@ -19,8 +19,15 @@
  *  - tanh is 2·sigmoid(2x) − 1: on wasm a Tanh kernel costs several Sigmoids.
  *    The candidate gate's weights are doubled once per parameter version, so
  *    its activation is a plain sigmoid of the matMul;
- *  - the output layer's contribution to dh_t rides along in the recurrence
- *    matMul: [dZ_{t+1}, dLogits_t] x [W_h^T; W_hq^T];
+ *  - the output layer's contribution to dh_t: in the fused path one matMul
+ *    for all steps, dLogits W_hq^T, whose row blocks the backward kernel adds
+ *    (so neither the recurrence matMul nor the weight gradients' carry V
+ *    extra columns, and nothing is split: a split on wasm copies its whole
+ *    input per piece); in the ops path it rides along in the recurrence
+ *    matMul, [dZ_{t+1}, dLogits_t] x [W_h^T; W_hq^T];
+ *  - the weight gradients are dZ^T A in the fused path: wasm's matMul packs
+ *    its second operand afresh on every call unless that tensor is reused,
+ *    and A (T·B, V+H+1) is a quarter of dZ (T·B, 4H);
  *  - the gates' derivative factors are computed in the forward pass from the
  *    values at hand, so the backward pass is a few multiplies per gate.
  *
@@ -35,6 +42,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { GATES, paramLayout, type ModelDims, type ParamName } from './params.js';
 import { fusedGatesActive, lstmGatesBackward, lstmGatesForward, type GatesForward } from '../kernels/lstm-gates.js';
+import { softmaxCrossEntropy } from '../kernels/softmax-xent.js';
 
 export interface Batch {
   /** Inputs, row-major (rows x numSteps). */
@@ -58,7 +66,7 @@ export interface StepParams {
    * vector; the candidate gate's block is doubled (tanh(z) = 2·sigmoid(2z) − 1).
    */
   wcat: tf.Tensor2D[];
-  /** [W_hi^T; W_hf^T; W_ho^T; W_hc^T; W_hq^T] (4H+V, H): dh_{t-1} = [dZ_t, dLogits_{t-1}] x this. */
+  /** [W_hi^T; W_hf^T; W_ho^T; W_hc^T] (4H, H): dh_{t-1} = dZ_t x this + dLogits_{t-1} W_hq^T. */
   whT: tf.Tensor2D;
   whq: tf.Tensor2D; // (H, V)
   bq: tf.Tensor1D; // (V)
@@ -83,7 +91,7 @@ export function makeStepParams(flat: Float32Array, dims: ModelDims): StepParams 
     const wcat = GATES.map((g) => (g === 'c' ? tf.mul(block(g), tf.scalar(2)) : block(g))) as tf.Tensor2D[];
     const whq = tf.tensor2d(view('W_hq', H * V), [H, V]);
     const whqT = tf.transpose(whq) as tf.Tensor2D;
-    const whT = tf.concat([...GATES.map((g) => tf.transpose(tf.tensor2d(view(`W_h${g}` as ParamName, H * H), [H, H]))), whqT], 0) as tf.Tensor2D;
+    const whT = tf.concat(GATES.map((g) => tf.transpose(tf.tensor2d(view(`W_h${g}` as ParamName, H * H), [H, H]))), 0) as tf.Tensor2D;
     const bq = tf.tensor1d(view('b_q', V));
     return { wcat, whT, whq, bq, whqT };
   });
@@ -152,7 +160,7 @@ export function lstmStep(p: StepParams, batch: Batch, state: LstmState): StepRes
 interface TidyOut {
   /** The flat gradient (ops path), or only [dW_hq, db_q] (fused path). */
   grad: tf.Tensor;
-  /** Fused path: A^T [dZ_i, dZ_f, dZ_o, dZ_c, (V columns to ignore)] (V+H+1, 4H+V). */
+  /** Fused path: [dZ_i, dZ_f, dZ_o, dZ_c]^T A (4H, V+H+1). */
   gates?: tf.Tensor;
   lossSum: tf.Tensor;
   h: tf.Tensor2D;
@@ -171,8 +179,7 @@ function outputLayer(p: StepParams, batch: Batch, hs: tf.Tensor[]) {
   const dLogits = tf.sub(tf.exp(logp), yOneHot); // (T*B, V)
   const dWhq = tf.matMul(tf.transpose(Hs), dLogits);
   const dbq = tf.sum(dLogits, 0);
-  const dLogitsT = tf.split(dLogits, T, 0) as tf.Tensor2D[]; // small (B, V) pieces: cheap to split
-  return { lossSum, dWhq, dbq, dLogitsT };
+  return { lossSum, dWhq, dbq, dLogits };
 }
 
 /** [dW_xg; dW_hg; db_g] per gate (one matMul over all steps each), then dW_hq and db_q: the flat layout. */
@@ -184,17 +191,20 @@ function flatGrad(As: tf.Tensor[], dz: tf.Tensor[][], dWhq: tf.Tensor, dbq: tf.T
   return tf.concat(parts, 0);
 }
 
-/** The flat gradient from the fused path's gate gradients, one column block per gate, and [dW_hq, db_q]. */
+/** The flat gradient from the fused path's transposed gate gradients (4H, V+H+1) and [dW_hq, db_q]. */
 function fusedFlatGrad(dims: ModelDims, gates: tf.Tensor, rest: tf.Tensor): Float32Array {
   const { vocabSize: V, hidden: H } = dims;
   const layout = paramLayout(dims);
   const grad = new Float32Array(layout.at(-1)!.offset + layout.at(-1)!.size);
   const G = gates.dataSync() as Float32Array;
-  const W = 4 * H + V;
+  const R = V + H + 1;
   GATES.forEach((g, k) => {
-    // [W_xg; W_hg; b_g] is one (V+H+1, H) block starting at W_xg.
+    // [W_xg; W_hg; b_g] is one (V+H+1, H) block starting at W_xg; G holds its transpose at rows kH..kH+H.
     const base = layout.find((b) => b.name === `W_x${g}`)!.offset;
-    for (let a = 0; a < V + H + 1; a++) grad.set(G.subarray(a * W + k * H, a * W + (k + 1) * H), base + a * H);
+    for (let j = 0; j < H; j++) {
+      const src = (k * H + j) * R;
+      for (let a = 0, d = base + j; a < R; a++, d += H) grad[d] = G[src + a];
+    }
   });
   grad.set(rest.dataSync() as Float32Array, layout.find((b) => b.name === 'W_hq')!.offset);
   return grad;
@@ -225,18 +235,25 @@ function fusedTidy(p: StepParams, batch: Batch, state: LstmState): TidyOut {
       c = g.c;
       h = g.h;
     }
-    const { lossSum, dWhq, dbq, dLogitsT } = outputLayer(p, batch, hs);
+    // The output layer over all steps: loss and dLogits in one kernel.
+    const Hs = tf.concat(hs, 0);
+    const { lossSum, dLogits, dBias: dbq } = softmaxCrossEntropy(tf.matMul(Hs, p.whq) as tf.Tensor2D, p.bq, toTimeMajor(batch.y, B, T));
+    const dWhq = tf.matMul(tf.transpose(Hs), dLogits);
+    // The output layer's share of every dh_t at once: dLogits_t W_hq^T (T·B, H).
+    const dOut = tf.matMul(dLogits, p.whqT) as tf.Tensor2D;
     const cats: tf.Tensor[] = [];
-    let dh = tf.matMul(dLogitsT[T - 1], p.whqT) as tf.Tensor2D;
+    let dhRec: tf.Tensor2D | null = null;
     let dc = tf.zeros([B, p.dims.hidden]) as tf.Tensor2D;
     for (let t = T - 1; t >= 0; t--) {
-      const b = lstmGatesBackward(dh, dc, saved[t], dLogitsT[Math.max(0, t - 1)]);
+      const b = lstmGatesBackward(dhRec, dOut, t, dc, saved[t]);
       cats[t] = b.cat;
       dc = b.dcPrev;
-      if (t > 0) dh = tf.matMul(b.cat, p.whT) as tf.Tensor2D;
+      if (t > 0) dhRec = tf.matMul(b.cat, p.whT) as tf.Tensor2D;
     }
-    // All four gates' weight gradients in one matMul over all time steps.
-    const gates = tf.matMul(tf.transpose(tf.concat(As, 0)), tf.concat(cats, 0));
+    // All four gates' weight gradients in one matMul over all time steps, transposed:
+    // [dZ_i, dZ_f, dZ_o, dZ_c]^T A (4H, V+H+1). On wasm the matMul's second operand is
+    // packed afresh on every call, and A (T·B, V+H+1) is a quarter of dZ's size.
+    const gates = tf.matMul(tf.transpose(tf.concat(cats, 0)), tf.concat(As, 0));
     return { grad: tf.concat([tf.reshape(dWhq, [-1]), dbq], 0), gates, lossSum, h, c };
   });
 }
@@ -281,7 +298,12 @@ function opsTidy(p: StepParams, batch: Batch, state: LstmState): TidyOut {
       hs.push(h);
     }
 
-    const { lossSum, dWhq, dbq, dLogitsT } = outputLayer(p, batch, hs);
+    const { lossSum, dWhq, dbq, dLogits } = outputLayer(p, batch, hs);
+    // Here the output layer's share of dh_t rides along in the recurrence matMul:
+    // [dZ_{t+1}, dLogits_t] x [W_h^T; W_hq^T]. (On wasm a split copies its whole input per
+    // piece, so the small dLogits is what gets split.)
+    const dLogitsT = tf.split(dLogits, T, 0);
+    const whOutT = tf.concat([p.whT, p.whqT], 0);
     const dz: tf.Tensor[][] = [[], [], [], []];
     let dh: tf.Tensor = tf.matMul(dLogitsT[T - 1], p.whqT);
     let dcNext: tf.Tensor | null = null;
@@ -298,7 +320,7 @@ function opsTidy(p: StepParams, batch: Batch, state: LstmState): TidyOut {
       dz[3][t] = dzc;
       if (t > 0) {
         dcNext = tf.mul(dc, fs[t]);
-        dh = tf.matMul(tf.concat([dzi, dzf, dzo, dzc, dLogitsT[t - 1]], 1), p.whT);
+        dh = tf.matMul(tf.concat([dzi, dzf, dzo, dzc, dLogitsT[t - 1]], 1), whOutT);
       }
     }
     return { grad: flatGrad(As, dz, dWhq, dbq), lossSum, h: h as tf.Tensor2D, c: c as tf.Tensor2D };

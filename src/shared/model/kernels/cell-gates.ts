@@ -5,20 +5,28 @@
  * each also building the next matMul's concatenated input. Sigmoids stay
  * with the backend. Row by row, so shards of streams add up to the full batch.
  *
- * Off by default (setFusedCellGates): at d2l sizes they did not pay
- * consistently. The RNN's and GRU's steps are matMul-bound on wasm; in three
- * interleaved runs on a busy machine the fused step was 4% slower to 5% faster
- * than the ops step (BENCHMARKS.md, part `models`, rows "fused gate kernels
- * on"), so the ops path, the one every backend runs, stays the default.
+ * On by default where H is a multiple of 4 and WebAssembly SIMD can work on
+ * the backend's memory (simd-rows.ts): then each kernel's arithmetic is a SIMD
+ * program and the JavaScript loops below only serve other widths. The
+ * JavaScript-only version did not pay (in three interleaved runs on a busy
+ * machine 4% slower to 5% faster than the ops step, when it was off by
+ * default); with SIMD and the changes of the steps (no split of the output
+ * layer's gradient, the GRU's z/r weight gradients as dZ^T A), the fused step
+ * was the faster one for both cells in interleaved runs (BENCHMARKS.md, part
+ * `models`, rows "fused gate kernels off"). setFusedCellGates(false) gives the
+ * ops path, the one every other backend runs.
  *
  *  - `DptrainRnnHidden` (S = σ(2 z)): h = 2S − 1 and A_{t+1} = [onehot, h, 1];
- *  - `DptrainRnnBackward`: [dh ⊙ (1 − h²), dLogits_{t-1}];
+ *  - `DptrainRnnBackward`: dz = dh ⊙ (1 − h²), dh the recurrence's share plus
+ *    the output layer's (one (T·B, H) matMul for all steps, its row block `step`);
  *  - `DptrainGruReset` (S_zr = [σ(z_z), σ(z_r)]): A'_t = [onehot(x_t), r ⊙ h_{t-1}, 1];
  *  - `DptrainGruHidden` (S_h = σ(2 z_h)): h~ = 2S_h − 1, h = h~ + z ⊙ (h_{t-1} − h~), A_{t+1};
- *  - `DptrainGruBackward1`: da_h = dh ⊙ (1 − z)(1 − h~²);
- *  - `DptrainGruBackward2` (drh = da_h W_hh^T): [dz_z, dz_r, dLogits_{t-1}] and dh ⊙ z + drh ⊙ r.
+ *  - `DptrainGruBackward1`: dh (the recurrence's share plus the output
+ *    layer's, as for the RNN) and da_h = dh ⊙ (1 − z)(1 − h~²);
+ *  - `DptrainGruBackward2` (drh = da_h W_hh^T): [dz_z, dz_r] and dh ⊙ z + drh ⊙ r.
  */
 import * as tf from '@tensorflow/tfjs';
+import { add, input, mul, num, simdRows, sub, type Expr, type Operand, type RowProgram } from './simd-rows.js';
 
 interface WasmBackendLike {
   dataIdMap: { get(dataId: object): { memoryOffset: number } };
@@ -26,9 +34,9 @@ interface WasmBackendLike {
   wasm: { HEAPF32: Float32Array };
 }
 
-let enabled = false;
+let enabled = true;
 
-/** Use the fused RNN/GRU kernels on wasm (off by default: see above). */
+/** Use the fused RNN/GRU kernels on wasm (on by default: see above), or not. */
 export function setFusedCellGates(on: boolean): void {
   enabled = on;
 }
@@ -37,25 +45,51 @@ export function fusedCellGatesActive(): boolean {
   return enabled && tf.getBackend() === 'wasm';
 }
 
-type Body = (ins: Float32Array[], outs: Float32Array[], B: number, H: number, V: number, ids: number[] | null) => void;
+type Body = (ins: Float32Array[], outs: Float32Array[], B: number, H: number, V: number, ids: number[] | null, step: number) => void;
+type At = (t: tf.TensorInfo, column?: number, row?: number) => Operand;
+
+/**
+ * The same arithmetic as a SIMD program (simd-rows.ts), used where H is a multiple of 4:
+ * its operands (inputs, then outputs) as column blocks; `aOut`, an output A = [onehot, h, 1]
+ * whose one-hot and constant columns JavaScript writes.
+ */
+interface Simd {
+  program: RowProgram;
+  operands: (at: At, ins: tf.TensorInfo[], outs: tf.TensorInfo[], B: number, H: number, V: number, step: number) => Operand[];
+  aOut?: number;
+}
 
 /** A kernel over float32 inputs whose first input's shape gives B, with outputs of the given widths. */
-function heapKernel(outWidths: (H: number, V: number) => number[], body: Body): tf.KernelFunc {
+function heapKernel(outWidths: (H: number, V: number) => number[], body: Body, simd?: Simd): tf.KernelFunc {
   return (({ inputs, backend, attrs }: { inputs: tf.NamedTensorInfoMap; backend: WasmBackendLike; attrs: tf.NamedAttrMap }) => {
     const list = Object.values(inputs) as tf.TensorInfo[];
     const B = list[0].shape[0];
     const H = attrs.hidden as number;
     const V = attrs.vocab as number;
+    const ids = (attrs.ids as number[] | null) ?? null;
+    const step = (attrs.step as number | undefined) ?? 0;
     const outs = outWidths(H, V).map((w) => backend.makeOutput([B, w], 'float32'));
     const heap = backend.wasm.HEAPF32; // after the allocations: the heap may have grown
     const view = (t: tf.TensorInfo) => {
       const off = backend.dataIdMap.get(t.dataId).memoryOffset >>> 2;
       return heap.subarray(off, off + t.shape.reduce((a, b) => a * b, 1));
     };
-    body(list.map(view), outs.map(view), B, H, V, (attrs.ids as number[] | null) ?? null);
+    const kernel = simd && H % 4 === 0 ? simdRows(backend, simd.program) : null;
+    if (kernel && simd) {
+      if (simd.aOut !== undefined) {
+        const a = view(outs[simd.aOut]);
+        for (let r = 0; r < B; r++) writeA(a, r, H, V, ids);
+      }
+      const at: At = (t, column = 0, row = 0) => [backend.dataIdMap.get(t.dataId).memoryOffset + 4 * (row * t.shape[1] + column), 4 * t.shape[1]];
+      kernel(simd.operands(at, list, outs, B, H, V, step), B, H);
+      return outs;
+    }
+    body(list.map(view), outs.map(view), B, H, V, ids, step);
     return outs;
   }) as unknown as tf.KernelFunc;
 }
+
+const twice = (e: Expr) => sub(mul(num(2), e), num(1)); // 2x − 1: tanh from a sigmoid of the doubled argument
 
 /** Row r of an A = [onehot(ids), h, 1] output (B, V+H+1), h from `hOf`. */
 function writeA(a: Float32Array, r: number, H: number, V: number, ids: number[] | null): number {
@@ -75,15 +109,20 @@ const KERNELS: Record<string, tf.KernelFunc> = {
         for (let j = 0, k = r * H; j < H; j++, k++) a[at + j] = h[k] = 2 * S[k] - 1;
       }
     },
+    { program: { inputs: 1, lets: [twice(input(0))], outputs: [{ let: 0 }, { let: 0 }] }, operands: (at, [S], [h, a], B, H, V) => [at(S), at(h), at(a, V)], aOut: 1 },
   ),
   DptrainRnnBackward: heapKernel(
-    (H, V) => [H + V],
-    ([dh, h, dl], [cat], B, H, V) => {
-      for (let r = 0; r < B; r++) {
-        const row = r * (H + V);
-        for (let j = 0, k = r * H; j < H; j++, k++) cat[row + j] = dh[k] - dh[k] * h[k] * h[k];
-        for (let v = 0; v < V; v++) cat[row + H + v] = dl[r * V + v];
+    (H) => [H],
+    ([h, dhRec, dOut], [dz], B, H, V, ids, step) => {
+      const base = step * B * H;
+      for (let k = 0; k < B * H; k++) {
+        const d = dhRec[k] + dOut[base + k];
+        dz[k] = d - d * h[k] * h[k];
       }
+    },
+    {
+      program: { inputs: 3, lets: [add(input(1), input(2))], outputs: [sub({ let: 0 }, mul({ let: 0 }, input(0), input(0)))] },
+      operands: (at, [h, dhRec, dOut], [dz], B, H, V, step) => [at(h), at(dhRec), at(dOut, 0, step * B), at(dz)],
     },
   ),
   DptrainGruReset: heapKernel(
@@ -94,6 +133,7 @@ const KERNELS: Record<string, tf.KernelFunc> = {
         for (let j = 0, k = r * H; j < H; j++, k++) a[at + j] = S[2 * H * r + H + j] * hp[k];
       }
     },
+    { program: { inputs: 2, lets: [], outputs: [mul(input(0), input(1))] }, operands: (at, [S, hp], [a], B, H, V) => [at(S, H), at(hp), at(a, V)], aOut: 0 },
   ),
   DptrainGruHidden: heapKernel(
     (H, V) => [H, V + H + 1],
@@ -106,24 +146,37 @@ const KERNELS: Record<string, tf.KernelFunc> = {
         }
       }
     },
+    {
+      program: { inputs: 3, lets: [twice(input(1)), add({ let: 0 }, mul(input(0), sub(input(2), { let: 0 })))], outputs: [{ let: 1 }, { let: 1 }] },
+      operands: (at, [S, Sh, hp], [h, a], B, H, V) => [at(S), at(Sh), at(hp), at(h), at(a, V)],
+      aOut: 1,
+    },
   ),
   DptrainGruBackward1: heapKernel(
-    (H) => [H],
-    ([dh, S, Sh], [da], B, H) => {
+    (H) => [H, H],
+    ([S, Sh, dhRec, dOut], [da, dh], B, H, V, ids, step) => {
+      const base = step * B * H;
       for (let r = 0; r < B; r++) {
         for (let j = 0, k = r * H; j < H; j++, k++) {
+          const d = dhRec[k] + dOut[base + k];
           const ht = 2 * Sh[k] - 1;
           const omz = 1 - S[2 * H * r + j];
-          da[k] = dh[k] * (omz - omz * ht * ht);
+          dh[k] = d;
+          da[k] = d * (omz - omz * ht * ht);
         }
       }
     },
+    {
+      // lets: d, h~, 1 − z
+      program: { inputs: 4, lets: [add(input(2), input(3)), twice(input(1)), sub(num(1), input(0))], outputs: [mul({ let: 0 }, sub({ let: 2 }, mul({ let: 2 }, { let: 1 }, { let: 1 }))), { let: 0 }] },
+      operands: (at, [S, Sh, dhRec, dOut], [da, dh], B, H, V, step) => [at(S), at(Sh), at(dhRec), at(dOut, 0, step * B), at(da), at(dh)],
+    },
   ),
   DptrainGruBackward2: heapKernel(
-    (H, V) => [2 * H + V, H],
-    ([dh, drh, S, Sh, hp, dl], [cat, direct], B, H, V) => {
+    (H) => [2 * H, H],
+    ([dh, drh, S, Sh, hp], [cat, direct], B, H) => {
       for (let r = 0; r < B; r++) {
-        const row = r * (2 * H + V);
+        const row = r * 2 * H;
         for (let j = 0, k = r * H; j < H; j++, k++) {
           const z = S[2 * H * r + j];
           const rr = S[2 * H * r + H + j];
@@ -132,8 +185,15 @@ const KERNELS: Record<string, tf.KernelFunc> = {
           cat[row + H + j] = drh[k] * hp[k] * (rr - rr * rr);
           direct[k] = dh[k] * z + drh[k] * rr;
         }
-        for (let v = 0; v < V; v++) cat[row + 2 * H + v] = dl[r * V + v];
       }
+    },
+    {
+      program: (() => {
+        const [dh, drh, z, rr, sh, hp] = [0, 1, 2, 3, 4, 5].map(input);
+        const outputs = [mul(dh, sub(hp, { let: 0 }), sub(z, mul(z, z))), mul(drh, hp, sub(rr, mul(rr, rr))), add(mul(dh, z), mul(drh, rr))];
+        return { inputs: 6, lets: [twice(sh)], outputs };
+      })(),
+      operands: (at, [dh, drh, S, Sh, hp], [cat, direct], B, H) => [at(dh), at(drh), at(S), at(S, H), at(Sh), at(hp), at(cat), at(cat, H), at(direct)],
     },
   ),
 };
@@ -141,15 +201,23 @@ const KERNELS: Record<string, tf.KernelFunc> = {
 let registered = false;
 
 /** Run one of this file's kernels (registering them on first use). Wasm backend only. */
-export function cellKernel(name: keyof typeof KERNELS, inputs: Record<string, tf.Tensor>, hidden: number, vocab: number, ids: number[] | null = null): tf.Tensor2D[] {
+export function cellKernel(name: keyof typeof KERNELS, inputs: Record<string, tf.Tensor>, hidden: number, vocab: number, ids: number[] | null = null, step = 0): tf.Tensor2D[] {
   if (!registered) {
     registered = true;
     for (const [kernelName, kernelFunc] of Object.entries(KERNELS)) if (!tf.getKernel(kernelName, 'wasm')) tf.registerKernel({ kernelName, backendName: 'wasm', kernelFunc });
   }
-  return tf.engine().runKernel(name, inputs, { hidden, vocab, ids } as unknown as tf.NamedAttrMap) as tf.Tensor2D[];
+  return tf.engine().runKernel(name, inputs, { hidden, vocab, ids, step } as unknown as tf.NamedAttrMap) as tf.Tensor2D[];
 }
 
 /** Copy columns [c0, c0 + width) of a row-major (rows, W) matrix into a contiguous (rows, width) block of `out` at `base`. */
 export function scatterColumns(G: Float32Array, rows: number, W: number, c0: number, width: number, out: Float32Array, base: number): void {
   for (let a = 0; a < rows; a++) out.set(G.subarray(a * W + c0, a * W + c0 + width), base + a * width);
+}
+
+/** Rows [r0, r0 + width) of a row-major (·, R) matrix, transposed, into a contiguous (R, width) block of `out` at `base`. */
+export function scatterTransposed(G: Float32Array, R: number, r0: number, width: number, out: Float32Array, base: number): void {
+  for (let j = 0; j < width; j++) {
+    const src = (r0 + j) * R;
+    for (let a = 0, d = base + j; a < R; a++, d += width) out[d] = G[src + a];
+  }
 }
