@@ -226,13 +226,18 @@ export class Coordinator {
     }
 
     const gradBytes = this.count * 4;
+    const maxPayload = maxPayloadFor(this.count + cfg.batchSize * this.model.stateWidth, 0, 'float32');
+    // Replies are received into the accumulator's memory, where a float32 gradient is summed without a copy.
+    const gradAcc = new GradAccumulator(this.count, rowSparseBlocks(this.model.blocks), maxPayload);
+    this.gradAcc = gradAcc;
     this.ws = (this.deps.transport ?? ((o, h) => new WsServer(o, h)))(
       {
         host: cfg.host,
         port: cfg.port,
         tls: cfg.tlsCert && cfg.tlsKey ? { certFile: cfg.tlsCert, keyFile: cfg.tlsKey } : undefined,
         token: this.token,
-        maxPayload: maxPayloadFor(this.count + cfg.batchSize * this.model.stateWidth, 0, 'float32'),
+        maxPayload,
+        receiveBuffer: (n) => gradAcc.frameBuffer(n),
         maxConnections: cfg.maxWorkers + 16,
         helloTimeoutMs: cfg.helloTimeout * 1000,
         heartbeatMs: cfg.heartbeatInterval * 1000,

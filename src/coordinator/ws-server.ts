@@ -36,6 +36,8 @@ export interface WsServerOptions {
   maxBufferedBytes: number;
   limits: WorkerMessageLimits;
   log: (line: string) => void;
+  /** Where a large frame of n bytes may be received (see FrameScratch); absent or null: the server's own buffer. */
+  receiveBuffer?: (n: number) => Uint8Array | null;
 }
 
 export type HelloResult = { ok: true; id: string } | { ok: false; code: ErrorCode; message: string };
@@ -84,12 +86,13 @@ export class WsServer {
   private lastBeat = performance.now();
   private closing = false;
   /** Large frames of every connection are received into this one buffer. */
-  readonly scratch = new FrameScratch();
+  readonly scratch: FrameScratch;
 
   constructor(
     private readonly opts: WsServerOptions,
     private readonly handlers: WsHandlers,
   ) {
+    this.scratch = new FrameScratch(opts.receiveBuffer);
     this.http = opts.tls
       ? https.createServer({ cert: fs.readFileSync(opts.tls.certFile), key: fs.readFileSync(opts.tls.keyFile), handshakeTimeout: opts.helloTimeoutMs })
       : http.createServer();

@@ -57,6 +57,13 @@ export class FrameScratch {
   /** Messages received through the scratch (for tests and the benchmarks). */
   uses = 0;
 
+  /**
+   * `place`, when given, offers the memory a frame of n bytes is received into
+   * (the coordinator's: its gradient sum's WebAssembly memory, where a float32
+   * gradient is then summed without a copy); null: the scratch's own buffer.
+   */
+  constructor(private readonly place?: (n: number) => Uint8Array | null) {}
+
   /** Route `ws`'s large single-frame binary messages through the scratch; false where its receiver is not ws 8's. */
   attach(ws: WebSocket): boolean {
     const r = (ws as unknown as { _receiver?: unknown })._receiver;
@@ -75,8 +82,15 @@ export class FrameScratch {
   }
 
   private take(r: ReceiverInternals, n: number): Buffer {
-    if (this.buf.length < n) this.buf = Buffer.allocUnsafe(n);
-    const dst = this.buf.subarray(0, n);
+    const offered = this.place?.(n);
+    let dst: Buffer;
+    if (offered && offered.byteLength === n) {
+      // A Buffer over those bytes, not a copy: the handlers see where the frame lies.
+      dst = Buffer.from(offered.buffer, offered.byteOffset, n);
+    } else {
+      if (this.buf.length < n) this.buf = Buffer.allocUnsafe(n);
+      dst = this.buf.subarray(0, n);
+    }
     r._bufferedBytes -= n;
     let at = 0;
     while (at < n) {
