@@ -54,3 +54,33 @@ test('SGD in JavaScript equals tfjs SGD bit for bit over steps with and without 
   v.dispose();
   opt.dispose();
 });
+
+test('the SGD step in WebAssembly SIMD and in JavaScript (no SIMD) give the same parameters bit for bit, clipped or not', () => {
+  const model = createModel('char-lstm', 11, { hidden: 6 });
+  const rng = new Rng(5);
+  const init = model.init(rng);
+  const simd = new ParameterServer(model, init, { optimizer: 'sgd', lr: 0.3, clip: 0.05 });
+  const was = process.env.DPTRAIN_NO_SIMD;
+  process.env.DPTRAIN_NO_SIMD = '1';
+  let plain: ParameterServer;
+  try {
+    plain = new ParameterServer(model, init, { optimizer: 'sgd', lr: 0.3, clip: 0.05 });
+  } finally {
+    if (was === undefined) delete process.env.DPTRAIN_NO_SIMD;
+    else process.env.DPTRAIN_NO_SIMD = was;
+  }
+  // 509 values: 127 groups of four and a tail of one.
+  assert.equal(model.paramCount % 4, 1);
+  const scales = new Set<number>();
+  for (let step = 0; step < 6; step++) {
+    const sum = Float64Array.from({ length: model.paramCount }, () => (step % 2 === 0 ? 10 : 1e-4) * rng.normal());
+    const a = simd.apply(sum, 7);
+    const b = plain.apply(sum, 7);
+    assert.equal(a.scale, b.scale);
+    scales.add(a.scale === 1 ? 1 : 0);
+    assert.deepEqual(simd.params(), plain.params(), `step ${step}`);
+  }
+  assert.deepEqual([...scales].sort(), [0, 1], 'some steps clipped, some not');
+  simd.dispose();
+  plain.dispose();
+});

@@ -23,6 +23,7 @@ import WebSocket from 'ws';
 import { decodeCoordinatorMessage, encode, PROTOCOL_VERSION } from '../../src/shared/wire/protocol.js';
 import { encodeTensor, type WireDtype, type WireTensor } from '../../src/shared/wire/tensor.js';
 import { Rng } from '../../src/shared/data/rng.js';
+import { FrameScratch } from '../../src/shared/frame-scratch.js';
 
 const [url, countArg, name = 'fake', computeArg = '0'] = process.argv.slice(2);
 const count = Number(countArg);
@@ -83,6 +84,8 @@ function replyFor(round: number, rows: number, model: { paramCount: number; stat
 }
 
 const zeroMask = (mask: Buffer) => mask.fill(0);
+/** As a worker does (src/worker/node-socket.ts): the parameter frames arrive into one reused buffer, shared here by all the connections. */
+const scratch = new FrameScratch();
 let welcomed = 0;
 let closed = 0;
 
@@ -92,6 +95,7 @@ for (let k = 0; k < count; k++) {
   let model: { paramCount: number; stateWidth: number; numSteps: number } | null = null;
   let dtype: WireDtype = 'float32';
   ws.on('open', () => {
+    scratch.attach(ws);
     ws.send(encode({ type: 'hello', version: PROTOCOL_VERSION, token, info: { backend: 'none', device: 'none', host: os.hostname(), pid: process.pid, name: `${name}-${k}` } }));
   });
   ws.on('message', (data: Buffer) => {

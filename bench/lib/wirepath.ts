@@ -5,9 +5,10 @@
  * say where a round's time goes besides the workers' compute.
  */
 import * as tf from '@tensorflow/tfjs';
-import { decodeCoordinatorMessage, decodeWorkerMessage, encode, type GradsMsg } from '../../src/shared/wire/protocol.js';
+import { decodeCoordinatorMessage, decodeWorkerMessage, encode, ReusedFrames, type GradsMsg } from '../../src/shared/wire/protocol.js';
 import { decodeTensor, encodeTensor, type WireDtype } from '../../src/shared/wire/tensor.js';
 import { GradAccumulator } from '../../src/shared/wire/accumulate.js';
+import { ParamsFrames } from '../../src/shared/wire/params-frame.js';
 import { disposeStepParams, makeStepParams } from '../../src/shared/model/char-lstm/step.js';
 import { initParams, paramCount, type ModelDims } from '../../src/shared/model/char-lstm/params.js';
 import { createModel } from '../../src/shared/model/registry.js';
@@ -50,14 +51,18 @@ export function measureWirePath(dims: ModelDims, rows: number, dtype: WireDtype 
   const gradsMsg = (): GradsMsg => ({ type: 'grads', round: 1, tokenCount: rows * 35, lossSum: 1, computeMs: 1, grads: encodeTensor(grad, dtype), state: encodeTensor(state, 'float32') });
   const paramsFrame = encode({ type: 'params', version: 1, params: encodeTensor(params, dtype) });
   const gradsFrame = encode(gradsMsg());
+  const paramsFrames = new ParamsFrames();
+  const gradFrames = new ReusedFrames();
   const steps: { key: string; where: WirePathStep['where']; what: string; f: () => void; skipped?: boolean }[] = [
-    { key: 'encodeParams', where: 'coordinator', what: 'read the parameters and encode the params message', f: () => void encode({ type: 'params', version: 1, params: encodeTensor(server.params(), dtype) }) },
+    // As the coordinator does: into a reused frame, released as the sockets release it.
+    { key: 'encodeParams', where: 'coordinator', what: 'read the parameters and encode the params message (in place, into a reused frame)', f: () => paramsFrames.build(1, server.params(), dtype).hold()() },
     { key: 'workerDecodeParams', where: 'worker', what: 'decode and validate the params message, decode the tensor', f: () => {
       const v = decodeCoordinatorMessage(paramsFrame, { paramCount: n });
       if (v.ok && v.msg.type === 'params') decodeTensor(v.msg.params);
     } },
     { key: 'workerUpload', where: 'worker', what: 'upload the parameters into the step tensors (makeStepParams)', f: () => disposeStepParams(makeStepParams(params, dims)) },
-    { key: 'workerEncodeGrads', where: 'worker', what: 'encode the grads message (gradient and stream state)', f: () => void encode(gradsMsg()) },
+    // As the worker does: into the buffer its previous, sent frame used.
+    { key: 'workerEncodeGrads', where: 'worker', what: 'encode the grads message (gradient and stream state; into a reused buffer)', f: () => gradFrames.encode(gradsMsg()).sent() },
     { key: 'mask', where: 'worker', what: 'mask the grads frame with a random key, byte by byte (skipped: workers send a zero masking key)', f: () => jsMask(gradsFrame, mask), skipped: true },
     { key: 'unmask', where: 'coordinator', what: 'unmask it again (skipped likewise)', f: () => jsMask(gradsFrame, mask), skipped: true },
     { key: 'decodeGrads', where: 'coordinator', what: 'decode and validate the grads message (structure, sizes; finiteness is left to the sum)', f: () => void decodeWorkerMessage(gradsFrame, limits) },
@@ -65,7 +70,7 @@ export function measureWirePath(dims: ModelDims, rows: number, dtype: WireDtype 
     { key: 'sum', where: 'coordinator', what: 'one pass: decode the gradient from the frame, check it for Inf/NaN, add it into the float64 sum (WebAssembly SIMD)', f: () => {
       if (acc.addInto(sum64, gradWire) !== null) throw new Error('refused');
     } },
-    { key: 'apply', where: 'coordinator', what: 'mean, norm, clip and the optimizer step (SGD in JavaScript)', f: () => void server.apply(sum64, 1e6) },
+    { key: 'apply', where: 'coordinator', what: 'mean and norm (JavaScript), clip and the SGD step (one WebAssembly SIMD pass)', f: () => void server.apply(sum64, 1e6) },
   ];
   const samples = new Map<string, number[]>(steps.map((s) => [s.key, []]));
   for (let r = 0; r < reps + 2; r++) {

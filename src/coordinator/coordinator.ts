@@ -23,6 +23,7 @@ import { CloseCodes, closeCodeFor, DptrainError, ErrorCodes, type ErrorCode } fr
 import { encode, maxPayloadFor, tokensToWire, PROTOCOL_VERSION, type GradsMsg, type CapacityMsg, type HelloMsg, type LocalSteps, type WorkerMessage } from '../shared/wire/protocol.js';
 import { decodeTensor, encodeTensor, tensorAllFinite } from '../shared/wire/tensor.js';
 import { GradAccumulator } from '../shared/wire/accumulate.js';
+import { ParamsFrames } from '../shared/wire/params-frame.js';
 import { rowSparseBlocks } from '../shared/model/descriptor.js';
 import type { ModelDescriptor } from '../shared/model/descriptor.js';
 import { ParameterServer } from '../shared/train/param-server.js';
@@ -148,6 +149,7 @@ export class Coordinator {
   private breakdown: RoundBreakdown | null = null;
   /** Checks, decodes and sums each reply's gradient in one pass from the frame, into a sum reused every round. */
   private gradAcc: GradAccumulator | null = null;
+  private readonly paramsFrames = new ParamsFrames();
 
   constructor(
     readonly cfg: CoordinatorConfig,
@@ -224,13 +226,18 @@ export class Coordinator {
     }
 
     const gradBytes = this.count * 4;
+    const maxPayload = maxPayloadFor(this.count + cfg.batchSize * this.model.stateWidth, 0, 'float32');
+    // Replies are received into the accumulator's memory, where a float32 gradient is summed without a copy.
+    const gradAcc = new GradAccumulator(this.count, rowSparseBlocks(this.model.blocks), maxPayload);
+    this.gradAcc = gradAcc;
     this.ws = (this.deps.transport ?? ((o, h) => new WsServer(o, h)))(
       {
         host: cfg.host,
         port: cfg.port,
         tls: cfg.tlsCert && cfg.tlsKey ? { certFile: cfg.tlsCert, keyFile: cfg.tlsKey } : undefined,
         token: this.token,
-        maxPayload: maxPayloadFor(this.count + cfg.batchSize * this.model.stateWidth, 0, 'float32'),
+        maxPayload,
+        receiveBuffer: (n) => gradAcc.frameBuffer(n),
         maxConnections: cfg.maxWorkers + 16,
         helloTimeoutMs: cfg.helloTimeout * 1000,
         heartbeatMs: cfg.heartbeatInterval * 1000,
@@ -488,7 +495,9 @@ export class Coordinator {
     const t0 = performance.now();
     const b: RoundBreakdown = { round: roundId, workers: assignment.length, encodeMs: 0, sendMs: 0, waitMs: 0, decodeMs: 0, sumMs: 0, clipMs: 0, optimizerMs: 0, slowestComputeMs: 0, totalMs: 0 };
     this.breakdown = b;
-    const paramsBytes = encode({ type: 'params', version: this.server.version, params: encodeTensor(this.server.params(), cfg.wireDtype) });
+    // Encoded once per round, in place, into a frame no socket still holds; the same bytes go to every member.
+    const paramsFrame = this.paramsFrames.build(this.server.version, this.server.params(), cfg.wireDtype);
+    const paramsBytes = paramsFrame.bytes;
     const deadlineMs = this.roundDeadlineMs(batches.length);
     const expected = new Map<string, Expected>();
     let sent = 0;
@@ -509,7 +518,7 @@ export class Coordinator {
         ...(member.relay ? { deadlineMs: Math.ceil(deadlineMs) } : {}),
       });
       const ts = performance.now();
-      member.peer.send(paramsBytes);
+      member.peer.send(paramsBytes, paramsFrame.hold());
       member.peer.send(stepBytes);
       b.sendMs += performance.now() - ts;
       sent += paramsBytes.byteLength + stepBytes.byteLength;

@@ -11,7 +11,8 @@ import { splitStreams } from '../shared/data/batches.js';
 
 /** What membership needs of a connection; the WebSocket server provides it. */
 export interface Peer {
-  send(bytes: Uint8Array): void;
+  /** `sent`, when given, runs once the bytes have been written out, or will not be (a closed or cut-off peer). */
+  send(bytes: Uint8Array, sent?: () => void): void;
   close(code: number, reason: string): void;
   /** Bytes queued but not yet written to the socket. */
   bufferedAmount(): number;

@@ -20,6 +20,7 @@ import {
   type WorkerMessageLimits,
 } from '../shared/wire/protocol.js';
 import type { LeaveReason, Peer } from './membership.js';
+import { FrameScratch } from '../shared/frame-scratch.js';
 
 export interface WsServerOptions {
   host: string;
@@ -35,6 +36,8 @@ export interface WsServerOptions {
   maxBufferedBytes: number;
   limits: WorkerMessageLimits;
   log: (line: string) => void;
+  /** Where a large frame of n bytes may be received (see FrameScratch); absent or null: the server's own buffer. */
+  receiveBuffer?: (n: number) => Uint8Array | null;
 }
 
 export type HelloResult = { ok: true; id: string } | { ok: false; code: ErrorCode; message: string };
@@ -42,6 +45,11 @@ export type HelloResult = { ok: true; id: string } | { ok: false; code: ErrorCod
 export interface WsHandlers {
   /** Authenticated hello: register the worker and send its welcome. */
   onHello(msg: HelloMsg, peer: Peer, remote: string): HelloResult;
+  /**
+   * The message's byte fields (a gradient, a state) are views into a receive
+   * buffer the next large frame overwrites (frame-scratch.ts): use or copy them
+   * before returning.
+   */
   onMessage(id: string, msg: WorkerMessage, bytes: number): void;
   onClose(id: string, reason: LeaveReason): void;
   onReject(code: ErrorCode, remote: string): void;
@@ -77,11 +85,14 @@ export class WsServer {
   private heartbeat: NodeJS.Timeout | null = null;
   private lastBeat = performance.now();
   private closing = false;
+  /** Large frames of every connection are received into this one buffer. */
+  readonly scratch: FrameScratch;
 
   constructor(
     private readonly opts: WsServerOptions,
     private readonly handlers: WsHandlers,
   ) {
+    this.scratch = new FrameScratch(opts.receiveBuffer);
     this.http = opts.tls
       ? https.createServer({ cert: fs.readFileSync(opts.tls.certFile), key: fs.readFileSync(opts.tls.keyFile), handshakeTimeout: opts.helloTimeoutMs })
       : http.createServer();
@@ -126,6 +137,7 @@ export class WsServer {
       return;
     }
     this.conns.add(conn);
+    this.scratch.attach(ws);
     conn.helloTimer = setTimeout(() => {
       this.reject(conn, ErrorCodes.ERR_HELLO_TIMEOUT, `no hello within ${this.opts.helloTimeoutMs} ms`);
     }, this.opts.helloTimeoutMs);
@@ -209,13 +221,15 @@ export class WsServer {
 
   private peerOf(conn: Conn): Peer {
     return {
-      send: (bytes) => {
-        if (conn.ws.readyState !== conn.ws.OPEN) return;
+      send: (bytes, sent) => {
+        if (conn.ws.readyState !== conn.ws.OPEN) return sent?.();
         if (conn.ws.bufferedAmount > this.opts.maxBufferedBytes) {
           this.protocolError(conn, ErrorCodes.ERR_SLOW_CONSUMER, `peer is not reading (${conn.ws.bufferedAmount} bytes queued)`, 'timeout');
-          return;
+          return sent?.();
         }
-        conn.ws.send(bytes);
+        // ws calls back when the socket has written the frame, or with an error when it never will.
+        if (sent) conn.ws.send(bytes, () => sent());
+        else conn.ws.send(bytes);
       },
       close: (code, reason) => {
         conn.reason ??=

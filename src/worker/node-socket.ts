@@ -3,6 +3,7 @@ import WebSocket from 'ws';
 import fs from 'node:fs';
 import { CloseCodes } from '../shared/errors.js';
 import { WORKER_MAX_PAYLOAD } from '../shared/wire/protocol.js';
+import { FrameScratch } from '../shared/frame-scratch.js';
 import type { SocketFactory, WorkerSocket, WorkerSocketEvents } from './socket.js';
 
 export interface NodeSocketOptions {
@@ -46,7 +47,12 @@ export function nodeSockets(opts: NodeSocketOptions = {}): SocketFactory {
         ws.terminate();
       });
       ws.on('ping', () => ev.onAlive());
-      ws.on('open', () => ev.onOpen());
+      ws.on('open', () => {
+        // ws's receiver exists from the upgrade on: the parameters then arrive into one reused buffer
+        // (the worker client copies what it keeps out of every message before it returns).
+        new FrameScratch().attach(ws);
+        ev.onOpen();
+      });
       ws.on('message', (data: Buffer, isBinary) => {
         if (isBinary) ev.onMessage(data);
         else ev.onAlive();
@@ -61,7 +67,8 @@ export function nodeSockets(opts: NodeSocketOptions = {}): SocketFactory {
         get isOpen() {
           return ws.readyState === WebSocket.OPEN;
         },
-        send: (data) => ws.send(data),
+        // ws calls back once the socket has written the frame (or with an error when it never will).
+        send: (data, sent) => ws.send(data, sent ? () => sent() : undefined),
         close: (code, reason) => {
           ws.close(code, reason);
           if (code === CloseCodes.NORMAL) setTimeout(() => ws.terminate(), 1000).unref();

@@ -18,7 +18,8 @@ export interface WorkerSocketEvents {
 
 export interface WorkerSocket {
   readonly isOpen: boolean;
-  send(data: Uint8Array): void;
+  /** `sent`, when given, may run once the socket has written `data` out and no longer holds it (never, where it cannot tell). */
+  send(data: Uint8Array, sent?: () => void): void;
   close(code: number, reason: string): void;
   /** Drop the connection now (a silent coordinator). */
   terminate(): void;

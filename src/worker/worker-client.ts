@@ -4,7 +4,7 @@
  * connection is lost. The compute (ShardComputer) never sees the socket.
  */
 import { CloseCodes, finalRefusalFor, type ErrorCode } from '../shared/errors.js';
-import { decodeCoordinatorMessage, encode, tokensFromWire, PROTOCOL_VERSION, type CoordinatorMessage, type LocalSteps, type StepMsg, type WorkerInfo } from '../shared/wire/protocol.js';
+import { decodeCoordinatorMessage, encode, ReusedFrames, tokensFromWire, PROTOCOL_VERSION, type CoordinatorMessage, type LocalSteps, type StepMsg, type WorkerInfo } from '../shared/wire/protocol.js';
 import { decodeTensor, encodeTensor, type WireDtype } from '../shared/wire/tensor.js';
 import { encodeGradient, ShardComputer } from './shard-compute.js';
 import { createModel } from '../shared/model/registry.js';
@@ -51,6 +51,8 @@ export class WorkerClient {
   private wakeSleep: (() => void) | null = null;
   workerId: string | null = null;
   rounds = 0;
+  /** The gradient's frame, reused from round to round once the socket has written it out. */
+  private readonly gradFrames = new ReusedFrames();
   /** Why the worker stopped trying, for the exit message, and its code when it was refused. */
   reason = '';
   refusal: ErrorCode | null = null;
@@ -194,17 +196,16 @@ export class WorkerClient {
     c.computeLocal(task, local, () => new Promise((r) => afterPendingReads(() => r()))).then(
       (r) => {
         if (!r || this.ws !== ws || !ws.isOpen) return;
-        ws.send(
-          encode({
-            type: 'grads',
-            round,
-            tokenCount: r.tokenCount,
-            lossSum: r.lossSum,
-            computeMs: r.computeMs,
-            grads: encodeTensor(r.grad, this.wireDtype),
-            state: encodeTensor(r.state, 'float32'),
-          }),
-        );
+        const frame = this.gradFrames.encode({
+          type: 'grads',
+          round,
+          tokenCount: r.tokenCount,
+          lossSum: r.lossSum,
+          computeMs: r.computeMs,
+          grads: encodeTensor(r.grad, this.wireDtype),
+          state: encodeTensor(r.state, 'float32'),
+        });
+        ws.send(frame.bytes, frame.sent);
         this.rounds++;
         // The worker's step metrics count inner steps, each the round's mean.
         const n = 1 + local.resets.length;
@@ -253,17 +254,16 @@ export class WorkerClient {
           fresh: msg.fresh,
           state: msg.state ? decodeTensor(msg.state) : undefined,
         });
-        ws.send(
-          encode({
-            type: 'grads',
-            round: msg.round,
-            tokenCount: r.tokenCount,
-            lossSum: r.lossSum,
-            computeMs: r.computeMs,
-            ...encodeGradient(c.model, r.grad, r.inputs ?? new Int32Array(0), this.wireDtype, this.sparseRows && r.inputs !== undefined),
-            state: encodeTensor(r.state, 'float32'),
-          }),
-        );
+        const frame = this.gradFrames.encode({
+          type: 'grads',
+          round: msg.round,
+          tokenCount: r.tokenCount,
+          lossSum: r.lossSum,
+          computeMs: r.computeMs,
+          ...encodeGradient(c.model, r.grad, r.inputs ?? new Int32Array(0), this.wireDtype, this.sparseRows && r.inputs !== undefined),
+          state: encodeTensor(r.state, 'float32'),
+        });
+        ws.send(frame.bytes, frame.sent);
         this.rounds++;
         this.opts.metrics?.observeStep(r.computeMs / 1000, r.tokenCount);
         return;

@@ -8,14 +8,17 @@
  * was computed.
  *
  * This is the coordinator's critical path between the last reply and the next
- * step message, so SGD runs here in JavaScript on the flat parameters, in the
- * same float32 operations as tfjs's SGD (p + fround(-lr) * g, each rounded to
- * float32; a float64 intermediate rounds to the same float32 for + and x), one
- * pass after the mean and the norm, with no tensors to create and no copy to
- * read back; Adam goes through tfjs.
+ * step message, so SGD runs here on the flat parameters, in the same float32
+ * operations as tfjs's SGD (p + fround(-lr) * g, each rounded to float32; a
+ * float64 intermediate rounds to the same float32 for + and x), with no
+ * tensors to create and no copy to read back: one pass for the mean and its
+ * norm (JavaScript: the norm's sum must keep its order), then one pass that
+ * clips (when it must) and steps, four values per instruction in WebAssembly
+ * SIMD (simd-sum.ts; in JavaScript where that is missing). Adam goes through tfjs.
  */
 import * as tf from '@tensorflow/tfjs';
 import type { ModelDescriptor, ParamBlock } from '../model/descriptor.js';
+import { simdSum, type SimdSum } from '../wire/simd-sum.js';
 
 export interface OptimizerConfig {
   optimizer: 'sgd' | 'adam';
@@ -55,8 +58,11 @@ export class ParameterServer {
   private readonly cfg: OptimizerConfig;
   private cache: Float32Array | null = null;
   private readonly mean: Float32Array;
-  /** SGD in JavaScript: the parameters, and the buffer the next step writes (swapped, so params() stays valid until then). */
-  private readonly sgd: { flat: Float32Array; next: Float32Array; c: number } | null;
+  /**
+   * SGD without tfjs: the parameters, and the buffer the next step writes (swapped, so params() stays valid until then).
+   * With SIMD, both and `mean` live in the module's memory.
+   */
+  private readonly sgd: { flat: Float32Array; next: Float32Array; c: number; simd: SimdSum | null } | null;
 
   /** One tfjs variable per block of the model's parameter layout. */
   constructor(model: ModelDescriptor, init: Float32Array, cfg: OptimizerConfig) {
@@ -68,7 +74,20 @@ export class ParameterServer {
     // tfjs registers variables by name process-wide; tests and benchmarks hold several servers at once.
     const id = instances++;
     this.varNames = this.layout.map((p) => `dptrain${id}/${p.name}`);
-    this.sgd = cfg.optimizer === 'sgd' && !cfg.create ? { flat: init.slice(), next: new Float32Array(this.count), c: Math.fround(-cfg.lr) } : null;
+    const simd = cfg.optimizer === 'sgd' && !cfg.create ? simdSum() : null;
+    if (simd) {
+      // [mean][params][next params], float32 each, 16-byte aligned.
+      const stride = Math.ceil((this.count * 4) / 16) * 16;
+      const need = 3 * stride + 16;
+      if (simd.memory.buffer.byteLength < need) simd.memory.grow(Math.ceil((need - simd.memory.buffer.byteLength) / 65536));
+      const at = (k: number) => new Float32Array(simd.memory.buffer, k * stride, this.count);
+      this.mean = at(0);
+      this.sgd = { flat: at(1), next: at(2), c: Math.fround(-cfg.lr), simd };
+      this.sgd.flat.set(init);
+    } else {
+      this.mean = new Float32Array(this.count);
+      this.sgd = cfg.optimizer === 'sgd' && !cfg.create ? { flat: init.slice(), next: new Float32Array(this.count), c: Math.fround(-cfg.lr), simd: null } : null;
+    }
     // A variable shares its initial tensor's data; that tensor itself must still be disposed.
     this.vars = this.sgd ? [] : this.layout.map((p, k) => {
       const t = tf.tensor1d(init.subarray(p.offset, p.offset + p.size));
@@ -77,7 +96,6 @@ export class ParameterServer {
       return v;
     });
     this.optimizer = cfg.create ? cfg.create() : cfg.optimizer === 'adam' ? tf.train.adam(cfg.lr) : tf.train.sgd(cfg.lr);
-    this.mean = new Float32Array(this.count);
   }
 
   /** Current parameters, flat. The returned array is shared until the next apply: do not mutate it. */
@@ -100,16 +118,26 @@ export class ParameterServer {
     const gradNorm = Math.sqrt(gradSum instanceof Float64Array ? meanSq64(gradSum, tokens, mean) : meanSq32(gradSum, tokens, mean));
     if (!Number.isFinite(gradNorm)) throw new RangeError('gradient is not finite; refusing to apply it');
     const scale = gradNorm > this.cfg.clip ? this.cfg.clip / gradNorm : 1;
-    if (scale !== 1) for (let i = 0; i < mean.length; i++) mean[i] *= scale;
-    const t1 = performance.now();
     if (this.sgd) {
-      sgdStep(this.sgd.next, this.sgd.flat, mean, this.sgd.c);
-      [this.sgd.flat, this.sgd.next] = [this.sgd.next, this.sgd.flat];
+      // The clip happens inside the step's pass; its time counts as the optimizer's.
+      const t1 = performance.now();
+      const { next, flat, c, simd } = this.sgd;
+      let done = 0;
+      if (simd) {
+        done = this.count & ~3;
+        if (scale === 1) simd.sgd(next.byteOffset, flat.byteOffset, mean.byteOffset, mean.byteOffset + done * 4, c);
+        else simd.sgdScaled(next.byteOffset, flat.byteOffset, mean.byteOffset, mean.byteOffset + done * 4, c, scale);
+      }
+      if (scale === 1) sgdStep(next, flat, mean, c, done);
+      else sgdStepScaled(next, flat, mean, c, scale, done);
+      [this.sgd.flat, this.sgd.next] = [next, flat];
       // The iteration count the checkpoint keeps, as tfjs's applyGradients would have counted it.
       (this.optimizer as unknown as { incrementIterations(): void }).incrementIterations();
       this.version++;
       return { gradNorm, scale, clipMs: t1 - t0, optimizerMs: performance.now() - t1 };
     }
+    if (scale !== 1) for (let i = 0; i < mean.length; i++) mean[i] *= scale;
+    const t1 = performance.now();
     const grads: Record<string, tf.Tensor> = {};
     this.layout.forEach((p, k) => {
       grads[this.varNames[k]] = tf.tensor1d(mean.subarray(p.offset, p.offset + p.size));
@@ -162,26 +190,36 @@ export class ParameterServer {
   }
 }
 
-/** out = p + fround(c * g), in float32 as tfjs computes add(mul(c, g), p). */
-function sgdStep(out: Float32Array, p: Float32Array, g: Float32Array, c: number): void {
-  for (let i = 0; i < out.length; i++) out[i] = Math.fround(c * g[i]) + p[i];
+/** out = p + fround(c * g) from index `from` on, in float32 as tfjs computes add(mul(c, g), p). */
+function sgdStep(out: Float32Array, p: Float32Array, g: Float32Array, c: number, from: number): void {
+  for (let i = from; i < out.length; i++) out[i] = Math.fround(c * g[i]) + p[i];
 }
 
-// The mean and its squared norm in one pass; one function per input type, so that each loop stays monomorphic.
+/** The same with g clipped first, rounded as `g[i] *= s` rounds it. */
+function sgdStepScaled(out: Float32Array, p: Float32Array, g: Float32Array, c: number, s: number, from: number): void {
+  for (let i = from; i < out.length; i++) out[i] = Math.fround(c * Math.fround(g[i] * s)) + p[i];
+}
+
+// The mean and its squared norm in one pass (the float32 mean, squared in float64, summed in order);
+// one function per input type, so that each loop stays monomorphic.
 function meanSq64(sum: Float64Array, tokens: number, mean: Float32Array): number {
   let sq = 0;
-  for (let i = 0; i < mean.length; i++) {
-    mean[i] = sum[i] / tokens;
-    sq += mean[i] * mean[i];
+  const n = mean.length;
+  for (let i = 0; i < n; i++) {
+    const m = Math.fround(sum[i] / tokens);
+    mean[i] = m;
+    sq += m * m;
   }
   return sq;
 }
 
 function meanSq32(sum: Float32Array, tokens: number, mean: Float32Array): number {
   let sq = 0;
-  for (let i = 0; i < mean.length; i++) {
-    mean[i] = sum[i] / tokens;
-    sq += mean[i] * mean[i];
+  const n = mean.length;
+  for (let i = 0; i < n; i++) {
+    const m = Math.fround(sum[i] / tokens);
+    mean[i] = m;
+    sq += m * m;
   }
   return sq;
 }

@@ -45,14 +45,27 @@ export class GradAccumulator {
   private rawAt = 0;
   private raw = new Uint8Array(0);
   private readonly ids: Int32Array;
+  /** Received frames can land here, in the module's memory, so that a float32 gradient is checked and added where it lies. */
+  private frameRegion: Uint8Array | null = null;
 
+  /**
+   * `frameBytes`: reserve that much of the module's memory for received frames
+   * (`frameBuffer`); a float32 gradient in such a frame is then checked and
+   * added in place, without the copy into the scratch.
+   */
   constructor(
     readonly paramCount: number,
     readonly sparseBlocks: readonly RowSparseBlock[] = [],
+    frameBytes = 0,
   ) {
     this.simd = HOST_LITTLE_ENDIAN ? simdSum() : null;
     this.ids = new Int32Array(sparseBlocks.reduce((a, b) => a + b.rows, 0));
-    this.layout(paramCount);
+    this.layout(paramCount, frameBytes);
+  }
+
+  /** A receive buffer of `n` bytes in the module's memory (see the constructor), or null where there is none that large. */
+  frameBuffer(n: number): Uint8Array | null {
+    return this.frameRegion && n <= this.frameRegion.byteLength ? this.frameRegion.subarray(0, n) : null;
   }
 
   /** Whether the sums run in WebAssembly SIMD (else in JavaScript). */
@@ -60,17 +73,19 @@ export class GradAccumulator {
     return this.simd !== null;
   }
 
-  private layout(n: number): void {
+  private layout(n: number, frameBytes: number): void {
     if (this.simd) {
-      // [sum: n float64][scratch: n float32][raw: n 16-bit values], 16-byte aligned.
+      // [sum: n float64][scratch: n float32][raw: n 16-bit values][frames], 16-byte aligned; the memory never grows after this.
       this.scratchAt = Math.ceil((n * 8) / 16) * 16;
       this.rawAt = this.scratchAt + Math.ceil((n * 4 + 16) / 16) * 16;
-      const need = this.rawAt + n * 2 + 16;
+      const frameAt = this.rawAt + Math.ceil((n * 2 + 16) / 16) * 16;
+      const need = frameAt + frameBytes + 16;
       const mem = this.simd.memory;
       if (mem.buffer.byteLength < need) mem.grow(Math.ceil((need - mem.buffer.byteLength) / 65536));
       this.sum = new Float64Array(mem.buffer, 0, n);
       this.f32 = new Float32Array(mem.buffer, this.scratchAt, n);
       this.raw = new Uint8Array(mem.buffer, this.rawAt, n * 2);
+      if (frameBytes > 0) this.frameRegion = new Uint8Array(mem.buffer, frameAt, frameBytes);
     } else {
       this.sum = new Float64Array(n);
       this.f32 = new Float32Array(n);
@@ -117,6 +132,7 @@ export class GradAccumulator {
       values += k * b.cols;
     }
     if (grads.length !== denseLength || !(grads.data instanceof Uint8Array) || grads.data.byteLength !== denseLength * width) return ErrorCodes.ERR_BAD_TENSOR;
+    if (rows.length === 0 && dtype === 'float32' && this.simd && sum === this.sum && grads.data.buffer === this.simd.memory.buffer) return this.addInPlace(grads.data, n);
     // Decode everything into the scratch, then check it, then add it.
     this.decode(grads, 0);
     let at = denseLength;
@@ -145,6 +161,23 @@ export class GradAccumulator {
       idAt += k;
       src += k * b.cols;
     }
+    return null;
+  }
+
+  /**
+   * A dense float32 gradient that arrived in the module's memory: checked and
+   * added where it lies (four values at a time, at any alignment); only the
+   * last n mod 4 values go through the scratch.
+   */
+  private addInPlace(data: Uint8Array, n: number): ErrorCode | null {
+    const simd = this.simd!;
+    const whole = n & ~3;
+    const at = data.byteOffset;
+    const tail = n - whole;
+    if (tail > 0) this.u8.set(data.subarray(whole * 4, n * 4));
+    if (simd.check(at, at + whole * 4) !== 0 || !finiteFrom(this.u32, 0, tail)) return ErrorCodes.ERR_NON_FINITE;
+    simd.add(0, at, at + whole * 4);
+    addFloat32(this.sum, whole, this.f32, 0, tail);
     return null;
   }
 

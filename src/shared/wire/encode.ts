@@ -114,3 +114,48 @@ export function encode(msg: Message): Buffer {
   return packr.pack(toWire(msg));
 }
 
+/**
+ * Encodes the one large message a peer sends every round (a worker's
+ * gradient) into a buffer reused once the socket has written the previous
+ * frame out, instead of a fresh megabyte-sized one per round.
+ *
+ * msgpackr writes every Packr's output into one buffer shared by the whole
+ * module: it is pointed at ours for this message only, then at a fresh small
+ * one, so no other message ever lands in a buffer that will be reused.
+ */
+/** A Buffer in Node (msgpackr writes strings into one faster, and callers may expect one), a Uint8Array in a browser. */
+function bytesOver(b: ArrayBuffer): Uint8Array {
+  return typeof Buffer !== 'undefined' ? Buffer.from(b) : new Uint8Array(b);
+}
+
+export class ReusedFrames {
+  private spare: ArrayBuffer | null = null;
+  /** Frames that needed a fresh buffer (for tests). */
+  allocated = 0;
+
+  /** `sent` must be called once the frame is no longer needed (written out); until then its buffer is not reused. */
+  encode(msg: Message): { bytes: Uint8Array; sent: () => void } {
+    const spare = this.spare;
+    this.spare = null;
+    let bytes: Uint8Array;
+    try {
+      if (spare) packr.useBuffer(bytesOver(spare));
+      bytes = packr.pack(toWire(msg));
+    } finally {
+      packr.useBuffer(bytesOver(new ArrayBuffer(8192)));
+    }
+    if (bytes.buffer !== spare) this.allocated++;
+    const own = bytes.buffer;
+    let done = false;
+    return {
+      bytes,
+      sent: () => {
+        if (done) return;
+        done = true;
+        // msgpackr's own buffers are whole ArrayBuffers; keep only one.
+        if (own instanceof ArrayBuffer && bytes.byteOffset === 0) this.spare ??= own;
+      },
+    };
+  }
+}
+

@@ -4,7 +4,7 @@
  * and tokens.ts. Nothing here imports tfjs or a socket.
  */
 export * from './messages.js';
-export { encode } from './encode.js';
+export { encode, ReusedFrames } from './encode.js';
 export { decode, maxPayloadFor, WORKER_MAX_PAYLOAD } from './frame.js';
 export { decodeCoordinatorMessage, decodeWorkerMessage, validateCoordinatorMessage, validateWorkerMessage } from './validate.js';
 export { tokensFromWire, tokensToWire } from './tokens.js';

@@ -170,18 +170,46 @@ export function encodeTensor(values: Float32Array, dtype: WireDtype): WireTensor
     swapBytes(data, 4);
     return { dtype, length: n, data };
   }
-  const bits = new Uint32Array(values.buffer, values.byteOffset, n);
-  const out = new Uint16Array(n);
-  if (dtype === 'float16') {
-    for (let i = 0; i < n; i++) out[i] = halfFromFloatBits(bits[i]);
-  } else if (dtype === 'bfloat16') {
-    for (let i = 0; i < n; i++) out[i] = bfloatFromFloatBits(bits[i]);
-  } else {
-    bytesPerElement(dtype); // throws for an unknown dtype
-  }
-  const data = new Uint8Array(out.buffer);
-  if (!HOST_LITTLE_ENDIAN) swapBytes(data, 2);
+  bytesPerElement(dtype); // throws for an unknown dtype
+  const data = new Uint8Array(n * 2);
+  encodeTensorInto(values, dtype, data);
   return { dtype, length: n, data };
+}
+
+/**
+ * Writes `values` in `dtype`'s wire bytes into `out` (exactly `values.length`
+ * times the dtype's width), as encodeTensor would: for a frame built in place.
+ */
+export function encodeTensorInto(values: Float32Array, dtype: WireDtype, out: Uint8Array): void {
+  const n = values.length;
+  if (out.byteLength !== n * bytesPerElement(dtype)) {
+    throw new DptrainError(ErrorCodes.ERR_BAD_TENSOR, `${n} ${dtype} values need ${n * bytesPerElement(dtype)} bytes, the output has ${out.byteLength}`);
+  }
+  if (dtype === 'float32') {
+    out.set(new Uint8Array(values.buffer, values.byteOffset, values.byteLength));
+    if (!HOST_LITTLE_ENDIAN) swapBytes(out, 4);
+    return;
+  }
+  const bits = new Uint32Array(values.buffer, values.byteOffset, n);
+  if (HOST_LITTLE_ENDIAN && out.byteOffset % 2 === 0) {
+    const o = new Uint16Array(out.buffer, out.byteOffset, n);
+    if (dtype === 'float16') halfInto(bits, o);
+    else bfloatInto(bits, o);
+    return;
+  }
+  for (let i = 0, j = 0; i < n; i++, j += 2) {
+    const h = dtype === 'float16' ? halfFromFloatBits(bits[i]) : bfloatFromFloatBits(bits[i]);
+    out[j] = h & 0xff;
+    out[j + 1] = h >>> 8;
+  }
+}
+
+function halfInto(bits: Uint32Array, out: Uint16Array): void {
+  for (let i = 0; i < out.length; i++) out[i] = halfFromFloatBits(bits[i]);
+}
+
+function bfloatInto(bits: Uint32Array, out: Uint16Array): void {
+  for (let i = 0; i < out.length; i++) out[i] = bfloatFromFloatBits(bits[i]);
 }
 
 /**
