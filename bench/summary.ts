@@ -69,6 +69,9 @@ export const summaryPart: BenchPart = {
     if (fi) {
       dates.fanin = when(fi);
       const r = fi.result;
+      const perReply = (r.wirePath ?? []) as { key: string; ms: number; skipped?: boolean }[];
+      const replyMs = perReply.filter((x) => ['decodeGrads', 'decodeTensor', 'sum'].includes(x.key) && !x.skipped).reduce((a, x) => a + x.ms, 0);
+      if (replyMs > 0) add('fanin', 'coordinator CPU per 1.2 MB float32 gradient (decode and validate the message and the state, check and add the gradient)', '≤ 0.5 ms', `${fmt(replyMs, 2)} ms`, replyMs <= 0.5);
       add('fanin', 'gradient traffic through one coordinator (loopback, stand-in workers)', '≥ 1 GB/s', `${bytes(r.peakGradientBytesPerSecond)}/s`, r.peakGradientBytesPerSecond >= 1e9);
       add('fanin', 'round time vs workers (1 to 32)', 'linear or better', `${fmt(r.fit.a, 1)} ms + ${fmt(r.fit.b, 2)} ms per worker`, r.linear);
     }
