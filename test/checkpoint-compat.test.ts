@@ -15,7 +15,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { CHECKPOINT_FILE, checkpointModel, readCheckpoint } from '../src/shared/store/checkpoint.js';
 import { spawn } from 'node:child_process';
-import { cliPath, tmpDir } from './support/cluster.js';
+import { cliPath, relativeError, tmpDir } from './support/cluster.js';
 
 const FIXTURE = path.join(path.dirname(fileURLToPath(import.meta.url)), 'fixtures', 'checkpoint-before-models');
 
@@ -64,9 +64,10 @@ test('it resumes to the parameters the old code reached, and the new checkpoint 
   const now = await readCheckpoint(path.join(dir, 'ck'));
   const expected = await readFixtureFile('after-epoch-2.dpt');
   assert.equal(now.step, expected.step);
-  let worst = 0;
-  for (let i = 0; i < now.params.length; i++) worst = Math.max(worst, Math.abs(now.params[i] - expected.params[i]));
-  assert.ok(worst <= 1e-5, `parameters differ from the old code's by up to ${worst}`);
+  // Within rounding, as every equivalence in these tests: the step's arithmetic has changed since the fixture was
+  // written (gate kernels in float32 SIMD, other matMul orders), and 320 Adam steps carry those last-bit differences.
+  const rel = relativeError(now.params, expected.params);
+  assert.ok(rel <= 1e-5, `parameters differ from the old code's: relative error ${rel.toExponential(2)}`);
   assert.deepEqual(now.model, { name: 'char-lstm', hyper: { hidden: 4 } });
   assert.equal(now.config.model, 'char-lstm');
 });
