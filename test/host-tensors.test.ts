@@ -39,13 +39,15 @@ for (const backend of ['wasm', 'cpu'] as const) {
     }
   });
 
-  test(`${backend}: besideInto with a doubled block equals tf.concat of the blocks, one times 2`, async () => {
+  test(`${backend}: besideInto with a doubled block equals tf.concat of the blocks, one times 2 (SIMD and ragged widths)`, async () => {
     await selectBackend({ backend, log: () => {} });
-    const blocks = randomBlocks(3, 5 * 6, 11);
-    const [got] = filledTensors([[5, 18]], [(o) => besideInto(o, blocks, 5, [6, 6, 6], [false, true, false])]);
-    const want = tf.tidy(() => tf.concat(blocks.map((b, k) => (k === 1 ? tf.mul(tf.tensor2d(b, [5, 6]), tf.scalar(2)) : tf.tensor2d(b, [5, 6]))), 1));
-    sameBits(got, want);
-    tf.dispose([got, want]);
+    for (const w of [6, 8]) {
+      const blocks = randomBlocks(3, 5 * w, w);
+      const [got] = filledTensors([[5, 3 * w]], [(o) => besideInto(o, blocks, 5, [w, w, w], [false, true, false])]);
+      const want = tf.tidy(() => tf.concat(blocks.map((b, k) => (k === 1 ? tf.mul(tf.tensor2d(b, [5, w]), tf.scalar(2)) : tf.tensor2d(b, [5, w]))), 1));
+      sameBits(got, want);
+      tf.dispose([got, want]);
+    }
   });
 
   test(`${backend}: makeStepParams gives the ops' tensors, and a step on them the same gradient bits`, async () => {

@@ -17,7 +17,7 @@
  * values, and 2·x is exact in float32 (overflow gives Inf either way).
  */
 import * as tf from '@tensorflow/tfjs';
-import { memoryOf } from './kernels/simd-rows.js';
+import { add, input, memoryOf, simdRows, type RowProgram } from './kernels/simd-rows.js';
 import { simdTranspose } from './kernels/simd-transpose.js';
 
 interface WasmBackendLike {
@@ -87,20 +87,32 @@ export function besideInto(out: Float32Array, blocks: Float32Array[], rows: numb
   let col = 0;
   blocks.forEach((b, k) => {
     const w = widths[k];
+    const simd = doubled[k] ? doubler(out, w) : null;
     for (let r = 0; r < rows; r++) {
       const src = b.subarray(r * w, r * w + w);
       const at = r * total + col;
-      if (doubled[k]) for (let c = 0; c < w; c++) out[at + c] = 2 * src[c];
+      if (doubled[k] && !simd) for (let c = 0; c < w; c++) out[at + c] = 2 * src[c];
       else out.set(src, at);
     }
+    // x + x in float32 lanes: 2·x exactly, as the JavaScript loop.
+    if (simd) simd([[out.byteOffset + 4 * col, 4 * total], [out.byteOffset + 4 * col, 4 * total]], rows, w);
     col += w;
   });
 }
 
+const DOUBLE: RowProgram = { inputs: 1, lets: [], outputs: [add(input(0), input(0))] };
+
+/** A SIMD kernel that doubles values in place, where `out` lies in the wasm backend's memory and `width` allows it. */
+function doubler(out: Float32Array, width: number) {
+  if (width % 4 !== 0 || tf.getBackend() !== 'wasm') return null;
+  const memory = memoryOf(tf.backend());
+  return memory && out.buffer === memory.buffer ? simdRows(tf.backend(), DOUBLE) : null;
+}
+
 /**
  * Blocks (rows, cols) each, transposed and stacked: [b_0^T; b_1^T; ...] (k·cols, rows), which is the
- * transpose of the blocks side by side. On wasm with SIMD: the blocks are copied side by side into
- * a scratch buffer of the backend's memory (row copies), which simd-transpose.ts transposes into the
+ * transpose of the blocks side by side. On wasm with SIMD: each block is copied as it lies into a
+ * scratch buffer of the backend's memory, which simd-transpose.ts transposes into its rows of the
  * output; elsewhere (or sizes not multiples of 4) a JavaScript loop.
  */
 export function transposedTensor(blocks: Float32Array[], rows: number, cols: number): tf.Tensor2D {
@@ -109,13 +121,16 @@ export function transposedTensor(blocks: Float32Array[], rows: number, cols: num
   const kernel = tf.getBackend() === 'wasm' && rows % 4 === 0 && cols % 4 === 0 ? transposeKernel() : null;
   if (!kernel) return filledTensors([shape], [(o) => blocks.forEach((b, k) => transposeInto(o, b, rows, cols, k * cols))])[0] as tf.Tensor2D;
   const backend = tf.backend() as unknown as WasmBackendLike;
-  const scratch = backend.makeOutput([rows, width], 'float32');
+  const n = rows * cols;
+  const scratch = backend.makeOutput([blocks.length * n], 'float32');
   const out = backend.makeOutput(shape, 'float32');
   const heap = backend.wasm.HEAPF32; // after the allocations: the heap may have grown
   const src = backend.dataIdMap.get(scratch.dataId).memoryOffset;
   const dst = backend.dataIdMap.get(out.dataId).memoryOffset;
-  besideInto(heap.subarray(src >>> 2, (src >>> 2) + rows * width), blocks, rows, blocks.map(() => cols), blocks.map(() => false));
-  kernel(src, 4 * width, dst, 4 * rows, rows, width);
+  blocks.forEach((b, k) => {
+    heap.set(b, (src >>> 2) + k * n);
+    kernel(src + 4 * k * n, 4 * cols, dst + 4 * k * n, 4 * rows, rows, cols);
+  });
   backend.disposeData(scratch.dataId, true);
   return tf.engine().makeTensorFromTensorInfo(out) as tf.Tensor2D;
 }
