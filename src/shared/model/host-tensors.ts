@@ -139,3 +139,40 @@ function transposeKernel() {
   const memory = memoryOf(tf.backend());
   return memory ? simdTranspose(memory) : null;
 }
+
+/**
+ * wasm with SIMD only (else null): a new (cols, rows) tensor, the transpose of `src`'s block of rows
+ * [rowFrom, rowFrom + rows) and columns [colFrom, colFrom + cols), read where it lies (no scratch copy).
+ */
+export function transposedBlock(src: tf.Tensor2D, rowFrom: number, rows: number, colFrom: number, cols: number): tf.Tensor2D | null {
+  const kernel = tf.getBackend() === 'wasm' && rows % 4 === 0 && cols % 4 === 0 ? transposeKernel() : null;
+  if (!kernel) return null;
+  const backend = tf.backend() as unknown as WasmBackendLike;
+  const W = src.shape[1];
+  const out = backend.makeOutput([cols, rows], 'float32');
+  const from = backend.dataIdMap.get(src.dataId).memoryOffset + 4 * (rowFrom * W + colFrom);
+  kernel(from, 4 * W, backend.dataIdMap.get(out.dataId).memoryOffset, 4 * rows, rows, cols);
+  return tf.engine().makeTensorFromTensorInfo(out) as tf.Tensor2D;
+}
+
+/**
+ * Doubles columns [colFrom, colFrom + cols) of a wasm tensor in place. Only for a tensor just
+ * written by filledTensors that no kernel has used yet (the wasm backend caches packed matMul
+ * weights per tensor: memory rewritten after a matMul read it would leave them stale).
+ */
+export function doubleColumnsInPlace(t: tf.Tensor2D, colFrom: number, cols: number): void {
+  if (tf.getBackend() !== 'wasm') throw new Error('doubleColumnsInPlace: wasm tensors only');
+  const backend = tf.backend() as unknown as WasmBackendLike;
+  const [rows, W] = t.shape;
+  const off = backend.dataIdMap.get(t.dataId).memoryOffset;
+  const heap = backend.wasm.HEAPF32;
+  const simd = doubler(heap, cols);
+  if (simd) {
+    simd([[off + 4 * colFrom, 4 * W], [off + 4 * colFrom, 4 * W]], rows, cols);
+    return;
+  }
+  for (let r = 0; r < rows; r++) {
+    const at = (off >>> 2) + r * W + colFrom;
+    for (let c = 0; c < cols; c++) heap[at + c] = 2 * heap[at + c];
+  }
+}

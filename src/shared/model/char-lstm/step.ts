@@ -43,7 +43,7 @@ import * as tf from '@tensorflow/tfjs';
 import { GATES, paramLayout, type ModelDims, type ParamName } from './params.js';
 import { fusedGatesActive, lstmGatesBackward, lstmGatesForward, type GatesForward } from '../kernels/lstm-gates.js';
 import { softmaxCrossEntropy } from '../kernels/softmax-xent.js';
-import { besideInto, copyInto, filledTensors, transposedTensor, type Fill } from '../host-tensors.js';
+import { besideInto, copyInto, doubleColumnsInPlace, filledTensors, transposedBlock, transposedTensor } from '../host-tensors.js';
 
 export interface Batch {
   /** Inputs, row-major (rows x numSteps). */
@@ -86,8 +86,9 @@ export interface StepResult {
 }
 
 /**
- * Every tensor is written in one pass over `flat` and uploaded once (host-tensors.ts): no tfjs op
- * runs, and W_h is read once, for its transpose (the gate blocks are read where they lie).
+ * Every tensor is written in one pass over `flat` and uploaded once (host-tensors.ts), no tfjs op.
+ * Fused path (wasm): the gate blocks go side by side into `wall` as they are; W_h^T is transposed
+ * out of wall's W_h rows (SIMD, no second copy of W_h), then the candidate's block is doubled in place.
  */
 export function makeStepParams(flat: Float32Array, dims: ModelDims): StepParams {
   const { vocabSize: V, hidden: H } = dims;
@@ -95,14 +96,17 @@ export function makeStepParams(flat: Float32Array, dims: ModelDims): StepParams 
   const view = (n: ParamName, len: number) => flat.subarray(at.get(n)!.offset, at.get(n)!.offset + len);
   const R = V + H + 1;
   const blocks = GATES.map((g) => view(`W_x${g}` as ParamName, R * H));
-  const doubled = GATES.map((g) => g === 'c');
   const fused = fusedGatesActive();
-  const gateShapes = fused ? [[R, 4 * H]] : GATES.map(() => [R, H]);
-  const gateFills: Fill[] = fused ? [(o) => besideInto(o, blocks, R, [H, H, H, H], doubled)] : blocks.map((b, k) => (o) => copyInto(o, b, 0, doubled[k]));
-  const t = filledTensors([[H, V], [V], ...gateShapes], [(o) => copyInto(o, view('W_hq', H * V)), (o) => copyInto(o, view('b_q', V)), ...gateFills]);
+  const whRows = () => transposedTensor(GATES.map((g) => view(`W_h${g}` as ParamName, H * H)), H, H);
+  const t = filledTensors([[H, V], [V], ...(fused ? [[R, 4 * H]] : GATES.map(() => [R, H]))], [
+    (o) => copyInto(o, view('W_hq', H * V)),
+    (o) => copyInto(o, view('b_q', V)),
+    ...(fused ? [(o: Float32Array) => besideInto(o, blocks, R, [H, H, H, H], [false, false, false, false])] : blocks.map((b, k) => (o: Float32Array) => copyInto(o, b, 0, GATES[k] === 'c'))),
+  ]);
   const [whq, bq] = t as [tf.Tensor2D, tf.Tensor1D];
   const gates = t.slice(2) as tf.Tensor2D[];
-  const whT = transposedTensor(GATES.map((g) => view(`W_h${g}` as ParamName, H * H)), H, H);
+  const whT = (fused ? transposedBlock(gates[0], V, H, 0, 4 * H) : null) ?? whRows();
+  if (fused) doubleColumnsInPlace(gates[0], 3 * H, H);
   const whqT = transposedTensor([view('W_hq', H * V)], H, V);
   return { dims, whT, whq, bq, whqT, wall: fused ? gates[0] : null, wcat: fused ? null : gates };
 }
