@@ -31,6 +31,7 @@ import { toTimeMajor } from '../char-lstm/step.js';
 import { blockOf, cellParamCount, CELL_GATES, viewOf, type CellDims } from './params.js';
 import { cellKernel, fusedCellGatesActive, scatterTransposed } from '../kernels/cell-gates.js';
 import { softmaxCrossEntropy } from '../kernels/softmax-xent.js';
+import { copyInto, filledTensors, transposedTensor } from '../host-tensors.js';
 
 export interface CellStepParams {
   dims: CellDims;
@@ -45,21 +46,21 @@ export interface CellStepParams {
   whqT: tf.Tensor2D;
 }
 
+/** Written in one pass over `flat`, each tensor uploaded once, no tfjs op (host-tensors.ts; as makeStepParams). */
 export function makeCellStepParams(flat: Float32Array, dims: CellDims): CellStepParams {
   const { vocabSize: V, hidden: H } = dims;
   const gates = CELL_GATES[dims.cell];
-  const t = tf.tidy(() => {
-    const block = (g: string) => tf.tensor2d(viewOf(flat, blockOf(dims, `W_x${g}`), (V + H + 1) * H), [V + H + 1, H]);
-    const wcat = gates.map((g) => (g === 'h' ? tf.mul(block(g), tf.scalar(2)) : block(g))) as tf.Tensor2D[];
-    const whq = tf.tensor2d(viewOf(flat, blockOf(dims, 'W_hq')), [H, V]);
-    const whqT = tf.transpose(whq) as tf.Tensor2D;
-    const recT = (g: string) => tf.transpose(tf.tensor2d(viewOf(flat, blockOf(dims, `W_h${g}`)), [H, H]));
-    const whT = (dims.cell === 'rnn' ? recT('h') : tf.concat([recT('z'), recT('r')], 0)) as tf.Tensor2D;
-    const whhT = dims.cell === 'gru' ? [recT('h') as tf.Tensor2D] : [];
-    const bq = tf.tensor1d(viewOf(flat, blockOf(dims, 'b_q')));
-    return { wcat, whT, whhT, whq, bq, whqT };
-  });
-  return { dims, wcat: t.wcat, whT: t.whT, whhT: t.whhT[0] ?? null, whq: t.whq, bq: t.bq, whqT: t.whqT };
+  const R = V + H + 1;
+  const view = (name: string, len?: number) => viewOf(flat, blockOf(dims, name), len);
+  const t = filledTensors([[H, V], [V], ...gates.map(() => [R, H])], [
+    (o) => copyInto(o, view('W_hq')),
+    (o) => copyInto(o, view('b_q')),
+    ...gates.map((g) => (o: Float32Array) => copyInto(o, view(`W_x${g}`, R * H), 0, g === 'h')),
+  ]);
+  const whT = transposedTensor((dims.cell === 'rnn' ? ['h'] : ['z', 'r']).map((g) => view(`W_h${g}`)), H, H);
+  const whhT = dims.cell === 'gru' ? transposedTensor([view('W_hh')], H, H) : null;
+  const whqT = transposedTensor([view('W_hq')], H, V);
+  return { dims, wcat: t.slice(2) as tf.Tensor2D[], whT, whhT, whq: t[0] as tf.Tensor2D, bq: t[1] as tf.Tensor1D, whqT };
 }
 
 export function disposeCellStepParams(p: CellStepParams): void {

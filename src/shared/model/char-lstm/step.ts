@@ -43,6 +43,7 @@ import * as tf from '@tensorflow/tfjs';
 import { GATES, paramLayout, type ModelDims, type ParamName } from './params.js';
 import { fusedGatesActive, lstmGatesBackward, lstmGatesForward, type GatesForward } from '../kernels/lstm-gates.js';
 import { softmaxCrossEntropy } from '../kernels/softmax-xent.js';
+import { besideInto, copyInto, doubleColumnsInPlace, filledTensors, transposedBlock, transposedTensor } from '../host-tensors.js';
 
 export interface Batch {
   /** Inputs, row-major (rows x numSteps). */
@@ -64,8 +65,11 @@ export interface StepParams {
   /**
    * Per gate i, f, o, c: [W_xg; W_hg; b_g] (V+H+1, H), straight from the flat
    * vector; the candidate gate's block is doubled (tanh(z) = 2·sigmoid(2z) − 1).
+   * The ops path's; made from `wall` on first use where params made for the fused path meet the ops path.
    */
-  wcat: tf.Tensor2D[];
+  wcat: tf.Tensor2D[] | null;
+  /** The four blocks side by side (V+H+1, 4H): the fused path's one matMul per step; likewise made from `wcat` when needed. */
+  wall: tf.Tensor2D | null;
   /** [W_hi^T; W_hf^T; W_ho^T; W_hc^T] (4H, H): dh_{t-1} = dZ_t x this + dLogits_{t-1} W_hq^T. */
   whT: tf.Tensor2D;
   whq: tf.Tensor2D; // (H, V)
@@ -81,25 +85,40 @@ export interface StepResult {
   state: LstmState;
 }
 
+/**
+ * Every tensor is written in one pass over `flat` and uploaded once (host-tensors.ts), no tfjs op.
+ * Fused path (wasm): the gate blocks go side by side into `wall` as they are; W_h^T is transposed
+ * out of wall's W_h rows (SIMD, no second copy of W_h), then the candidate's block is doubled in place.
+ */
 export function makeStepParams(flat: Float32Array, dims: ModelDims): StepParams {
   const { vocabSize: V, hidden: H } = dims;
   const at = new Map(paramLayout(dims).map((p) => [p.name, p]));
   const view = (n: ParamName, len: number) => flat.subarray(at.get(n)!.offset, at.get(n)!.offset + len);
-  const t = tf.tidy(() => {
-    // W_xg, W_hg and b_g are contiguous in the layout: one (V+H+1, H) block per gate.
-    const block = (g: string) => tf.tensor2d(view(`W_x${g}` as ParamName, (V + H + 1) * H), [V + H + 1, H]);
-    const wcat = GATES.map((g) => (g === 'c' ? tf.mul(block(g), tf.scalar(2)) : block(g))) as tf.Tensor2D[];
-    const whq = tf.tensor2d(view('W_hq', H * V), [H, V]);
-    const whqT = tf.transpose(whq) as tf.Tensor2D;
-    const whT = tf.concat(GATES.map((g) => tf.transpose(tf.tensor2d(view(`W_h${g}` as ParamName, H * H), [H, H]))), 0) as tf.Tensor2D;
-    const bq = tf.tensor1d(view('b_q', V));
-    return { wcat, whT, whq, bq, whqT };
-  });
-  return { dims, ...t };
+  const R = V + H + 1;
+  const blocks = GATES.map((g) => view(`W_x${g}` as ParamName, R * H));
+  const fused = fusedGatesActive();
+  const whRows = () => transposedTensor(GATES.map((g) => view(`W_h${g}` as ParamName, H * H)), H, H);
+  const t = filledTensors([[H, V], [V], ...(fused ? [[R, 4 * H]] : GATES.map(() => [R, H]))], [
+    (o) => copyInto(o, view('W_hq', H * V)),
+    (o) => copyInto(o, view('b_q', V)),
+    ...(fused ? [(o: Float32Array) => besideInto(o, blocks, R, [H, H, H, H], [false, false, false, false])] : blocks.map((b, k) => (o: Float32Array) => copyInto(o, b, 0, GATES[k] === 'c'))),
+  ]);
+  const [whq, bq] = t as [tf.Tensor2D, tf.Tensor1D];
+  const gates = t.slice(2) as tf.Tensor2D[];
+  const whT = (fused ? transposedBlock(gates[0], V, H, 0, 4 * H) : null) ?? whRows();
+  if (fused) doubleColumnsInPlace(gates[0], 3 * H, H);
+  const whqT = transposedTensor([view('W_hq', H * V)], H, V);
+  return { dims, whT, whq, bq, whqT, wall: fused ? gates[0] : null, wcat: fused ? null : gates };
+}
+
+/** The form of the gate blocks the other path needs (the same values), kept with the params: made for one path, run on the other. */
+function gateTensors(p: StepParams, fused: boolean): void {
+  if (fused && !p.wall) p.wall = tf.concat(p.wcat!, 1) as tf.Tensor2D;
+  if (!fused && !p.wcat) p.wcat = tf.split(p.wall!, 4, 1) as tf.Tensor2D[];
 }
 
 export function disposeStepParams(p: StepParams): void {
-  tf.dispose([...p.wcat, p.whT, p.whq, p.bq, p.whqT]);
+  tf.dispose([...(p.wcat ?? []), ...(p.wall ? [p.wall] : []), p.whT, p.whq, p.bq, p.whqT]);
 }
 
 export function zeroState(rows: number, hidden: number): LstmState {
@@ -148,7 +167,10 @@ function checkBatch(batch: Batch, state: LstmState, dims: ModelDims): void {
  */
 export function lstmStep(p: StepParams, batch: Batch, state: LstmState): StepResult {
   checkBatch(batch, state, p.dims);
-  const out = fusedGatesActive() ? fusedTidy(p, batch, state) : opsTidy(p, batch, state);
+  const fused = fusedGatesActive();
+  // The lazily built gate tensors belong to the params, not to the step's tidy.
+  gateTensors(p, fused);
+  const out = fused ? fusedTidy(p, batch, state) : opsTidy(p, batch, state);
   // dataSync hands back an array the tensor no longer needs once disposed (a
   // copy on wasm and tensorflow, the cpu backend's own buffer, which it drops).
   const grad = out.gates ? fusedFlatGrad(p.dims, out.gates, out.grad) : (out.grad.dataSync() as Float32Array);
@@ -220,7 +242,7 @@ function fusedTidy(p: StepParams, batch: Batch, state: LstmState): TidyOut {
   const V = p.dims.vocabSize;
   return tf.tidy(() => {
     let A = tf.concat([tf.tensor2d(oneHotAt(batch, 0, V), [B, V]), state.h, tf.ones([B, 1])], 1) as tf.Tensor2D;
-    const wall = tf.concat(p.wcat, 1); // (V+H+1, 4H): all four gates in one matMul
+    const wall = p.wall!; // (V+H+1, 4H): all four gates in one matMul
     let c = state.c;
     let h = state.h;
     const As: tf.Tensor[] = [];
@@ -278,10 +300,10 @@ function opsTidy(p: StepParams, batch: Batch, state: LstmState): TidyOut {
     const fs: tf.Tensor[] = []; // f: dc_t -> dc_{t-1}
     for (let t = 0; t < T; t++) {
       const A = tf.concat([tf.tensor2d(oneHotAt(batch, t, V), [B, V]), h, ones], 1);
-      const i = tf.sigmoid(tf.matMul(A, p.wcat[0]));
-      const f = tf.sigmoid(tf.matMul(A, p.wcat[1]));
-      const o = tf.sigmoid(tf.matMul(A, p.wcat[2]));
-      const sc = tf.sigmoid(tf.matMul(A, p.wcat[3]));
+      const i = tf.sigmoid(tf.matMul(A, p.wcat![0]));
+      const f = tf.sigmoid(tf.matMul(A, p.wcat![1]));
+      const o = tf.sigmoid(tf.matMul(A, p.wcat![2]));
+      const sc = tf.sigmoid(tf.matMul(A, p.wcat![3]));
       const g = tf.sub(tf.add(sc, sc), one); // tanh(z_c)
       // x(1−x) as x − x², and y(1−x²) as y − y·x²: same-shape kernels, cheaper than a broadcast scalar.
       ki.push(tf.mul(g, tf.sub(i, tf.square(i))));

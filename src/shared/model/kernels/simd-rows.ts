@@ -134,7 +134,7 @@ interface MemoryOwner {
 }
 
 /** The backend's memory where our modules can import it (not shared, SIMD available), else null. */
-function memoryOf(backend: unknown): WebAssembly.Memory | null {
+export function memoryOf(backend: unknown): WebAssembly.Memory | null {
   const m = (backend as MemoryOwner).wasm?.asm?.memory;
   if (typeof WebAssembly === 'undefined' || !(m instanceof WebAssembly.Memory)) return null;
   if (typeof SharedArrayBuffer !== 'undefined' && m.buffer instanceof SharedArrayBuffer) return null;

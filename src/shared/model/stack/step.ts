@@ -29,6 +29,7 @@ import * as tf from '@tensorflow/tfjs';
 import type { TokenBatch } from '../descriptor.js';
 import { toTimeMajor } from '../char-lstm/step.js';
 import { dropoutMasks } from './dropout.js';
+import { copyInto, filledTensors, transposedTensor } from '../host-tensors.js';
 import { blockIn, EMBEDDING_BLOCK, inputWidth, layerStateWidth, STACK_GATES, stackLayout, stackParamCount, viewOf, type StackDims } from './params.js';
 
 interface LayerStepParams {
@@ -60,31 +61,25 @@ export function makeStackStepParams(flat: Float32Array, dims: StackDims, o: { dr
   const { vocabSize: V, hidden: H } = dims;
   const gates = STACK_GATES[dims.cell];
   const tanhGate = gates[gates.length - 1];
-  const t = tf.tidy(() => {
-    const layers = Array.from({ length: dims.layers }, (_, l) => {
-      const I = inputWidth(dims, l);
-      const mat = (name: string, rows: number, cols: number, len = rows * cols) => tf.tensor2d(viewOf(flat, blockIn(blocks, `${name}_l${l}`), len), [rows, cols]);
-      const wcat = gates.map((g) => {
-        const b = mat(`W_x${g}`, I + H + 1, H);
-        return (g === tanhGate ? tf.mul(b, tf.scalar(2)) : b) as tf.Tensor2D;
-      });
-      const recT = (g: string) => tf.transpose(mat(`W_h${g}`, H, H));
-      const recGates = dims.cell === 'gru' ? ['z', 'r'] : gates;
-      const whT = (recGates.length === 1 ? recT(recGates[0]) : tf.concat(recGates.map(recT), 0)) as tf.Tensor2D;
-      // tidy keeps tensors only: the optional ones travel as arrays of zero or one.
-      const whhT = dims.cell === 'gru' ? [recT('h') as tf.Tensor2D] : [];
-      const needsDx = l > 0 || dims.embedding > 0;
-      const wxT = needsDx ? [tf.concat(gates.map((g) => tf.transpose(mat(`W_x${g}`, I, H))), 0) as tf.Tensor2D] : [];
-      return { wcat, whT, whhT, wxT };
-    });
-    const whq = tf.tensor2d(viewOf(flat, blockIn(blocks, 'W_hq')), [H, V]);
-    const whqT = tf.transpose(whq) as tf.Tensor2D;
-    const bq = tf.tensor1d(viewOf(flat, blockIn(blocks, 'b_q')));
-    return { layers, whq, whqT, bq };
+  // Written in one pass over `flat`, each tensor uploaded once, no tfjs op (host-tensors.ts; as makeStepParams).
+  const view = (name: string, len?: number) => viewOf(flat, blockIn(blocks, name), len);
+  const layers = Array.from({ length: dims.layers }, (_, l): LayerStepParams => {
+    const I = inputWidth(dims, l);
+    const wcat = filledTensors(
+      gates.map(() => [I + H + 1, H]),
+      gates.map((g) => (o: Float32Array) => copyInto(o, view(`W_x${g}_l${l}`, (I + H + 1) * H), 0, g === tanhGate)),
+    ) as tf.Tensor2D[];
+    const recT = (gs: readonly string[]) => transposedTensor(gs.map((g) => view(`W_h${g}_l${l}`, H * H)), H, H);
+    const whT = recT(dims.cell === 'gru' ? ['z', 'r'] : gates);
+    const whhT = dims.cell === 'gru' ? recT(['h']) : null;
+    const needsDx = l > 0 || dims.embedding > 0;
+    const wxT = needsDx ? transposedTensor(gates.map((g) => view(`W_x${g}_l${l}`, I * H)), I, H) : null;
+    return { wcat, whT, whhT, wxT };
   });
+  const [whq, bq] = filledTensors([[H, V], [V]], [(o) => copyInto(o, view('W_hq')), (o) => copyInto(o, view('b_q'))]) as [tf.Tensor2D, tf.Tensor1D];
+  const whqT = transposedTensor([view('W_hq')], H, V);
   const emb = dims.embedding > 0 ? viewOf(flat, blockIn(blocks, EMBEDDING_BLOCK)).slice() : null;
-  const layers = t.layers.map((lp) => ({ wcat: lp.wcat, whT: lp.whT, whhT: lp.whhT[0] ?? null, wxT: lp.wxT[0] ?? null }));
-  return { dims, dropout: o.dropout, seed: o.seed, layers, whq: t.whq, bq: t.bq, whqT: t.whqT, emb };
+  return { dims, dropout: o.dropout, seed: o.seed, layers, whq, bq, whqT, emb };
 }
 
 export function disposeStackStepParams(p: StackStepParams): void {
