@@ -164,6 +164,12 @@ export function transposedBlock(src: tf.Tensor2D, rowFrom: number, rows: number,
   return tf.engine().makeTensorFromTensorInfo(out) as tf.Tensor2D;
 }
 
+/** x^T (x 2-D): by the SIMD transpose where the sizes allow it (transposedBlock), else the Transpose kernel. */
+export function transposed(x: tf.Tensor): tf.Tensor2D {
+  const [rows, cols] = x.shape;
+  return transposedBlock(x as tf.Tensor2D, 0, rows, 0, cols) ?? (tf.transpose(x) as tf.Tensor2D);
+}
+
 /**
  * Doubles columns [colFrom, colFrom + cols) of a wasm tensor in place. Only for a tensor just
  * written by filledTensors that no kernel has used yet (the wasm backend caches packed matMul

@@ -31,7 +31,7 @@ import { toTimeMajor } from '../char-lstm/step.js';
 import { blockOf, cellParamCount, CELL_GATES, viewOf, type CellDims } from './params.js';
 import { cellKernel, fusedCellGatesActive, scatterTransposed } from '../kernels/cell-gates.js';
 import { softmaxCrossEntropy } from '../kernels/softmax-xent.js';
-import { copyInto, filledTensors, transposedBlock, transposedTensor } from '../host-tensors.js';
+import { copyInto, filledTensors, transposed, transposedTensor } from '../host-tensors.js';
 
 export interface CellStepParams {
   dims: CellDims;
@@ -96,12 +96,6 @@ export interface CellStepResult {
 export function cellStep(p: CellStepParams, batch: TokenBatch, h0: tf.Tensor2D): CellStepResult {
   checkBatch(batch, h0, p.dims);
   return fusedCellGatesActive() ? fusedCellStep(p, batch, h0) : opsCellStep(p, batch, h0);
-}
-
-/** x^T: by the SIMD transpose where the sizes allow it (host-tensors.ts), else the Transpose kernel. */
-function transposed(x: tf.Tensor): tf.Tensor2D {
-  const [rows, cols] = x.shape;
-  return transposedBlock(x as tf.Tensor2D, 0, rows, 0, cols) ?? (tf.transpose(x) as tf.Tensor2D);
 }
 
 /** The wasm path: fused gate kernels; the weight gradients assembled on the host. */
