@@ -136,7 +136,7 @@ function fusedCellStep(p: CellStepParams, batch: TokenBatch, h0: tf.Tensor2D): C
     }
     const Hs = tf.concat(hs, 0);
     const { lossSum, dLogits, dBias } = softmaxCrossEntropy(tf.matMul(Hs, p.whq) as tf.Tensor2D, p.bq, toTimeMajor(batch.y, B, T));
-    const rest = tf.concat([tf.reshape(tf.matMul(transposed(Hs), dLogits), [-1]), dBias], 0);
+    const dWhq = tf.matMul(transposed(Hs), dLogits);
     // The output layer's share of every dh_t at once (T·B, H); the kernels read row block t.
     const dOut = tf.matMul(dLogits, p.whqT);
     const zeros = tf.zeros([B, H]);
@@ -163,7 +163,7 @@ function fusedCellStep(p: CellStepParams, batch: TokenBatch, h0: tf.Tensor2D): C
     // afresh on every call is A, not the wider dZ; its h gate's: A'^T dA_h (V+H+1, H).
     const gates = gru ? tf.matMul(transposed(tf.concat(cats, 0)), tf.concat(As, 0)) : tf.matMul(transposed(tf.concat(As, 0)), tf.concat(cats, 0));
     const hGate = gru ? [tf.matMul(transposed(tf.concat(Ahs, 0)), tf.concat(das, 0))] : [];
-    return { gates, hGate, rest, lossSum, h: h as tf.Tensor2D };
+    return { gates, hGate, dWhq, dBias, lossSum, h: h as tf.Tensor2D };
   });
   const grad = new Float32Array(cellParamCount(dims));
   const G = out.gates.dataSync() as Float32Array;
@@ -171,9 +171,10 @@ function fusedCellStep(p: CellStepParams, batch: TokenBatch, h0: tf.Tensor2D): C
     ['z', 'r'].forEach((g, k) => scatterTransposed(G, V + H + 1, k * H, H, grad, blockOf(dims, `W_x${g}`).offset));
     grad.set(out.hGate[0].dataSync() as Float32Array, blockOf(dims, 'W_xh').offset);
   } else grad.set(G, blockOf(dims, 'W_xh').offset);
-  grad.set(out.rest.dataSync() as Float32Array, blockOf(dims, 'W_hq').offset);
+  grad.set(out.dWhq.dataSync() as Float32Array, blockOf(dims, 'W_hq').offset);
+  grad.set(out.dBias.dataSync() as Float32Array, blockOf(dims, 'b_q').offset);
   const lossSum = out.lossSum.dataSync()[0];
-  tf.dispose([out.gates, out.rest, out.lossSum, ...out.hGate]);
+  tf.dispose([out.gates, out.dWhq, out.dBias, out.lossSum, ...out.hGate]);
   return { grad, lossSum, tokenCount: B * T, h: out.h };
 }
 
