@@ -21,6 +21,11 @@
  * time step (kernels/cell-gates.ts; the GRU's z and r gates one matMul, the
  * gates' weight gradients from the recurrence matMul's inputs stacked over
  * time); elsewhere, or with setFusedCellGates(false), the step runs as ops.
+ * There, the stacks over time are transposed by the SIMD transpose
+ * (host-tensors.ts, transposed), and each time step's intermediates (the
+ * gate matMul's output, the sigmoid's, the recurrence's dh) are freed as soon
+ * as they are read, so the next step's outputs land in memory still in cache
+ * (with the transposes about 1 ms of the RNN's 23 ms step in interleaved runs).
  *
  * Shapes: B = rows, T = numSteps, H = hidden, V = vocab; tensors over all
  * steps are time-major (row t*B + r is stream r at time t).
