@@ -249,9 +249,7 @@ function fusedTidy(p: StepParams, batch: Batch, state: LstmState): TidyOut {
     const hs: tf.Tensor[] = [];
     const saved: GatesForward[] = [];
     for (let t = 0; t < T; t++) {
-      const z = tf.matMul(A, wall) as tf.Tensor2D;
-      const g = lstmGatesForward(z, c, V, t + 1 < T ? idsAt(batch, t + 1) : null);
-      z.dispose(); // freed at once, so that the next step's outputs reuse memory still in cache
+      const g = lstmGatesForward(tf.matMul(A, wall) as tf.Tensor2D, c, V, t + 1 < T ? idsAt(batch, t + 1) : null);
       As.push(A);
       hs.push(g.h);
       saved.push(g.saved);
@@ -270,7 +268,6 @@ function fusedTidy(p: StepParams, batch: Batch, state: LstmState): TidyOut {
     let dc = tf.zeros([B, p.dims.hidden]) as tf.Tensor2D;
     for (let t = T - 1; t >= 0; t--) {
       const b = lstmGatesBackward(dhRec, dOut, t, dc, saved[t]);
-      dhRec?.dispose();
       cats[t] = b.cat;
       dc = b.dcPrev;
       if (t > 0) dhRec = tf.matMul(b.cat, p.whT) as tf.Tensor2D;
