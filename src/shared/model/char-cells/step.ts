@@ -25,7 +25,7 @@
  * (host-tensors.ts, transposed), and each time step's intermediates (the
  * gate matMul's output, the sigmoid's, the recurrence's dh) are freed as soon
  * as they are read, so the next step's outputs land in memory still in cache
- * (with the transposes about 1 ms of the RNN's 23 ms step in interleaved runs).
+ * (with the transposes 0.6–1.0 ms of the RNN's 23–24 ms step in interleaved runs).
  *
  * Shapes: B = rows, T = numSteps, H = hidden, V = vocab; tensors over all
  * steps are time-major (row t*B + r is stream r at time t).
