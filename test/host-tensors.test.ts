@@ -8,7 +8,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as tf from '@tensorflow/tfjs';
 import { selectBackend } from '../src/shared/backend.js';
-import { besideInto, filledTensors, transposedTensor } from '../src/shared/model/host-tensors.js';
+import { besideInto, filledTensors, transposedBlock, transposedTensor } from '../src/shared/model/host-tensors.js';
 import { disposeStepParams, lstmStep, makeStepParams, zeroState, disposeState, type StepParams } from '../src/shared/model/char-lstm/step.js';
 import { GATES, initParams, paramLayout } from '../src/shared/model/char-lstm/params.js';
 import { Rng } from '../src/shared/data/rng.js';
@@ -37,6 +37,24 @@ for (const backend of ['wasm', 'cpu'] as const) {
       sameBits(got, want);
       tf.dispose([got, want]);
     }
+  });
+
+  test(`${backend}: transposedBlock equals tf.transpose of the block, bit for bit, ragged widths included (wasm; null elsewhere)`, async () => {
+    await selectBackend({ backend, log: () => {} });
+    const [rows, cols] = [12, 15];
+    const src = tf.tensor2d(randomBlocks(1, rows * cols, 3)[0], [rows, cols]);
+    for (const [r0, n, c0, m] of [[0, 12, 0, 15], [4, 8, 2, 13], [0, 4, 1, 4], [8, 4, 0, 7]]) {
+      const got = transposedBlock(src, r0, n, c0, m);
+      if (backend !== 'wasm') {
+        assert.equal(got, null);
+        continue;
+      }
+      const want = tf.tidy(() => tf.transpose(tf.slice(src, [r0, c0], [n, m])));
+      sameBits(got!, want);
+      tf.dispose([got!, want]);
+    }
+    assert.equal(transposedBlock(src, 0, 6, 0, 8), null, 'rows not a multiple of 4');
+    src.dispose();
   });
 
   test(`${backend}: besideInto with a doubled block equals tf.concat of the blocks, one times 2 (SIMD and ragged widths)`, async () => {

@@ -143,16 +143,31 @@ function transposeKernel() {
 /**
  * wasm with SIMD only (else null): a new (cols, rows) tensor, the transpose of `src`'s block of rows
  * [rowFrom, rowFrom + rows) and columns [colFrom, colFrom + cols), read where it lies (no scratch copy).
+ * `rows` must be a multiple of 4; columns past the last multiple of 4 are moved by a JavaScript loop.
  */
 export function transposedBlock(src: tf.Tensor2D, rowFrom: number, rows: number, colFrom: number, cols: number): tf.Tensor2D | null {
-  const kernel = tf.getBackend() === 'wasm' && rows % 4 === 0 && cols % 4 === 0 ? transposeKernel() : null;
+  const kernel = tf.getBackend() === 'wasm' && rows % 4 === 0 && cols >= 4 ? transposeKernel() : null;
   if (!kernel) return null;
   const backend = tf.backend() as unknown as WasmBackendLike;
   const W = src.shape[1];
   const out = backend.makeOutput([cols, rows], 'float32');
   const from = backend.dataIdMap.get(src.dataId).memoryOffset + 4 * (rowFrom * W + colFrom);
-  kernel(from, 4 * W, backend.dataIdMap.get(out.dataId).memoryOffset, 4 * rows, rows, cols);
+  const to = backend.dataIdMap.get(out.dataId).memoryOffset;
+  const c4 = cols - (cols % 4);
+  kernel(from, 4 * W, to, 4 * rows, rows, c4);
+  if (c4 < cols) {
+    const heap = backend.wasm.HEAPF32; // after the allocation: the heap may have grown
+    for (let j = c4; j < cols; j++) {
+      for (let i = 0, s = (from >>> 2) + j, d = (to >>> 2) + j * rows; i < rows; i++, s += W, d++) heap[d] = heap[s];
+    }
+  }
   return tf.engine().makeTensorFromTensorInfo(out) as tf.Tensor2D;
+}
+
+/** x^T (x 2-D): by the SIMD transpose where the sizes allow it (transposedBlock), else the Transpose kernel. */
+export function transposed(x: tf.Tensor): tf.Tensor2D {
+  const [rows, cols] = x.shape;
+  return transposedBlock(x as tf.Tensor2D, 0, rows, 0, cols) ?? (tf.transpose(x) as tf.Tensor2D);
 }
 
 /**

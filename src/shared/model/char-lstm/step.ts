@@ -43,7 +43,7 @@ import * as tf from '@tensorflow/tfjs';
 import { GATES, paramLayout, type ModelDims, type ParamName } from './params.js';
 import { fusedGatesActive, lstmGatesBackward, lstmGatesForward, type GatesForward } from '../kernels/lstm-gates.js';
 import { softmaxCrossEntropy } from '../kernels/softmax-xent.js';
-import { besideInto, copyInto, doubleColumnsInPlace, filledTensors, transposedBlock, transposedTensor } from '../host-tensors.js';
+import { besideInto, copyInto, doubleColumnsInPlace, filledTensors, transposed, transposedBlock, transposedTensor } from '../host-tensors.js';
 
 export interface Batch {
   /** Inputs, row-major (rows x numSteps). */
@@ -260,7 +260,7 @@ function fusedTidy(p: StepParams, batch: Batch, state: LstmState): TidyOut {
     // The output layer over all steps: loss and dLogits in one kernel.
     const Hs = tf.concat(hs, 0);
     const { lossSum, dLogits, dBias: dbq } = softmaxCrossEntropy(tf.matMul(Hs, p.whq) as tf.Tensor2D, p.bq, toTimeMajor(batch.y, B, T));
-    const dWhq = tf.matMul(tf.transpose(Hs), dLogits);
+    const dWhq = tf.matMul(transposed(Hs), dLogits);
     // The output layer's share of every dh_t at once: dLogits_t W_hq^T (T·B, H).
     const dOut = tf.matMul(dLogits, p.whqT) as tf.Tensor2D;
     const cats: tf.Tensor[] = [];
@@ -275,7 +275,7 @@ function fusedTidy(p: StepParams, batch: Batch, state: LstmState): TidyOut {
     // All four gates' weight gradients in one matMul over all time steps, transposed:
     // [dZ_i, dZ_f, dZ_o, dZ_c]^T A (4H, V+H+1). On wasm the matMul's second operand is
     // packed afresh on every call, and A (T·B, V+H+1) is a quarter of dZ's size.
-    const gates = tf.matMul(tf.transpose(tf.concat(cats, 0)), tf.concat(As, 0));
+    const gates = tf.matMul(transposed(tf.concat(cats, 0)), tf.concat(As, 0));
     return { grad: tf.concat([tf.reshape(dWhq, [-1]), dbq], 0), gates, lossSum, h, c };
   });
 }

@@ -45,7 +45,7 @@ export function fusedCellGatesActive(): boolean {
   return enabled && tf.getBackend() === 'wasm';
 }
 
-type Body = (ins: Float32Array[], outs: Float32Array[], B: number, H: number, V: number, ids: number[] | null, step: number) => void;
+type Body = (ins: Float32Array[], outs: Float32Array[], B: number, H: number, V: number, ids: ArrayLike<number> | null, step: number) => void;
 type At = (t: tf.TensorInfo, column?: number, row?: number) => Operand;
 
 /**
@@ -66,7 +66,7 @@ function heapKernel(outWidths: (H: number, V: number) => number[], body: Body, s
     const B = list[0].shape[0];
     const H = attrs.hidden as number;
     const V = attrs.vocab as number;
-    const ids = (attrs.ids as number[] | null) ?? null;
+    const ids = (attrs.ids as ArrayLike<number> | null) ?? null;
     const step = (attrs.step as number | undefined) ?? 0;
     const outs = outWidths(H, V).map((w) => backend.makeOutput([B, w], 'float32'));
     const heap = backend.wasm.HEAPF32; // after the allocations: the heap may have grown
@@ -92,7 +92,7 @@ function heapKernel(outWidths: (H: number, V: number) => number[], body: Body, s
 const twice = (e: Expr) => sub(mul(num(2), e), num(1)); // 2x − 1: tanh from a sigmoid of the doubled argument
 
 /** Row r of an A = [onehot(ids), h, 1] output (B, V+H+1), h from `hOf`. */
-function writeA(a: Float32Array, r: number, H: number, V: number, ids: number[] | null): number {
+function writeA(a: Float32Array, r: number, H: number, V: number, ids: ArrayLike<number> | null): number {
   const row = r * (V + H + 1);
   a.fill(0, row, row + V);
   if (ids) a[row + ids[r]] = 1;
@@ -201,7 +201,7 @@ const KERNELS: Record<string, tf.KernelFunc> = {
 let registered = false;
 
 /** Run one of this file's kernels (registering them on first use). Wasm backend only. */
-export function cellKernel(name: keyof typeof KERNELS, inputs: Record<string, tf.Tensor>, hidden: number, vocab: number, ids: number[] | null = null, step = 0): tf.Tensor2D[] {
+export function cellKernel(name: keyof typeof KERNELS, inputs: Record<string, tf.Tensor>, hidden: number, vocab: number, ids: ArrayLike<number> | null = null, step = 0): tf.Tensor2D[] {
   if (!registered) {
     registered = true;
     for (const [kernelName, kernelFunc] of Object.entries(KERNELS)) if (!tf.getKernel(kernelName, 'wasm')) tf.registerKernel({ kernelName, backendName: 'wasm', kernelFunc });

@@ -33,19 +33,25 @@ function kernel({ inputs, backend, attrs }: { inputs: tf.NamedTensorInfoMap; bac
   const Z = view(z, N * V);
   const B = view(b, V);
   const [D, L, DB] = [view(outs[0], N * V), view(outs[1], 1), view(outs[2], V)];
-  const e = new Float64Array(V);
+  const x = new Float64Array(V);
   const db = new Float64Array(V);
   let loss = 0;
   for (let r = 0; r < N; r++) {
     const row = r * V;
     let max = -Infinity;
-    for (let v = 0; v < V; v++) max = Math.max(max, Z[row + v] + B[v]);
+    for (let v = 0; v < V; v++) {
+      const a = Z[row + v] + B[v];
+      x[v] = a;
+      if (a > max) max = a;
+    }
     let sum = 0;
-    for (let v = 0; v < V; v++) sum += e[v] = Math.exp(Z[row + v] + B[v] - max);
+    for (let v = 0; v < V; v++) sum += x[v] = Math.exp(x[v] - max);
     const t = y[r];
     loss += Math.log(sum) - (Z[row + t] + B[t] - max);
+    x[t] -= sum; // d_t = e_t / sum − 1
+    const inv = 1 / sum;
     for (let v = 0; v < V; v++) {
-      const d = e[v] / sum - (v === t ? 1 : 0);
+      const d = x[v] * inv;
       D[row + v] = d;
       db[v] += d;
     }
