@@ -11,6 +11,7 @@
  * WebAssembly SIMD is missing, `simdSum()` returns null and the caller uses
  * its JavaScript loops.
  */
+import { I32, leb, SIMD, V128 } from '../wasm-bytes.js';
 
 /** Exponent field all ones in any float32 of [p, end) (byte addresses, end - p a multiple of 16). */
 export type CheckFn = (p: number, end: number) => number;
@@ -37,9 +38,6 @@ export interface SimdSum {
   sgdScaled: SgdScaledFn;
 }
 
-const SIMD = 0xfd;
-const V128 = 0x7b;
-const I32 = 0x7f;
 const F32 = 0x7d;
 const F64 = 0x7c;
 const op = {
@@ -73,17 +71,6 @@ const op = {
   demoteZero: [SIMD, 0x5e],
 };
 
-/** Unsigned LEB128, as every length in a module is written. */
-function leb(n: number): number[] {
-  const out: number[] = [];
-  do {
-    let b = n & 0x7f;
-    n >>>= 7;
-    if (n !== 0) b |= 0x80;
-    out.push(b);
-  } while (n !== 0);
-  return out;
-}
 function vec(items: number[][]): number[] {
   return [items.length, ...items.flat()];
 }

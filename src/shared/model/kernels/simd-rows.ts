@@ -21,6 +21,7 @@
  * Where WebAssembly SIMD or the backend's memory is not available (a threaded
  * build's shared memory, an older engine), `simdRows` returns null.
  */
+import { I32, leb, name, section, SIMD, sleb, V128 } from '../../wasm-bytes.js';
 
 /** An expression over four float32 lanes. */
 export type Expr = { in: number } | { let: number } | { c: number } | { op: 'add' | 'sub' | 'mul'; a: Expr; b: Expr };
@@ -44,35 +45,6 @@ export type Operand = [address: number, strideBytes: number];
 
 /** Runs the program over `rows` rows of `width` floats (a multiple of 4); operands are the inputs, then the outputs. */
 export type RowKernel = (operands: Operand[], rows: number, width: number) => void;
-
-const SIMD = 0xfd;
-const V128 = 0x7b;
-const I32 = 0x7f;
-
-function leb(n: number): number[] {
-  const out: number[] = [];
-  do {
-    let b = n & 0x7f;
-    n >>>= 7;
-    if (n !== 0) b |= 0x80;
-    out.push(b);
-  } while (n !== 0);
-  return out;
-}
-
-/** Signed LEB128 (i32.const's immediate). */
-function sleb(n: number): number[] {
-  const out: number[] = [];
-  for (;;) {
-    const b = n & 0x7f;
-    n >>= 7;
-    if ((n === 0 && (b & 0x40) === 0) || (n === -1 && (b & 0x40) !== 0)) return [...out, b];
-    out.push(b | 0x80);
-  }
-}
-
-const section = (id: number, content: number[]) => [id, ...leb(content.length), ...content];
-const name = (s: string) => [s.length, ...[...s].map((c) => c.charCodeAt(0))];
 
 function f32x4Const(v: number): number[] {
   const b = new Uint8Array(new Float32Array([v, v, v, v]).buffer);

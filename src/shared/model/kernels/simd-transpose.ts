@@ -9,24 +9,8 @@
  * worker's cost of taking up new parameters. Written out like simd-rows.ts
  * (no toolchain); where SIMD or the backend's memory is missing, null.
  */
+import { I32, leb, name, section, SIMD, V128 } from '../../wasm-bytes.js';
 
-const SIMD = 0xfd;
-const V128 = 0x7b;
-const I32 = 0x7f;
-
-function leb(n: number): number[] {
-  const out: number[] = [];
-  do {
-    let b = n & 0x7f;
-    n >>>= 7;
-    if (n !== 0) b |= 0x80;
-    out.push(b);
-  } while (n !== 0);
-  return out;
-}
-
-const section = (id: number, content: number[]) => [id, ...leb(content.length), ...content];
-const name = (s: string) => [s.length, ...[...s].map((c) => c.charCodeAt(0))];
 /** i8x16.shuffle picking float32 lanes (0..3 of the first operand, 4..7 of the second). */
 const shuffle = (lanes: number[]) => [SIMD, 0x0d, ...lanes.flatMap((l) => [4 * l, 4 * l + 1, 4 * l + 2, 4 * l + 3])];
 
