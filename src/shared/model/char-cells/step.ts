@@ -34,9 +34,9 @@ import * as tf from '@tensorflow/tfjs';
 import type { TokenBatch } from '../descriptor.js';
 import { toTimeMajor } from '../char-lstm/step.js';
 import { blockOf, cellParamCount, CELL_GATES, viewOf, type CellDims } from './params.js';
-import { cellKernel, fusedCellGatesActive, scatterTransposed } from '../kernels/cell-gates.js';
+import { cellKernel, fusedCellGatesActive } from '../kernels/cell-gates.js';
 import { softmaxCrossEntropy } from '../kernels/softmax-xent.js';
-import { copyInto, filledTensors, transposed, transposedTensor } from '../host-tensors.js';
+import { copyInto, filledTensors, transposed, transposedRowsInto, transposedTensor } from '../host-tensors.js';
 
 export interface CellStepParams {
   dims: CellDims;
@@ -171,11 +171,10 @@ function fusedCellStep(p: CellStepParams, batch: TokenBatch, h0: tf.Tensor2D): C
     return { gates, hGate, dWhq, dBias, lossSum, h: h as tf.Tensor2D };
   });
   const grad = new Float32Array(cellParamCount(dims));
-  const G = out.gates.dataSync() as Float32Array;
   if (gru) {
-    ['z', 'r'].forEach((g, k) => scatterTransposed(G, V + H + 1, k * H, H, grad, blockOf(dims, `W_x${g}`).offset));
+    ['z', 'r'].forEach((g, k) => transposedRowsInto(out.gates as tf.Tensor2D, k * H, H, grad, blockOf(dims, `W_x${g}`).offset));
     grad.set(out.hGate[0].dataSync() as Float32Array, blockOf(dims, 'W_xh').offset);
-  } else grad.set(G, blockOf(dims, 'W_xh').offset);
+  } else grad.set(out.gates.dataSync() as Float32Array, blockOf(dims, 'W_xh').offset);
   grad.set(out.dWhq.dataSync() as Float32Array, blockOf(dims, 'W_hq').offset);
   grad.set(out.dBias.dataSync() as Float32Array, blockOf(dims, 'b_q').offset);
   const lossSum = out.lossSum.dataSync()[0];
