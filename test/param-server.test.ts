@@ -10,6 +10,8 @@ import { ParameterServer } from '../src/shared/train/param-server.js';
 import { createModel } from '../src/shared/model/registry.js';
 import { Rng } from '../src/shared/data/rng.js';
 import { testBackend } from './support/tf.js';
+import { simdSum } from '../src/shared/wire/simd-sum.js';
+import { GradAccumulator } from '../src/shared/wire/accumulate.js';
 
 test('SGD in JavaScript equals tfjs SGD bit for bit over steps with and without clipping; iterations counted', async () => {
   await testBackend();
@@ -83,4 +85,59 @@ test('the SGD step in WebAssembly SIMD and in JavaScript (no SIMD) give the same
   assert.deepEqual([...scales].sort(), [0, 1], 'some steps clipped, some not');
   simd.dispose();
   plain.dispose();
+});
+
+/** The mean and squared norm as the JavaScript loop computes them: fround(s / t), squares summed in order. */
+function meanSqRef(sum: Float64Array, tokens: number): { mean: Float32Array; sq: number } {
+  const mean = new Float32Array(sum.length);
+  let sq = 0;
+  for (let i = 0; i < sum.length; i++) {
+    mean[i] = Math.fround(sum[i] / tokens);
+    sq += mean[i] * mean[i];
+  }
+  return { mean, sq };
+}
+
+test('the SIMD mean equals Math.fround(sum / tokens) bit for bit, ties and float32 subnormals included; the norm to 1e-12', (t) => {
+  const simd = simdSum();
+  if (!simd) return t.skip('no WebAssembly SIMD here');
+  const rng = new Rng(9);
+  const n = 4096;
+  const special = [0, 1 + 2 ** -24, 1 + 3 * 2 ** -24, -(1 + 2 ** -24), 2 ** -140, 3 * 2 ** -150, 2 ** -126 * (1 - 2 ** -25), 3.4028235677973366e38, 1e300, -5e-324];
+  for (const tokens of [1, 3, 7, 2240, 1_000_003, 0.1]) {
+    const sum = new Float64Array(simd.memory.buffer, 0, n);
+    for (let i = 0; i < n; i++) sum[i] = i < special.length ? special[i] : rng.normal() * 10 ** Math.floor(rng.next() * 12 - 6);
+    const mean = new Float32Array(simd.memory.buffer, n * 8, n);
+    const sq = simd.meanSq(mean.byteOffset, 0, n * 8, tokens);
+    const ref = meanSqRef(sum, tokens);
+    for (let i = 0; i < n; i++) assert.ok(Object.is(mean[i], ref.mean[i]), `tokens ${tokens}, value ${i}: ${sum[i]} -> ${mean[i]}, want ${ref.mean[i]}`);
+    if (Number.isFinite(ref.sq)) assert.ok(Math.abs(sq - ref.sq) <= 1e-12 * ref.sq, `tokens ${tokens}: norm^2 ${sq} vs ${ref.sq}`);
+    else assert.equal(sq, ref.sq);
+  }
+});
+
+test('a server moved into the gradient accumulator\'s memory averages the sum there: the same steps as in JavaScript, at any length', (t) => {
+  if (!simdSum()) return t.skip('no WebAssembly SIMD here');
+  const rng = new Rng(11);
+  for (const hidden of [6, 7, 9]) {
+    const model = createModel('char-lstm', 11, { hidden });
+    const init = model.init(rng);
+    const moved = new ParameterServer(model, init, { optimizer: 'sgd', lr: 0.3, clip: 1e9 });
+    const acc = new GradAccumulator(model.paramCount, [], 100, moved.simdBytes);
+    const host = acc.hostRegion();
+    assert.ok(host);
+    moved.moveInto(host.simd, host.at);
+    const plain = new ParameterServer(model, init, { optimizer: 'sgd', lr: 0.3, clip: 1e9 });
+    for (const tokens of [7, 3, 2240]) {
+      const sum = acc.newSum();
+      for (let i = 0; i < sum.length; i++) sum[i] = rng.normal() * tokens;
+      const a = moved.apply(sum, tokens);
+      const b = plain.apply(Float64Array.from(sum), tokens);
+      assert.ok(Math.abs(a.gradNorm - b.gradNorm) <= 1e-12 * b.gradNorm, `${a.gradNorm} vs ${b.gradNorm}`);
+      assert.equal(a.scale, 1);
+      assert.deepEqual(moved.params(), plain.params(), `${model.paramCount} parameters, ${tokens} tokens`);
+    }
+    moved.dispose();
+    plain.dispose();
+  }
 });
