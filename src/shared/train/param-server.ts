@@ -66,6 +66,8 @@ export class ParameterServer {
   private readonly cfg: OptimizerConfig;
   private cache: Float32Array | null = null;
   private mean: Float32Array;
+  /** The last mean's squared norm (meanSq). */
+  private sq = 0;
   /**
    * SGD without tfjs: the parameters, and the buffer the next step writes (swapped, so params() stays valid until then).
    * With SIMD, both and `mean` live in the module's memory.
@@ -150,15 +152,17 @@ export class ParameterServer {
     if (!(tokens > 0)) throw new RangeError(`token count must be positive, got ${tokens}`);
     const t0 = performance.now();
     const mean = this.mean;
-    const gradNorm = Math.sqrt(this.meanSq(gradSum, tokens));
+    // How many values' unclipped step the mean's pass has already taken (into `next`).
+    const stepped = this.meanSq(gradSum, tokens);
+    const gradNorm = Math.sqrt(this.sq);
     if (!Number.isFinite(gradNorm)) throw new RangeError('gradient is not finite; refusing to apply it');
     const scale = gradNorm > this.cfg.clip ? this.cfg.clip / gradNorm : 1;
     if (this.sgd) {
       // The clip happens inside the step's pass; its time counts as the optimizer's.
       const t1 = performance.now();
       const { next, flat, c, simd } = this.sgd;
-      let done = 0;
-      if (simd) {
+      let done = scale === 1 ? stepped : 0;
+      if (simd && done === 0) {
         done = this.count & ~3;
         if (scale === 1) simd.sgd(next.byteOffset, flat.byteOffset, mean.byteOffset, mean.byteOffset + done * 4, c);
         else simd.sgdScaled(next.byteOffset, flat.byteOffset, mean.byteOffset, mean.byteOffset + done * 4, c, scale);
@@ -184,18 +188,26 @@ export class ParameterServer {
     return { gradNorm, scale, clipMs: t1 - t0, optimizerMs: performance.now() - t1 };
   }
 
-  /** Writes the mean gradient into `this.mean`; returns its squared norm. */
+  /**
+   * Writes the mean gradient into `this.mean` and its squared norm into `this.sq`. A sum in the SIMD
+   * module's memory goes through one pass that also takes the unclipped step into `next`, at the cost
+   * of a wasted step where the norm then calls for a clip; returns how many values that step covered.
+   */
   private meanSq(gradSum: Float64Array | Float32Array, tokens: number): number {
     const mean = this.mean;
-    if (gradSum instanceof Float32Array) return meanSq32(gradSum, tokens, mean);
-    const simd = this.sgd?.simd;
+    if (gradSum instanceof Float32Array) {
+      this.sq = meanSq32(gradSum, tokens, mean);
+      return 0;
+    }
+    const sgd = this.sgd;
     let done = 0;
     let sq = 0;
-    if (simd && gradSum.buffer === simd.memory.buffer) {
+    if (sgd?.simd && gradSum.buffer === sgd.simd.memory.buffer) {
       done = this.count & ~7;
-      sq = simd.meanSq(mean.byteOffset, gradSum.byteOffset, gradSum.byteOffset + done * 8, tokens);
+      sq = sgd.simd.meanSqStep(mean.byteOffset, gradSum.byteOffset, gradSum.byteOffset + done * 8, tokens, sgd.next.byteOffset, sgd.flat.byteOffset, sgd.c);
     }
-    return sq + meanSq64(gradSum, tokens, mean, done);
+    this.sq = sq + meanSq64(gradSum, tokens, mean, done);
+    return done;
   }
 
   /** Replace the parameters (resume). */
