@@ -15,7 +15,9 @@
  * norm, then one pass that clips (when it must) and steps, both in WebAssembly
  * SIMD (simd-sum.ts; in JavaScript where that is missing). The coordinator
  * puts this server's arrays into its gradient accumulator's memory
- * (moveInto), so that the round's float64 sum is averaged where it lies.
+ * (moveInto), so that the round's float64 sum is averaged where it lies; that
+ * pass also takes the unclipped step while its divisions run, and only a step
+ * the norm then clips needs the second pass.
  *
  * The mean is the same float32 values either way, bit for bit. The squared
  * norm is summed in eight interleaved chains in SIMD and in one in JavaScript
@@ -47,7 +49,7 @@ export interface ApplyResult {
   gradNorm: number;
   /** Factor the gradient was multiplied by (1 when not clipped). */
   scale: number;
-  /** Time spent on mean + norm + clip, and in the tfjs optimizer. */
+  /** Time spent on mean + norm + clip, and in the optimizer (a step taken inside the mean's pass counts in clipMs). */
   clipMs: number;
   optimizerMs: number;
 }
