@@ -51,6 +51,8 @@ export class WorkerClient {
   private wakeSleep: (() => void) | null = null;
   workerId: string | null = null;
   rounds = 0;
+  /** The parameters, decoded into the same array every round. */
+  private paramsBuffer: Float32Array | null = null;
   /** The gradient's frame, reused from round to round once the socket has written it out. */
   private readonly gradFrames = new ReusedFrames();
   /** Why the worker stopped trying, for the exit message, and its code when it was refused. */
@@ -237,7 +239,10 @@ export class WorkerClient {
         return;
       }
       case 'params':
-        this.computer!.setParams(msg.version, decodeTensor(msg.params));
+        // Into the same array every round (no megabyte allocated per round): the computer builds its step
+        // tensors from it at once, and what keeps it longer (a local SGD round) copies it as it starts.
+        if (this.paramsBuffer?.length !== msg.params.length) this.paramsBuffer = new Float32Array(msg.params.length);
+        this.computer!.setParams(msg.version, decodeTensor(msg.params, this.paramsBuffer));
         return;
       case 'step': {
         const c = this.computer;
