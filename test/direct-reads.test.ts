@@ -21,6 +21,26 @@ async function server(maxPayload = 0): Promise<{ wss: WebSocketServer; port: num
   return { wss, port: (wss.address() as { port: number }).port };
 }
 
+/** A client socket that did the WebSocket upgrade by hand and writes frames as they are given. */
+async function rawClient(port: number): Promise<net.Socket> {
+  const sock = net.connect(port, '127.0.0.1');
+  await new Promise<void>((r) => sock.once('connect', () => r()));
+  sock.write(`GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: ${crypto.randomBytes(16).toString('base64')}\r\nSec-WebSocket-Version: 13\r\n\r\n`);
+  await new Promise<void>((r) => sock.once('data', () => r()));
+  return sock;
+}
+
+/** A client's frame: masked with a random key. */
+function frame(payload: Buffer, opcode = 2): Buffer {
+  const mask = crypto.randomBytes(4);
+  const n = payload.length;
+  const head = n < 126 ? Buffer.from([0x80 | opcode, 0x80 | n]) : n < 65536 ? Buffer.from([0x80 | opcode, 0x80 | 126, n >> 8, n & 0xff]) : Buffer.concat([Buffer.from([0x80 | opcode, 0x80 | 127, 0, 0, 0, 0]), Buffer.from([n >>> 24, (n >>> 16) & 0xff, (n >>> 8) & 0xff, n & 0xff])]);
+  const body = Buffer.from(payload.map((b, i) => b ^ mask[i & 3]));
+  return Buffer.concat([head, mask, body]);
+}
+
+const tick = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
 test('messages of every kind arrive intact and in order; only large whole binary frames are taken (random client masks)', async () => {
   const { wss, port } = await server();
   let taken = 0;
@@ -98,17 +118,7 @@ test('frame headers and payloads split across many small reads, and a frame over
     ws.on('error', (e: Error & { code?: string }) => (error = e.code ?? ''));
   });
   // A raw client: the upgrade by hand, then frames written a few bytes at a time.
-  const sock = net.connect(port, '127.0.0.1');
-  await new Promise<void>((r) => sock.once('connect', () => r()));
-  sock.write(`GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: ${crypto.randomBytes(16).toString('base64')}\r\nSec-WebSocket-Version: 13\r\n\r\n`);
-  await new Promise<void>((r) => sock.once('data', () => r()));
-  const frame = (payload: Buffer, opcode = 2) => {
-    const mask = crypto.randomBytes(4);
-    const n = payload.length;
-    const head = n < 126 ? Buffer.from([0x80 | opcode, 0x80 | n]) : n < 65536 ? Buffer.from([0x80 | opcode, 0x80 | 126, n >> 8, n & 0xff]) : Buffer.concat([Buffer.from([0x80 | opcode, 0x80 | 127, 0, 0, 0, 0]), Buffer.from([n >>> 24, (n >>> 16) & 0xff, (n >>> 8) & 0xff, n & 0xff])]);
-    const body = Buffer.from(payload.map((b, i) => b ^ mask[i & 3]));
-    return Buffer.concat([head, mask, body]);
-  };
+  const sock = await rawClient(port);
   const a = bytes(200_000, 9);
   const b = bytes(70_000, 10);
   const stream = Buffer.concat([frame(a), frame(Buffer.from('hi'), 1), frame(b)]);
@@ -137,5 +147,44 @@ test('frame headers and payloads split across many small reads, and a frame over
   assert.equal(error, 'WS_ERR_UNSUPPORTED_MESSAGE_LENGTH');
   assert.equal(got.length, 3);
   sock.destroy();
+  await new Promise<void>((r) => wss.close(() => r()));
+});
+
+test('frames read into slots while one is free, into the connection\'s own buffer otherwise; a slot comes back after its message and after a cut-off frame', async () => {
+  const { wss, port } = await server();
+  const memory = new Uint8Array(2 * 1_300_000);
+  const free: Uint8Array[] = [memory.subarray(1_300_000), memory.subarray(0, 1_300_000)];
+  const slots = {
+    acquire: (n: number) => (n <= 1_300_000 ? (free.pop()?.subarray(0, n) ?? null) : null),
+    release: (b: Uint8Array) => void free.push(memory.subarray(b.byteOffset, b.byteOffset + 1_300_000)),
+  };
+  const got: { hash: string; inSlot: boolean; freeDuring: number }[] = [];
+  wss.on('connection', (ws) => {
+    assert.equal(attachDirectReads(ws, () => undefined, slots), true);
+    ws.on('message', (d: Buffer) => got.push({ hash: hash(d), inSlot: d.buffer === memory.buffer, freeDuring: free.length }));
+  });
+  const [a, b, c] = await Promise.all([rawClient(port), rawClient(port), rawClient(port)]);
+  const fa = frame(bytes(1_200_000, 12));
+  const fb = frame(bytes(900_000, 13));
+  const fc = frame(bytes(1_000_000, 14));
+  // a and b each hold a slot with half a frame; c finds none and reads into its own buffer.
+  a.write(fa.subarray(0, 600_000));
+  b.write(fb.subarray(0, 100_000));
+  await tick(50);
+  assert.equal(free.length, 0);
+  c.write(fc);
+  await tick(50);
+  // b is cut off mid-frame: its slot comes back; a completes.
+  b.destroy();
+  await tick(50);
+  assert.equal(free.length, 1);
+  a.write(fa.subarray(600_000));
+  await tick(50);
+  assert.deepEqual(got.map((g) => [g.hash, g.inSlot, g.freeDuring]), [
+    [hash(bytes(1_000_000, 14)), false, 0],
+    [hash(bytes(1_200_000, 12)), true, 1],
+  ]);
+  assert.equal(free.length, 2, 'every slot free again');
+  for (const s of [a, c]) s.destroy();
   await new Promise<void>((r) => wss.close(() => r()));
 });

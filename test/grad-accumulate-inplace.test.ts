@@ -54,3 +54,34 @@ test('a float32 gradient received into the accumulator’s own memory is checked
     }
   }
 });
+
+test('frame slots: distinct regions of the module’s memory, held until released, and a gradient read into one is added in place', (t) => {
+  if (!new GradAccumulator(1).vectorised) {
+    t.skip('no WebAssembly SIMD here: there are no slots');
+    return;
+  }
+  const n = 1001;
+  const acc = new GradAccumulator(n, [], 64 * 1024, 0, 2);
+  const ref = new GradAccumulator(n);
+  const [s1, s2] = [acc.acquire(5000)!, acc.acquire(64 * 1024)!];
+  assert.ok(s1 && s2, 'two slots');
+  assert.equal(acc.acquire(10), null, 'none left');
+  assert.equal(acc.frameBuffer(10)!.buffer, s1.buffer, 'in the module’s memory, with the frame region');
+  const [a0, b0] = [s1.byteOffset, s2.byteOffset];
+  assert.ok(Math.abs(a0 - b0) >= 64 * 1024 && a0 % 16 === 0 && b0 % 16 === 0, 'apart and aligned');
+  assert.equal(new GradAccumulator(n, [], 64 * 1024, 0, 1).acquire(64 * 1024 + 1), null, 'no slot larger than a frame');
+  const g = Float32Array.from({ length: n }, (_, i) => Math.fround(Math.cos(i) * 3));
+  const frame = encode({ type: 'grads', round: 1, tokenCount: 10, lossSum: 1, computeMs: 1, grads: encodeTensor(g, 'float32') });
+  acc.release(s2);
+  const slot = acc.acquire(frame.byteLength)!;
+  slot.set(frame);
+  const v = decodeWorkerMessage(Buffer.from(slot.buffer, slot.byteOffset, slot.byteLength), { paramCount: n, maxTokenCount: 10, gradsFinitenessChecked: true });
+  assert.ok(v.ok && v.msg.type === 'grads');
+  const [sa, sb] = [acc.newSum(), ref.newSum()];
+  assert.equal(acc.addInto(sa, (v.msg as GradsMsg).grads), null);
+  assert.equal(ref.addInto(sb, encodeTensor(g, 'float32')), null);
+  assert.deepEqual(sa, sb);
+  acc.release(slot);
+  acc.release(s1);
+  assert.ok(acc.acquire(1) && acc.acquire(1) && acc.acquire(1) === null, 'both back, no more');
+});

@@ -104,6 +104,12 @@ export interface RunSummary {
   checkpointFailed?: boolean;
 }
 
+/**
+ * Replies read straight into the gradient accumulator's memory at once (one slot each, shared/direct-reads.ts):
+ * a reply that finds none free lands in its connection's own buffer and is copied in when it is summed.
+ */
+const FRAME_SLOTS = 8;
+
 export class Coordinator {
   readonly metrics: CoordinatorMetrics;
   readonly membership: Membership;
@@ -229,7 +235,7 @@ export class Coordinator {
     const maxPayload = maxPayloadFor(this.count + cfg.batchSize * this.model.stateWidth, 0, 'float32');
     // Replies are received into the accumulator's memory, where a float32 gradient is summed without a copy;
     // the parameter server moves there too, so that the round's sum is averaged where it lies.
-    const gradAcc = new GradAccumulator(this.count, rowSparseBlocks(this.model.blocks), maxPayload, this.server.simdBytes);
+    const gradAcc = new GradAccumulator(this.count, rowSparseBlocks(this.model.blocks), maxPayload, this.server.simdBytes, FRAME_SLOTS);
     const host = gradAcc.hostRegion();
     if (host) this.server.moveInto(host.simd, host.at);
     this.gradAcc = gradAcc;
@@ -241,6 +247,7 @@ export class Coordinator {
         token: this.token,
         maxPayload,
         receiveBuffer: (n) => gradAcc.frameBuffer(n),
+        receiveSlots: gradAcc,
         maxConnections: cfg.maxWorkers + 16,
         helloTimeoutMs: cfg.helloTimeout * 1000,
         heartbeatMs: cfg.heartbeatInterval * 1000,

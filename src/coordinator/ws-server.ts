@@ -21,6 +21,7 @@ import {
 } from '../shared/wire/protocol.js';
 import type { LeaveReason, Peer } from './membership.js';
 import { FrameScratch } from '../shared/frame-scratch.js';
+import type { FrameSlots } from '../shared/direct-reads.js';
 
 export interface WsServerOptions {
   host: string;
@@ -38,6 +39,8 @@ export interface WsServerOptions {
   log: (line: string) => void;
   /** Where a large frame of n bytes may be received (see FrameScratch); absent or null: the server's own buffer. */
   receiveBuffer?: (n: number) => Uint8Array | null;
+  /** Where a connection's socket may read a large frame (direct-reads.ts); absent: the connection's own buffer. */
+  receiveSlots?: FrameSlots;
 }
 
 export type HelloResult = { ok: true; id: string } | { ok: false; code: ErrorCode; message: string };
@@ -92,7 +95,7 @@ export class WsServer {
     private readonly opts: WsServerOptions,
     private readonly handlers: WsHandlers,
   ) {
-    this.scratch = new FrameScratch(opts.receiveBuffer);
+    this.scratch = new FrameScratch(opts.receiveBuffer, opts.receiveSlots);
     this.http = opts.tls
       ? https.createServer({ cert: fs.readFileSync(opts.tls.certFile), key: fs.readFileSync(opts.tls.keyFile), handshakeTimeout: opts.helloTimeoutMs })
       : http.createServer();

@@ -23,7 +23,10 @@
  *
  * The same contract as frame-scratch.ts: a taken frame's buffer is reused by
  * the connection's next large frame, so handlers copy what they keep before
- * they return. Where the socket, Node or ws do not look as expected (TLS, a
+ * they return. The coordinator offers slots of its gradient accumulator's
+ * WebAssembly memory (FrameSlots), where a float32 gradient is then summed
+ * without a copy; a frame that finds none free is read into the connection's
+ * own buffer. Where the socket, Node or ws do not look as expected (TLS, a
  * socket with data already buffered, another ws or Node version), attach()
  * returns false and nothing is changed.
  */
@@ -68,6 +71,12 @@ function symbols(): typeof onreadSymbols {
   return onreadSymbols;
 }
 
+/** Memory a frame may be read into instead of the connection's own buffer (GradAccumulator's slots), held until released. */
+export interface FrameSlots {
+  acquire(n: number): Uint8Array | null;
+  release(slot: Uint8Array): void;
+}
+
 const HEADER = 0;
 const PASS = 1;
 const TAKE = 2;
@@ -82,7 +91,11 @@ class DirectReads {
   private remaining = 0;
   /** ws is inside a fragmented message (its frames all go to ws). */
   private fragmented = false;
-  private frame = Buffer.alloc(0);
+  private frame: Buffer = Buffer.alloc(0);
+  /** The connection's own frame buffer (grown to the largest frame), used when no slot is free. */
+  private own: Buffer = Buffer.alloc(0);
+  /** The slot the frame being taken is read into, if any. */
+  private slot: Uint8Array | null = null;
   private frameLength = 0;
   private at = 0;
   private readonly mask = Buffer.alloc(4);
@@ -94,7 +107,16 @@ class DirectReads {
     private readonly socket: Socket,
     private readonly receiver: Receiver,
     private readonly onTaken: () => void,
-  ) {}
+    private readonly slots: FrameSlots | null,
+  ) {
+    // A frame cut off by the connection's end gives its slot back.
+    socket.once('close', () => this.releaseSlot());
+  }
+
+  private releaseSlot(): void {
+    if (this.slot) this.slots!.release(this.slot);
+    this.slot = null;
+  }
 
   /** Node's read callback: `buf` is the buffer the kernel just filled (nread bytes). */
   onRead(nread: number, buf: Buffer): boolean {
@@ -165,7 +187,12 @@ class DirectReads {
       this.remaining = Math.max(0, length);
       return;
     }
-    if (this.frame.length < length) this.frame = Buffer.allocUnsafe(length);
+    this.slot = this.slots?.acquire(length) ?? null;
+    if (this.slot) this.frame = Buffer.from(this.slot.buffer, this.slot.byteOffset, length);
+    else {
+      if (this.own.length < length) this.own = Buffer.allocUnsafe(length);
+      this.frame = this.own;
+    }
     this.frameLength = length;
     this.at = 0;
     this.remaining = length;
@@ -179,9 +206,14 @@ class DirectReads {
     const data = this.frame.subarray(0, this.frameLength);
     if (this.masked && (this.mask[0] | this.mask[1] | this.mask[2] | this.mask[3]) !== 0) unmask(data, this.mask);
     // As ws's receiver would: the message event, synchronously, from the frame's bytes; none once ws is closing.
-    if (this.ws.readyState !== 1 || this.socket.listenerCount('data') === 0) return;
-    this.onTaken();
-    this.ws.emit('message', data, true);
+    // The handlers are done with the bytes when it returns: a slot is free again.
+    try {
+      if (this.ws.readyState !== 1 || this.socket.listenerCount('data') === 0) return;
+      this.onTaken();
+      this.ws.emit('message', data, true);
+    } finally {
+      this.releaseSlot();
+    }
   }
 
   /** Hands the bytes for ws to its receiver, as ws's own 'data' listener does. */
@@ -209,13 +241,13 @@ function unmask(data: Buffer, mask: Buffer): void {
  * Takes over `ws`'s socket reads as described above. False (and nothing changed) where it cannot:
  * a TLS socket, bytes already buffered on either side, or Node and ws internals not as expected.
  */
-export function attachDirectReads(ws: WebSocket, onTaken: () => void = () => undefined): boolean {
+export function attachDirectReads(ws: WebSocket, onTaken: () => void = () => undefined, slots: FrameSlots | null = null): boolean {
   const syms = symbols();
   const socket = (ws as unknown as { _socket?: Socket & { encrypted?: boolean; _handle?: { useUserBuffer?: (b: Buffer) => void } } })._socket;
   const receiver = (ws as unknown as { _receiver?: unknown })._receiver;
   if (!syms || !socket || socket.encrypted || typeof socket._handle?.useUserBuffer !== 'function' || !looksLikeWs8(receiver)) return false;
   if (socket.readableLength !== 0 || receiver._bufferedBytes !== 0 || receiver.writableLength !== 0 || receiver._state !== 0 || ws.readyState !== 1) return false;
-  const reads = new DirectReads(ws, socket, receiver, onTaken);
+  const reads = new DirectReads(ws, socket, receiver, onTaken, slots);
   const s = socket as unknown as Record<symbol, unknown>;
   s[syms.buffer] = reads.nextBuffer();
   s[syms.callback] = (nread: number, buf: Buffer) => reads.onRead(nread, buf);

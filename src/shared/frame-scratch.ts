@@ -21,7 +21,7 @@
  * does not look as expected (another ws version), nothing is changed.
  */
 import type { WebSocket } from 'ws';
-import { attachDirectReads } from './direct-reads.js';
+import { attachDirectReads, type FrameSlots } from './direct-reads.js';
 
 /** DPTRAIN_DIRECT_READS=0 turns the socket read takeover off (for comparisons). */
 const DIRECT_READS = process.env.DPTRAIN_DIRECT_READS !== '0';
@@ -66,7 +66,11 @@ export class FrameScratch {
    * (the coordinator's: its gradient sum's WebAssembly memory, where a float32
    * gradient is then summed without a copy); null: the scratch's own buffer.
    */
-  constructor(private readonly place?: (n: number) => Uint8Array | null) {}
+  constructor(
+    private readonly place?: (n: number) => Uint8Array | null,
+    /** Where direct reads may put a frame (direct-reads.ts); absent: each connection's own buffer. */
+    private readonly slots?: FrameSlots,
+  ) {}
 
   /**
    * Route `ws`'s large single-frame binary messages through the scratch; false where its receiver is not ws 8's.
@@ -77,7 +81,7 @@ export class FrameScratch {
   attach(ws: WebSocket): boolean {
     const r = (ws as unknown as { _receiver?: unknown })._receiver;
     if (!looksLikeWs8(r)) return false;
-    if (DIRECT_READS) attachDirectReads(ws, () => this.uses++);
+    if (DIRECT_READS) attachDirectReads(ws, () => this.uses++, this.slots ?? null);
     const own = r.consume;
     // eslint-disable-next-line @typescript-eslint/no-this-alias
     const scratch = this;

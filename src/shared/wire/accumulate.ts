@@ -49,6 +49,9 @@ export class GradAccumulator {
   private frameRegion: Uint8Array | null = null;
   /** Byte address of the region reserved for the parameter server (`hostRegion`), or -1. */
   private hostAt = -1;
+  /** Frame slots (`acquire`/`release`): regions of the module's memory a connection's socket reads a frame into. */
+  private readonly freeSlots: Uint8Array[] = [];
+  private slotBytes = 0;
 
   /**
    * `frameBytes`: reserve that much of the module's memory for received frames
@@ -57,16 +60,32 @@ export class GradAccumulator {
    * `hostBytes`: reserve that much more for the parameter server
    * (`hostRegion`, ParameterServer.moveInto), so that the round's sum is
    * averaged in this module, where it lies.
+   * `slots`: reserve that many more regions of `frameBytes` (`acquire`), each
+   * held by one connection while its socket reads a frame into it
+   * (shared/direct-reads.ts): replies arriving at once each land here.
+   * The memory is laid out once and never grows after: the kernel writes into
+   * these regions by address.
    */
   constructor(
     readonly paramCount: number,
     readonly sparseBlocks: readonly RowSparseBlock[] = [],
     frameBytes = 0,
     hostBytes = 0,
+    slots = 0,
   ) {
     this.simd = HOST_LITTLE_ENDIAN ? simdSum() : null;
     this.ids = new Int32Array(sparseBlocks.reduce((a, b) => a + b.rows, 0));
-    this.layout(paramCount, frameBytes, hostBytes);
+    this.layout(paramCount, frameBytes, hostBytes, frameBytes > 0 ? slots : 0);
+  }
+
+  /** A frame slot of at least n bytes, held until `release`; null when none is free or none is that large. */
+  acquire(n: number): Uint8Array | null {
+    return n <= this.slotBytes ? (this.freeSlots.pop()?.subarray(0, n) ?? null) : null;
+  }
+
+  /** Gives back a slot `acquire` returned. */
+  release(slot: Uint8Array): void {
+    this.freeSlots.push(new Uint8Array(slot.buffer, slot.byteOffset, this.slotBytes));
   }
 
   /** The module and the byte address of the region the constructor reserved for `hostBytes`, or null (none asked, or no SIMD). */
@@ -84,17 +103,21 @@ export class GradAccumulator {
     return this.simd !== null;
   }
 
-  private layout(n: number, frameBytes: number, hostBytes: number): void {
+  private layout(n: number, frameBytes: number, hostBytes: number, slots: number): void {
     if (this.simd) {
-      // [sum: n float64][scratch: n float32][raw: n 16-bit values][frames][host], 16-byte aligned; the memory never grows after this.
+      // [sum: n float64][scratch: n float32][raw: n 16-bit values][frames][host][slots], 16-byte aligned; the memory never grows after this.
       this.scratchAt = Math.ceil((n * 8) / 16) * 16;
       this.rawAt = this.scratchAt + Math.ceil((n * 4 + 16) / 16) * 16;
       const frameAt = this.rawAt + Math.ceil((n * 2 + 16) / 16) * 16;
       const hostAt = frameAt + Math.ceil((frameBytes + 16) / 16) * 16;
-      const need = hostAt + hostBytes + 16;
+      const slotAt = hostAt + Math.ceil((hostBytes + 16) / 16) * 16;
+      const slotStride = Math.ceil((frameBytes + 16) / 16) * 16;
+      const need = slotAt + slots * slotStride + 16;
       if (hostBytes > 0) this.hostAt = hostAt;
       const mem = this.simd.memory;
       if (mem.buffer.byteLength < need) mem.grow(Math.ceil((need - mem.buffer.byteLength) / 65536));
+      this.slotBytes = slots > 0 ? frameBytes : 0;
+      for (let k = slots - 1; k >= 0; k--) this.freeSlots.push(new Uint8Array(mem.buffer, slotAt + k * slotStride, frameBytes));
       this.sum = new Float64Array(mem.buffer, 0, n);
       this.f32 = new Float32Array(mem.buffer, this.scratchAt, n);
       this.raw = new Uint8Array(mem.buffer, this.rawAt, n * 2);
