@@ -100,7 +100,72 @@ export interface CellStepResult {
 /** Forward + backward; h0 and the params are not disposed. */
 export function cellStep(p: CellStepParams, batch: TokenBatch, h0: tf.Tensor2D): CellStepResult {
   checkBatch(batch, h0, p.dims);
-  return fusedCellGatesActive() ? fusedCellStep(p, batch, h0) : opsCellStep(p, batch, h0);
+  if (!fusedCellGatesActive()) return opsCellStep(p, batch, h0);
+  return p.dims.cell === 'rnn' ? fusedRnnStep(p, batch, h0) : fusedCellStep(p, batch, h0);
+}
+
+/** Rows of A = [onehot(ids), ·, 1] (·, V+H+1): the one-hot and constant columns; the first rows' h from `h0`. */
+function oneHotRows(a: Float32Array, ids: ArrayLike<number>, V: number, H: number, h0: Float32Array): void {
+  const R = V + H + 1;
+  for (let r = 0, row = 0; r < ids.length; r++, row += R) {
+    a.fill(0, row, row + V);
+    a[row + ids[r]] = 1;
+    a[row + V + H] = 1;
+  }
+  for (let r = 0; r < h0.length / H; r++) a.set(h0.subarray(r * H, r * H + H), r * R + V);
+}
+
+/**
+ * The RNN on wasm. The tensors over all steps are filled as the loop goes, no concat: A_t's
+ * stack As (its one-hot and constant columns written here, h_{t-1} by the hidden kernel of
+ * step t − 1), Hs (the hidden kernel) and dZ (the backward kernel); each step's own A_t, z_t
+ * and dz_t are freed once read, so that the next step's land in memory still in cache. The
+ * stacks are only read by matMuls after the last write (the backend caches packed matMul
+ * weights per tensor).
+ */
+function fusedRnnStep(p: CellStepParams, batch: TokenBatch, h0: tf.Tensor2D): CellStepResult {
+  const { rows: B, numSteps: T } = batch;
+  const { vocabSize: V, hidden: H } = p.dims;
+  const R = V + H + 1;
+  const xTm = toTimeMajor(batch.x, B, T);
+  const h0v = h0.dataSync() as Float32Array;
+  const out = tf.tidy(() => {
+    const [A0, As, Hs, dZ] = filledTensors([[B, R], [T * B, R], [T * B, H], [T * B, H]], [
+      (a) => oneHotRows(a, xTm.subarray(0, B), V, H, h0v),
+      (a) => oneHotRows(a, xTm, V, H, h0v),
+      () => {},
+      () => {},
+    ]);
+    let A = A0;
+    for (let t = 0; t < T; t++) {
+      const z = tf.matMul(A, p.wcat[0]);
+      A.dispose();
+      [A] = cellKernel('DptrainRnnHidden', { z, Hs, As }, H, V, t + 1 < T ? xTm.subarray((t + 1) * B, (t + 2) * B) : null, t);
+      z.dispose();
+    }
+    A.dispose();
+    const { lossSum, dLogits, dBias } = softmaxCrossEntropy(tf.matMul(Hs, p.whq) as tf.Tensor2D, p.bq, toTimeMajor(batch.y, B, T));
+    const dWhq = tf.matMul(transposed(Hs), dLogits);
+    // The output layer's share of every dh_t at once (T·B, H); the backward kernel reads row block t.
+    const dOut = tf.matMul(dLogits, p.whqT);
+    let dhRec: tf.Tensor = tf.zeros([B, H]);
+    for (let t = T - 1; t >= 0; t--) {
+      const [dz] = cellKernel('DptrainRnnBackward', { dhRec, Hs, dOut, dZ }, H, V, null, t);
+      dhRec.dispose();
+      if (t > 0) dhRec = tf.matMul(dz, p.whT);
+      dz.dispose();
+    }
+    // The weight gradient over all time steps: A^T dZ (V+H+1, H).
+    const gates = tf.matMul(transposed(As), dZ);
+    return { gates, dWhq, dBias, lossSum, h: tf.slice(Hs, [(T - 1) * B, 0], [B, H]) as tf.Tensor2D };
+  });
+  const grad = new Float32Array(cellParamCount(p.dims));
+  grad.set(out.gates.dataSync() as Float32Array, blockOf(p.dims, 'W_xh').offset);
+  grad.set(out.dWhq.dataSync() as Float32Array, blockOf(p.dims, 'W_hq').offset);
+  grad.set(out.dBias.dataSync() as Float32Array, blockOf(p.dims, 'b_q').offset);
+  const lossSum = out.lossSum.dataSync()[0];
+  tf.dispose([out.gates, out.dWhq, out.dBias, out.lossSum]);
+  return { grad, lossSum, tokenCount: B * T, h: out.h };
 }
 
 /** The wasm path: fused gate kernels; the weight gradients assembled on the host. */

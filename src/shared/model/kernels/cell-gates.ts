@@ -26,7 +26,7 @@
  *  - `DptrainGruBackward2` (drh = da_h W_hh^T): [dz_z, dz_r] and dh ⊙ z + drh ⊙ r.
  */
 import * as tf from '@tensorflow/tfjs';
-import { add, input, mul, num, simdRows, sub, type Expr, type Operand, type RowProgram } from './simd-rows.js';
+import { add, input, mul, num, sigmoid, simdRows, sub, type Expr, type Operand, type RowProgram } from './simd-rows.js';
 
 interface WasmBackendLike {
   dataIdMap: { get(dataId: object): { memoryOffset: number } };
@@ -102,27 +102,41 @@ function writeA(a: Float32Array, r: number, H: number, V: number, ids: ArrayLike
 
 const KERNELS: Record<string, tf.KernelFunc> = {
   DptrainRnnHidden: heapKernel(
-    (H, V) => [H, V + H + 1],
-    ([S], [h, a], B, H, V, ids) => {
+    (H, V) => [V + H + 1],
+    ([z, Hs, As], [a], B, H, V, ids, step) => {
+      const R = V + H + 1;
+      const last = (step + 1) * B * R >= As.length;
       for (let r = 0; r < B; r++) {
         const at = writeA(a, r, H, V, ids);
-        for (let j = 0, k = r * H; j < H; j++, k++) a[at + j] = h[k] = 2 * S[k] - 1;
-      }
-    },
-    { program: { inputs: 1, lets: [twice(input(0))], outputs: [{ let: 0 }, { let: 0 }] }, operands: (at, [S], [h, a], B, H, V) => [at(S), at(h), at(a, V)], aOut: 1 },
-  ),
-  DptrainRnnBackward: heapKernel(
-    (H) => [H],
-    ([h, dhRec, dOut], [dz], B, H, V, ids, step) => {
-      const base = step * B * H;
-      for (let k = 0; k < B * H; k++) {
-        const d = dhRec[k] + dOut[base + k];
-        dz[k] = d - d * h[k] * h[k];
+        const hs = (step * B + r) * H;
+        const next = ((step + 1) * B + r) * R + V;
+        for (let j = 0, k = r * H; j < H; j++, k++) {
+          const h = 2 / (1 + Math.exp(-z[k])) - 1;
+          a[at + j] = Hs[hs + j] = h;
+          if (!last) As[next + j] = h;
+        }
       }
     },
     {
-      program: { inputs: 3, lets: [add(input(1), input(2))], outputs: [sub({ let: 0 }, mul({ let: 0 }, input(0), input(0)))] },
-      operands: (at, [h, dhRec, dOut], [dz], B, H, V, step) => [at(h), at(dhRec), at(dOut, 0, step * B), at(dz)],
+      program: { inputs: 1, lets: [twice(sigmoid(input(0)))], outputs: [{ let: 0 }, { let: 0 }, { let: 0 }] },
+      // The last step has no next row block in As: its third operand repeats the second.
+      operands: (at, [z, Hs, As], [a], B, H, V, step) => [at(z), at(Hs, 0, step * B), at(a, V), (step + 1) * B < As.shape[0] ? at(As, V, (step + 1) * B) : at(a, V)],
+      aOut: 0,
+    },
+  ),
+  DptrainRnnBackward: heapKernel(
+    (H) => [H],
+    ([dhRec, Hs, dOut, dZ], [dz], B, H, V, ids, step) => {
+      const base = step * B * H;
+      for (let k = 0; k < B * H; k++) {
+        const d = dhRec[k] + dOut[base + k];
+        const h = Hs[base + k];
+        dz[k] = dZ[base + k] = d - d * h * h;
+      }
+    },
+    {
+      program: { inputs: 3, lets: [add(input(0), input(2)), sub({ let: 0 }, mul({ let: 0 }, input(1), input(1)))], outputs: [{ let: 1 }, { let: 1 }] },
+      operands: (at, [dhRec, Hs, dOut, dZ], [dz], B, H, V, step) => [at(dhRec), at(Hs, 0, step * B), at(dOut, 0, step * B), at(dz), at(dZ, 0, step * B)],
     },
   ),
   DptrainGruReset: heapKernel(
