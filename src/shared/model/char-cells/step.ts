@@ -34,7 +34,7 @@ import * as tf from '@tensorflow/tfjs';
 import type { TokenBatch } from '../descriptor.js';
 import { toTimeMajor } from '../char-lstm/step.js';
 import { blockOf, cellParamCount, CELL_GATES, viewOf, type CellDims } from './params.js';
-import { cellKernel, fusedCellGatesActive, scatterTransposed } from '../kernels/cell-gates.js';
+import { cellKernel, fusedCellGatesActive, rowBlock, scatterTransposed } from '../kernels/cell-gates.js';
 import { softmaxCrossEntropy } from '../kernels/softmax-xent.js';
 import { copyInto, filledTensors, transposed, transposedTensor } from '../host-tensors.js';
 
@@ -140,8 +140,10 @@ function fusedRnnStep(p: CellStepParams, batch: TokenBatch, h0: tf.Tensor2D): Ce
     for (let t = 0; t < T; t++) {
       const z = tf.matMul(A, p.wcat[0]);
       A.dispose();
-      [A] = cellKernel('DptrainRnnHidden', { z, Hs, As }, H, V, t + 1 < T ? xTm.subarray((t + 1) * B, (t + 2) * B) : null, t);
+      const S = tf.sigmoid(z);
       z.dispose();
+      [A] = cellKernel('DptrainRnnHidden', { S, Hs, As }, H, V, t + 1 < T ? xTm.subarray((t + 1) * B, (t + 2) * B) : null, t);
+      S.dispose();
     }
     A.dispose();
     const { lossSum, dLogits, dBias } = softmaxCrossEntropy(tf.matMul(Hs, p.whq) as tf.Tensor2D, p.bq, toTimeMajor(batch.y, B, T));
@@ -157,7 +159,7 @@ function fusedRnnStep(p: CellStepParams, batch: TokenBatch, h0: tf.Tensor2D): Ce
     }
     // The weight gradient over all time steps: A^T dZ (V+H+1, H).
     const gates = tf.matMul(transposed(As), dZ);
-    return { gates, dWhq, dBias, lossSum, h: tf.slice(Hs, [(T - 1) * B, 0], [B, H]) as tf.Tensor2D };
+    return { gates, dWhq, dBias, lossSum, h: rowBlock(Hs as tf.Tensor2D, (T - 1) * B, B) };
   });
   const grad = new Float32Array(cellParamCount(p.dims));
   grad.set(out.gates.dataSync() as Float32Array, blockOf(p.dims, 'W_xh').offset);

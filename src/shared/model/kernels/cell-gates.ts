@@ -26,7 +26,7 @@
  *  - `DptrainGruBackward2` (drh = da_h W_hh^T): [dz_z, dz_r] and dh ⊙ z + drh ⊙ r.
  */
 import * as tf from '@tensorflow/tfjs';
-import { add, input, mul, num, sigmoid, simdRows, sub, type Expr, type Operand, type RowProgram } from './simd-rows.js';
+import { add, input, mul, num, simdRows, sub, type Expr, type Operand, type RowProgram } from './simd-rows.js';
 
 interface WasmBackendLike {
   dataIdMap: { get(dataId: object): { memoryOffset: number } };
@@ -103,7 +103,7 @@ function writeA(a: Float32Array, r: number, H: number, V: number, ids: ArrayLike
 const KERNELS: Record<string, tf.KernelFunc> = {
   DptrainRnnHidden: heapKernel(
     (H, V) => [V + H + 1],
-    ([z, Hs, As], [a], B, H, V, ids, step) => {
+    ([S, Hs, As], [a], B, H, V, ids, step) => {
       const R = V + H + 1;
       const last = (step + 1) * B * R >= As.length;
       for (let r = 0; r < B; r++) {
@@ -111,16 +111,16 @@ const KERNELS: Record<string, tf.KernelFunc> = {
         const hs = (step * B + r) * H;
         const next = ((step + 1) * B + r) * R + V;
         for (let j = 0, k = r * H; j < H; j++, k++) {
-          const h = 2 / (1 + Math.exp(-z[k])) - 1;
+          const h = 2 * S[k] - 1;
           a[at + j] = Hs[hs + j] = h;
           if (!last) As[next + j] = h;
         }
       }
     },
     {
-      program: { inputs: 1, lets: [twice(sigmoid(input(0)))], outputs: [{ let: 0 }, { let: 0 }, { let: 0 }] },
+      program: { inputs: 1, lets: [twice(input(0))], outputs: [{ let: 0 }, { let: 0 }, { let: 0 }] },
       // The last step has no next row block in As: its third operand repeats the second.
-      operands: (at, [z, Hs, As], [a], B, H, V, step) => [at(z), at(Hs, 0, step * B), at(a, V), (step + 1) * B < As.shape[0] ? at(As, V, (step + 1) * B) : at(a, V)],
+      operands: (at, [S, Hs, As], [a], B, H, V, step) => [at(S), at(Hs, 0, step * B), at(a, V), (step + 1) * B < As.shape[0] ? at(As, V, (step + 1) * B) : at(a, V)],
       aOut: 0,
     },
   ),
@@ -221,6 +221,20 @@ export function cellKernel(name: keyof typeof KERNELS, inputs: Record<string, tf
     for (const [kernelName, kernelFunc] of Object.entries(KERNELS)) if (!tf.getKernel(kernelName, 'wasm')) tf.registerKernel({ kernelName, backendName: 'wasm', kernelFunc });
   }
   return tf.engine().runKernel(name, inputs, { hidden, vocab, ids, step } as unknown as tf.NamedAttrMap) as tf.Tensor2D[];
+}
+
+/**
+ * Rows [row0, row0 + rows) of a wasm tensor as a new tensor, one copy within the backend's
+ * memory (the backend's Slice reads its whole input out of memory first).
+ */
+export function rowBlock(x: tf.Tensor2D, row0: number, rows: number): tf.Tensor2D {
+  const backend = tf.backend() as unknown as WasmBackendLike;
+  const W = x.shape[1];
+  const out = backend.makeOutput([rows, W], 'float32');
+  const from = backend.dataIdMap.get(x.dataId).memoryOffset >>> 2;
+  const heap = backend.wasm.HEAPF32; // after the allocation: the heap may have grown
+  heap.copyWithin(backend.dataIdMap.get(out.dataId).memoryOffset >>> 2, from + row0 * W, from + (row0 + rows) * W);
+  return tf.engine().makeTensorFromTensorInfo(out) as tf.Tensor2D;
 }
 
 /** Copy columns [c0, c0 + width) of a row-major (rows, W) matrix into a contiguous (rows, width) block of `out` at `base`. */
