@@ -34,7 +34,8 @@ import * as tf from '@tensorflow/tfjs';
 import type { TokenBatch } from '../descriptor.js';
 import { toTimeMajor } from '../char-lstm/step.js';
 import { blockOf, cellParamCount, CELL_GATES, viewOf, type CellDims } from './params.js';
-import { cellKernel, fusedCellGatesActive, rowBlock, scatterTransposed } from '../kernels/cell-gates.js';
+import { cellKernel, cellRows, fusedCellGatesActive, rowBlock, scatterTransposed } from '../kernels/cell-gates.js';
+import { wasmCalls } from '../kernels/wasm-calls.js';
 import { softmaxCrossEntropy } from '../kernels/softmax-xent.js';
 import { copyInto, filledTensors, transposed, transposedTensor } from '../host-tensors.js';
 
@@ -130,32 +131,32 @@ function fusedRnnStep(p: CellStepParams, batch: TokenBatch, h0: tf.Tensor2D): Ce
   const xTm = toTimeMajor(batch.x, B, T);
   const h0v = h0.dataSync() as Float32Array;
   const out = tf.tidy(() => {
-    const [A0, As, Hs, dZ] = filledTensors([[B, R], [T * B, R], [T * B, H], [T * B, H]], [
-      (a) => oneHotRows(a, xTm.subarray(0, B), V, H, h0v),
+    // The stacks, and the loops' own buffers, rewritten step by step: A_t, z_t, σ(z_t); dh, dz_t.
+    const [As, Hs, dZ, A0, A1, z, S, dhRec, dz] = filledTensors([[T * B, R], [T * B, H], [T * B, H], [B, R], [B, R], [B, H], [B, H], [B, H], [B, H]], [
       (a) => oneHotRows(a, xTm, V, H, h0v),
       () => {},
       () => {},
+      (a) => oneHotRows(a, xTm.subarray(0, B), V, H, h0v),
+      () => {},
+      () => {},
+      () => {},
+      (d) => d.fill(0),
+      () => {},
     ]);
-    let A = A0;
+    const call = wasmCalls();
     for (let t = 0; t < T; t++) {
-      const z = tf.matMul(A, p.wcat[0]);
-      A.dispose();
-      const S = tf.sigmoid(z);
-      z.dispose();
-      [A] = cellKernel('DptrainRnnHidden', { S, Hs, As }, H, V, t + 1 < T ? xTm.subarray((t + 1) * B, (t + 2) * B) : null, t);
-      S.dispose();
+      const [A, next] = t % 2 === 0 ? [A0, A1] : [A1, A0];
+      call.matMul(A, p.wcat[0], z);
+      call.sigmoid(z, S);
+      cellRows('DptrainRnnHidden', [S, Hs, As], [next], H, V, t + 1 < T ? xTm.subarray((t + 1) * B, (t + 2) * B) : null, t);
     }
-    A.dispose();
     const { lossSum, dLogits, dBias } = softmaxCrossEntropy(tf.matMul(Hs, p.whq) as tf.Tensor2D, p.bq, toTimeMajor(batch.y, B, T));
     const dWhq = tf.matMul(transposed(Hs), dLogits);
     // The output layer's share of every dh_t at once (T·B, H); the backward kernel reads row block t.
     const dOut = tf.matMul(dLogits, p.whqT);
-    let dhRec: tf.Tensor = tf.zeros([B, H]);
     for (let t = T - 1; t >= 0; t--) {
-      const [dz] = cellKernel('DptrainRnnBackward', { dhRec, Hs, dOut, dZ }, H, V, null, t);
-      dhRec.dispose();
-      if (t > 0) dhRec = tf.matMul(dz, p.whT);
-      dz.dispose();
+      cellRows('DptrainRnnBackward', [dhRec, Hs, dOut, dZ], [dz], H, V, null, t);
+      if (t > 0) call.matMul(dz, p.whT, dhRec);
     }
     // The weight gradient over all time steps: A^T dZ (V+H+1, H).
     const gates = tf.matMul(transposed(As), dZ);

@@ -59,32 +59,45 @@ interface Simd {
   aOut?: number;
 }
 
+interface RowsDef {
+  outWidths: (H: number, V: number) => number[];
+  body: Body;
+  simd?: Simd;
+}
+
+/** Runs a definition over given inputs and outputs (wasm tensors; the first input's rows give B). */
+function runRows(def: RowsDef, backend: WasmBackendLike, list: tf.TensorInfo[], outs: tf.TensorInfo[], H: number, V: number, ids: ArrayLike<number> | null, step: number): void {
+  const B = list[0].shape[0];
+  const heap = backend.wasm.HEAPF32; // after the allocations: the heap may have grown
+  const view = (t: tf.TensorInfo) => {
+    const off = backend.dataIdMap.get(t.dataId).memoryOffset >>> 2;
+    return heap.subarray(off, off + t.shape.reduce((a, b) => a * b, 1));
+  };
+  const simd = def.simd;
+  const kernel = simd && H % 4 === 0 ? simdRows(backend, simd.program) : null;
+  if (kernel && simd) {
+    if (simd.aOut !== undefined) {
+      const a = view(outs[simd.aOut]);
+      for (let r = 0; r < B; r++) writeA(a, r, H, V, ids);
+    }
+    const at: At = (t, column = 0, row = 0) => [backend.dataIdMap.get(t.dataId).memoryOffset + 4 * (row * t.shape[1] + column), 4 * t.shape[1]];
+    kernel(simd.operands(at, list, outs, B, H, V, step), B, H);
+    return;
+  }
+  def.body(list.map(view), outs.map(view), B, H, V, ids, step);
+}
+
 /** A kernel over float32 inputs whose first input's shape gives B, with outputs of the given widths. */
-function heapKernel(outWidths: (H: number, V: number) => number[], body: Body, simd?: Simd): tf.KernelFunc {
+function heapKernel(outWidths: (H: number, V: number) => number[], body: Body, simd?: Simd): RowsDef {
+  return { outWidths, body, simd };
+}
+
+function kernelFunc(def: RowsDef): tf.KernelFunc {
   return (({ inputs, backend, attrs }: { inputs: tf.NamedTensorInfoMap; backend: WasmBackendLike; attrs: tf.NamedAttrMap }) => {
     const list = Object.values(inputs) as tf.TensorInfo[];
-    const B = list[0].shape[0];
-    const H = attrs.hidden as number;
-    const V = attrs.vocab as number;
-    const ids = (attrs.ids as ArrayLike<number> | null) ?? null;
-    const step = (attrs.step as number | undefined) ?? 0;
-    const outs = outWidths(H, V).map((w) => backend.makeOutput([B, w], 'float32'));
-    const heap = backend.wasm.HEAPF32; // after the allocations: the heap may have grown
-    const view = (t: tf.TensorInfo) => {
-      const off = backend.dataIdMap.get(t.dataId).memoryOffset >>> 2;
-      return heap.subarray(off, off + t.shape.reduce((a, b) => a * b, 1));
-    };
-    const kernel = simd && H % 4 === 0 ? simdRows(backend, simd.program) : null;
-    if (kernel && simd) {
-      if (simd.aOut !== undefined) {
-        const a = view(outs[simd.aOut]);
-        for (let r = 0; r < B; r++) writeA(a, r, H, V, ids);
-      }
-      const at: At = (t, column = 0, row = 0) => [backend.dataIdMap.get(t.dataId).memoryOffset + 4 * (row * t.shape[1] + column), 4 * t.shape[1]];
-      kernel(simd.operands(at, list, outs, B, H, V, step), B, H);
-      return outs;
-    }
-    body(list.map(view), outs.map(view), B, H, V, ids, step);
+    const [H, V] = [attrs.hidden as number, attrs.vocab as number];
+    const outs = def.outWidths(H, V).map((w) => backend.makeOutput([list[0].shape[0], w], 'float32'));
+    runRows(def, backend, list, outs, H, V, (attrs.ids as ArrayLike<number> | null) ?? null, (attrs.step as number | undefined) ?? 0);
     return outs;
   }) as unknown as tf.KernelFunc;
 }
@@ -100,7 +113,7 @@ function writeA(a: Float32Array, r: number, H: number, V: number, ids: ArrayLike
   return row + V;
 }
 
-const KERNELS: Record<string, tf.KernelFunc> = {
+const KERNELS: Record<string, RowsDef> = {
   DptrainRnnHidden: heapKernel(
     (H, V) => [V + H + 1],
     ([S, Hs, As], [a], B, H, V, ids, step) => {
@@ -218,9 +231,17 @@ let registered = false;
 export function cellKernel(name: keyof typeof KERNELS, inputs: Record<string, tf.Tensor>, hidden: number, vocab: number, ids: ArrayLike<number> | null = null, step = 0): tf.Tensor2D[] {
   if (!registered) {
     registered = true;
-    for (const [kernelName, kernelFunc] of Object.entries(KERNELS)) if (!tf.getKernel(kernelName, 'wasm')) tf.registerKernel({ kernelName, backendName: 'wasm', kernelFunc });
+    for (const [kernelName, def] of Object.entries(KERNELS)) if (!tf.getKernel(kernelName, 'wasm')) tf.registerKernel({ kernelName, backendName: 'wasm', kernelFunc: kernelFunc(def) });
   }
   return tf.engine().runKernel(name, inputs, { hidden, vocab, ids, step } as unknown as tf.NamedAttrMap) as tf.Tensor2D[];
+}
+
+/**
+ * The same arithmetic without the engine, into outputs the caller made (and may reuse from
+ * step to step): for loops that call the backend directly (wasm-calls.ts).
+ */
+export function cellRows(name: keyof typeof KERNELS, inputs: tf.Tensor[], outputs: tf.Tensor[], hidden: number, vocab: number, ids: ArrayLike<number> | null = null, step = 0): void {
+  runRows(KERNELS[name], tf.backend() as unknown as WasmBackendLike, inputs, outputs, hidden, vocab, ids, step);
 }
 
 /**
