@@ -34,10 +34,10 @@ import * as tf from '@tensorflow/tfjs';
 import type { TokenBatch } from '../descriptor.js';
 import { toTimeMajor } from '../char-lstm/step.js';
 import { blockOf, cellParamCount, CELL_GATES, viewOf, type CellDims } from './params.js';
-import { cellKernel, cellRows, fusedCellGatesActive, rowBlock, scatterTransposed } from '../kernels/cell-gates.js';
+import { cellKernel, cellRows, fusedCellGatesActive, readInto, rowBlock, scatterTransposed } from '../kernels/cell-gates.js';
 import { wasmCalls } from '../kernels/wasm-calls.js';
 import { softmaxCrossEntropy } from '../kernels/softmax-xent.js';
-import { copyInto, filledTensors, transposed, transposedTensor } from '../host-tensors.js';
+import { copyInto, doubleColumnsInPlace, filledTensors, transposed, transposedTensor } from '../host-tensors.js';
 
 export interface CellStepParams {
   dims: CellDims;
@@ -58,11 +58,14 @@ export function makeCellStepParams(flat: Float32Array, dims: CellDims): CellStep
   const gates = CELL_GATES[dims.cell];
   const R = V + H + 1;
   const view = (name: string, len?: number) => viewOf(flat, blockOf(dims, name), len);
+  const wasm = tf.getBackend() === 'wasm';
   const t = filledTensors([[H, V], [V], ...gates.map(() => [R, H])], [
     (o) => copyInto(o, view('W_hq')),
     (o) => copyInto(o, view('b_q')),
-    ...gates.map((g) => (o: Float32Array) => copyInto(o, view(`W_x${g}`, R * H), 0, g === 'h')),
+    ...gates.map((g) => (o: Float32Array) => copyInto(o, view(`W_x${g}`, R * H), 0, g === 'h' && !wasm)),
   ]);
+  // On wasm the tanh gate's block is doubled where it lies, four lanes at a time.
+  if (wasm) doubleColumnsInPlace(t[2 + gates.indexOf('h')] as tf.Tensor2D, 0, H);
   const whT = transposedTensor((dims.cell === 'rnn' ? ['h'] : ['z', 'r']).map((g) => view(`W_h${g}`)), H, H);
   const whhT = dims.cell === 'gru' ? transposedTensor([view('W_hh')], H, H) : null;
   const whqT = transposedTensor([view('W_hq')], H, V);
@@ -163,9 +166,9 @@ function fusedRnnStep(p: CellStepParams, batch: TokenBatch, h0: tf.Tensor2D): Ce
     return { gates, dWhq, dBias, lossSum, h: rowBlock(Hs as tf.Tensor2D, (T - 1) * B, B) };
   });
   const grad = new Float32Array(cellParamCount(p.dims));
-  grad.set(out.gates.dataSync() as Float32Array, blockOf(p.dims, 'W_xh').offset);
-  grad.set(out.dWhq.dataSync() as Float32Array, blockOf(p.dims, 'W_hq').offset);
-  grad.set(out.dBias.dataSync() as Float32Array, blockOf(p.dims, 'b_q').offset);
+  readInto(out.gates, grad, blockOf(p.dims, 'W_xh').offset);
+  readInto(out.dWhq, grad, blockOf(p.dims, 'W_hq').offset);
+  readInto(out.dBias, grad, blockOf(p.dims, 'b_q').offset);
   const lossSum = out.lossSum.dataSync()[0];
   tf.dispose([out.gates, out.dWhq, out.dBias, out.lossSum]);
   return { grad, lossSum, tokenCount: B * T, h: out.h };

@@ -244,6 +244,13 @@ export function cellRows(name: keyof typeof KERNELS, inputs: tf.Tensor[], output
   runRows(KERNELS[name], tf.backend() as unknown as WasmBackendLike, inputs, outputs, hidden, vocab, ids, step);
 }
 
+/** out[at..] = a wasm tensor's values, copied once (dataSync copies them out of wasm memory first). */
+export function readInto(x: tf.Tensor, out: Float32Array, at: number): void {
+  const backend = tf.backend() as unknown as WasmBackendLike;
+  const from = backend.dataIdMap.get(x.dataId).memoryOffset >>> 2;
+  out.set(backend.wasm.HEAPF32.subarray(from, from + x.size), at);
+}
+
 /**
  * Rows [row0, row0 + rows) of a wasm tensor as a new tensor, one copy within the backend's
  * memory (the backend's Slice reads its whole input out of memory first).
