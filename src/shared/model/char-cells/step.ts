@@ -20,7 +20,8 @@
  * On the wasm backend the gate arithmetic is fused into a few kernels per
  * time step (kernels/cell-gates.ts; the GRU's z and r gates one matMul, the
  * gates' weight gradients from the recurrence matMul's inputs stacked over
- * time); elsewhere, or with setFusedCellGates(false), the step runs as ops.
+ * time; the RNN's loops over time without the engine, rnn-step.ts);
+ * elsewhere, or with setFusedCellGates(false), the step runs as ops.
  * There, the stacks over time are transposed by the SIMD transpose
  * (host-tensors.ts, transposed), and each time step's intermediates (the
  * gate matMul's output, the sigmoid's, the recurrence's dh) are freed as soon
@@ -34,8 +35,8 @@ import * as tf from '@tensorflow/tfjs';
 import type { TokenBatch } from '../descriptor.js';
 import { toTimeMajor } from '../char-lstm/step.js';
 import { blockOf, cellParamCount, CELL_GATES, viewOf, type CellDims } from './params.js';
-import { cellKernel, cellRows, fusedCellGatesActive, readInto, rowBlock, scatterTransposed } from '../kernels/cell-gates.js';
-import { wasmCalls } from '../kernels/wasm-calls.js';
+import { cellKernel, fusedCellGatesActive, readInto, scatterTransposed } from '../kernels/cell-gates.js';
+import { fusedRnnStep } from './rnn-step.js';
 import { softmaxCrossEntropy } from '../kernels/softmax-xent.js';
 import { copyInto, doubleColumnsInPlace, filledTensors, transposed, transposedTensor } from '../host-tensors.js';
 
@@ -105,86 +106,19 @@ export interface CellStepResult {
 export function cellStep(p: CellStepParams, batch: TokenBatch, h0: tf.Tensor2D): CellStepResult {
   checkBatch(batch, h0, p.dims);
   if (!fusedCellGatesActive()) return opsCellStep(p, batch, h0);
-  return p.dims.cell === 'rnn' ? fusedRnnStep(p, batch, h0) : fusedCellStep(p, batch, h0);
+  return p.dims.cell === 'rnn' ? fusedRnnStep(p, batch, h0) : fusedGruStep(p, batch, h0);
 }
 
-/** Rows of A = [onehot(ids), ·, 1] (·, V+H+1): the one-hot and constant columns; the first rows' h from `h0`. */
-function oneHotRows(a: Float32Array, ids: ArrayLike<number>, V: number, H: number, h0: Float32Array): void {
-  const R = V + H + 1;
-  for (let r = 0, row = 0; r < ids.length; r++, row += R) {
-    a.fill(0, row, row + V);
-    a[row + ids[r]] = 1;
-    a[row + V + H] = 1;
-  }
-  for (let r = 0; r < h0.length / H; r++) a.set(h0.subarray(r * H, r * H + H), r * R + V);
-}
-
-/**
- * The RNN on wasm. The tensors over all steps are filled as the loop goes, no concat: A_t's
- * stack As (its one-hot and constant columns written here, h_{t-1} by the hidden kernel of
- * step t − 1), Hs (the hidden kernel) and dZ (the backward kernel); each step's own A_t, z_t
- * and dz_t are freed once read, so that the next step's land in memory still in cache. The
- * stacks are only read by matMuls after the last write (the backend caches packed matMul
- * weights per tensor).
- */
-function fusedRnnStep(p: CellStepParams, batch: TokenBatch, h0: tf.Tensor2D): CellStepResult {
-  const { rows: B, numSteps: T } = batch;
-  const { vocabSize: V, hidden: H } = p.dims;
-  const R = V + H + 1;
-  const xTm = toTimeMajor(batch.x, B, T);
-  const h0v = h0.dataSync() as Float32Array;
-  const out = tf.tidy(() => {
-    // The stacks, and the loops' own buffers, rewritten step by step: A_t, z_t, σ(z_t); dh, dz_t.
-    const [As, Hs, dZ, A0, A1, z, S, dhRec, dz] = filledTensors([[T * B, R], [T * B, H], [T * B, H], [B, R], [B, R], [B, H], [B, H], [B, H], [B, H]], [
-      (a) => oneHotRows(a, xTm, V, H, h0v),
-      () => {},
-      () => {},
-      (a) => oneHotRows(a, xTm.subarray(0, B), V, H, h0v),
-      () => {},
-      () => {},
-      () => {},
-      (d) => d.fill(0),
-      () => {},
-    ]);
-    const call = wasmCalls();
-    for (let t = 0; t < T; t++) {
-      const [A, next] = t % 2 === 0 ? [A0, A1] : [A1, A0];
-      call.matMul(A, p.wcat[0], z);
-      call.sigmoid(z, S);
-      cellRows('DptrainRnnHidden', [S, Hs, As], [next], H, V, t + 1 < T ? xTm.subarray((t + 1) * B, (t + 2) * B) : null, t);
-    }
-    const { lossSum, dLogits, dBias } = softmaxCrossEntropy(tf.matMul(Hs, p.whq) as tf.Tensor2D, p.bq, toTimeMajor(batch.y, B, T));
-    const dWhq = tf.matMul(transposed(Hs), dLogits);
-    // The output layer's share of every dh_t at once (T·B, H); the backward kernel reads row block t.
-    const dOut = tf.matMul(dLogits, p.whqT);
-    for (let t = T - 1; t >= 0; t--) {
-      cellRows('DptrainRnnBackward', [dhRec, Hs, dOut, dZ], [dz], H, V, null, t);
-      if (t > 0) call.matMul(dz, p.whT, dhRec);
-    }
-    // The weight gradient over all time steps: A^T dZ (V+H+1, H).
-    const gates = tf.matMul(transposed(As), dZ);
-    return { gates, dWhq, dBias, lossSum, h: rowBlock(Hs as tf.Tensor2D, (T - 1) * B, B) };
-  });
-  const grad = new Float32Array(cellParamCount(p.dims));
-  readInto(out.gates, grad, blockOf(p.dims, 'W_xh').offset);
-  readInto(out.dWhq, grad, blockOf(p.dims, 'W_hq').offset);
-  readInto(out.dBias, grad, blockOf(p.dims, 'b_q').offset);
-  const lossSum = out.lossSum.dataSync()[0];
-  tf.dispose([out.gates, out.dWhq, out.dBias, out.lossSum]);
-  return { grad, lossSum, tokenCount: B * T, h: out.h };
-}
-
-/** The wasm path: fused gate kernels; the weight gradients assembled on the host. */
-function fusedCellStep(p: CellStepParams, batch: TokenBatch, h0: tf.Tensor2D): CellStepResult {
+/** The GRU on wasm: fused gate kernels; the weight gradients assembled on the host. */
+function fusedGruStep(p: CellStepParams, batch: TokenBatch, h0: tf.Tensor2D): CellStepResult {
   const dims = p.dims;
   const { rows: B, numSteps: T } = batch;
   const { vocabSize: V, hidden: H } = dims;
-  const gru = dims.cell === 'gru';
   const xTm = toTimeMajor(batch.x, B, T);
   const idsAt = (t: number) => (t < T ? xTm.subarray(t * B, t * B + B) : null);
   const out = tf.tidy(() => {
     let A = tf.concat([tf.tensor2d(oneHotAt(batch, 0, V), [B, V]), h0, tf.ones([B, 1])], 1);
-    const wzr = gru ? tf.concat([p.wcat[0], p.wcat[1]], 1) : p.wcat[0];
+    const wzr = tf.concat([p.wcat[0], p.wcat[1]], 1);
     let h: tf.Tensor = h0;
     const As: tf.Tensor[] = [];
     const Ahs: tf.Tensor[] = [];
@@ -195,17 +129,11 @@ function fusedCellStep(p: CellStepParams, batch: TokenBatch, h0: tf.Tensor2D): C
       const z = tf.matMul(A, wzr);
       const S = tf.sigmoid(z);
       z.dispose(); // freed at once, so that the next step's outputs reuse memory still in cache
-      let next: tf.Tensor[];
-      if (!gru) {
-        next = cellKernel('DptrainRnnHidden', { S }, H, V, idsAt(t + 1));
-        S.dispose();
-      } else {
-        const [Ah] = cellKernel('DptrainGruReset', { S, hp: h }, H, V, idsAt(t));
-        Ahs.push(Ah);
-        const Sh = tf.sigmoid(tf.matMul(Ah, p.wcat[2]));
-        next = cellKernel('DptrainGruHidden', { S, Sh, hp: h }, H, V, idsAt(t + 1));
-        saved.push({ S, Sh, hp: h });
-      }
+      const [Ah] = cellKernel('DptrainGruReset', { S, hp: h }, H, V, idsAt(t));
+      Ahs.push(Ah);
+      const Sh = tf.sigmoid(tf.matMul(Ah, p.wcat[2]));
+      const next = cellKernel('DptrainGruHidden', { S, Sh, hp: h }, H, V, idsAt(t + 1));
+      saved.push({ S, Sh, hp: h });
       h = next[0];
       A = next[1];
       hs.push(h);
@@ -215,42 +143,33 @@ function fusedCellStep(p: CellStepParams, batch: TokenBatch, h0: tf.Tensor2D): C
     const dWhq = tf.matMul(transposed(Hs), dLogits);
     // The output layer's share of every dh_t at once (T·B, H); the kernels read row block t.
     const dOut = tf.matMul(dLogits, p.whqT);
-    const zeros = tf.zeros([B, H]);
     const cats: tf.Tensor[] = [];
     const das: tf.Tensor[] = [];
-    let dhRec: tf.Tensor = zeros;
+    let dhRec: tf.Tensor = tf.zeros([B, H]);
     for (let t = T - 1; t >= 0; t--) {
-      if (!gru) {
-        [cats[t]] = cellKernel('DptrainRnnBackward', { h: hs[t], dhRec, dOut }, H, V, null, t);
-        if (dhRec !== zeros) dhRec.dispose();
-        if (t > 0) dhRec = tf.matMul(cats[t], p.whT);
-      } else {
-        const { S, Sh, hp } = saved[t];
-        const [da, dh] = cellKernel('DptrainGruBackward1', { S, Sh, dhRec, dOut }, H, V, null, t);
-        das[t] = da;
-        const drh = tf.matMul(da, p.whhT!);
-        const [cat, direct] = cellKernel('DptrainGruBackward2', { dh, drh, S, Sh, hp }, H, V);
-        cats[t] = cat;
-        if (t > 0) dhRec = tf.add(direct, tf.matMul(cat, p.whT));
-      }
+      const { S, Sh, hp } = saved[t];
+      const [da, dh] = cellKernel('DptrainGruBackward1', { S, Sh, dhRec, dOut }, H, V, null, t);
+      das[t] = da;
+      const drh = tf.matMul(da, p.whhT!);
+      const [cat, direct] = cellKernel('DptrainGruBackward2', { dh, drh, S, Sh, hp }, H, V);
+      cats[t] = cat;
+      if (t > 0) dhRec = tf.add(direct, tf.matMul(cat, p.whT));
     }
-    // The gates' weight gradients over all time steps. The RNN's: A^T dZ (V+H+1, H). The GRU's
-    // z and r gates': [dZ_z, dZ_r]^T A (2H, V+H+1), transposed so that the operand wasm packs
-    // afresh on every call is A, not the wider dZ; its h gate's: A'^T dA_h (V+H+1, H).
-    const gates = gru ? tf.matMul(transposed(tf.concat(cats, 0)), tf.concat(As, 0)) : tf.matMul(transposed(tf.concat(As, 0)), tf.concat(cats, 0));
-    const hGate = gru ? [tf.matMul(transposed(tf.concat(Ahs, 0)), tf.concat(das, 0))] : [];
+    // The gates' weight gradients over all time steps. The z and r gates': [dZ_z, dZ_r]^T A
+    // (2H, V+H+1), transposed so that the operand wasm packs afresh on every call is A, not
+    // the wider dZ; the h gate's: A'^T dA_h (V+H+1, H).
+    const gates = tf.matMul(transposed(tf.concat(cats, 0)), tf.concat(As, 0));
+    const hGate = tf.matMul(transposed(tf.concat(Ahs, 0)), tf.concat(das, 0));
     return { gates, hGate, dWhq, dBias, lossSum, h: h as tf.Tensor2D };
   });
   const grad = new Float32Array(cellParamCount(dims));
   const G = out.gates.dataSync() as Float32Array;
-  if (gru) {
-    ['z', 'r'].forEach((g, k) => scatterTransposed(G, V + H + 1, k * H, H, grad, blockOf(dims, `W_x${g}`).offset));
-    grad.set(out.hGate[0].dataSync() as Float32Array, blockOf(dims, 'W_xh').offset);
-  } else grad.set(G, blockOf(dims, 'W_xh').offset);
-  grad.set(out.dWhq.dataSync() as Float32Array, blockOf(dims, 'W_hq').offset);
-  grad.set(out.dBias.dataSync() as Float32Array, blockOf(dims, 'b_q').offset);
+  ['z', 'r'].forEach((g, k) => scatterTransposed(G, V + H + 1, k * H, H, grad, blockOf(dims, `W_x${g}`).offset));
+  readInto(out.hGate, grad, blockOf(dims, 'W_xh').offset);
+  readInto(out.dWhq, grad, blockOf(dims, 'W_hq').offset);
+  readInto(out.dBias, grad, blockOf(dims, 'b_q').offset);
   const lossSum = out.lossSum.dataSync()[0];
-  tf.dispose([out.gates, out.dWhq, out.dBias, out.lossSum, ...out.hGate]);
+  tf.dispose([out.gates, out.hGate, out.dWhq, out.dBias, out.lossSum]);
   return { grad, lossSum, tokenCount: B * T, h: out.h };
 }
 

@@ -14,11 +14,16 @@
  * layer's gradient, the GRU's z/r weight gradients as dZ^T A), the fused step
  * was the faster one for both cells in interleaved runs (BENCHMARKS.md, part
  * `models`, rows "fused gate kernels off"). setFusedCellGates(false) gives the
- * ops path, the one every other backend runs.
+ * ops path, the one every other backend runs. `cellRows` runs the same
+ * arithmetic without the engine, into outputs the caller reuses (rnn-step.ts).
  *
- *  - `DptrainRnnHidden` (S = σ(2 z)): h = 2S − 1 and A_{t+1} = [onehot, h, 1];
- *  - `DptrainRnnBackward`: dz = dh ⊙ (1 − h²), dh the recurrence's share plus
- *    the output layer's (one (T·B, H) matMul for all steps, its row block `step`);
+ *  - `DptrainRnnHidden` (S = σ(2 z)): h = 2S − 1 into row block `step` of
+ *    the stack Hs (T·B, H), A_{t+1} = [onehot, h, 1], and h into the h columns
+ *    of row block `step` + 1 of the stack As (T·B, V+H+1); the stacks are
+ *    inputs written in place;
+ *  - `DptrainRnnBackward`: dz = dh ⊙ (1 − h²) (h from Hs), dh the recurrence's
+ *    share plus the output layer's (one (T·B, H) matMul for all steps, its row
+ *    block `step`), into its output and row block `step` of the stack dZ;
  *  - `DptrainGruReset` (S_zr = [σ(z_z), σ(z_r)]): A'_t = [onehot(x_t), r ⊙ h_{t-1}, 1];
  *  - `DptrainGruHidden` (S_h = σ(2 z_h)): h~ = 2S_h − 1, h = h~ + z ⊙ (h_{t-1} − h~), A_{t+1};
  *  - `DptrainGruBackward1`: dh (the recurrence's share plus the output
