@@ -35,7 +35,8 @@ import * as tf from '@tensorflow/tfjs';
 import type { TokenBatch } from '../descriptor.js';
 import { toTimeMajor } from '../char-lstm/step.js';
 import { blockOf, cellParamCount, CELL_GATES, viewOf, type CellDims } from './params.js';
-import { cellKernel, fusedCellGatesActive, readInto, scatterTransposed } from '../kernels/cell-gates.js';
+import { cellRows, fusedCellGatesActive, readInto, scatterTransposed } from '../kernels/cell-gates.js';
+import { wasmCalls } from '../kernels/wasm-calls.js';
 import { fusedRnnStep } from './rnn-step.js';
 import { softmaxCrossEntropy } from '../kernels/softmax-xent.js';
 import { copyInto, doubleColumnsInPlace, filledTensors, transposed, transposedTensor } from '../host-tensors.js';
@@ -119,6 +120,12 @@ function fusedGruStep(p: CellStepParams, batch: TokenBatch, h0: tf.Tensor2D): Ce
   const out = tf.tidy(() => {
     let A = tf.concat([tf.tensor2d(oneHotAt(batch, 0, V), [B, V]), h0, tf.ones([B, 1])], 1);
     const wzr = tf.concat([p.wcat[0], p.wcat[1]], 1);
+    // As for the RNN (rnn-step.ts): the backend's matMul and sigmoid called directly, the gate
+    // arithmetic without the engine; the matMuls' outputs into buffers reused at every step,
+    // what the backward pass or the weight gradients read into tensors of their own.
+    const call = wasmCalls();
+    const fresh = (cols: number) => filledTensors([[B, cols]], [() => {}])[0];
+    const [zr, zh, drh, rec, dhRec] = filledTensors([[B, 2 * H], [B, H], [B, H], [B, H], [B, H]], [() => {}, () => {}, () => {}, () => {}, (d) => d.fill(0)]);
     let h: tf.Tensor = h0;
     const As: tf.Tensor[] = [];
     const Ahs: tf.Tensor[] = [];
@@ -126,16 +133,19 @@ function fusedGruStep(p: CellStepParams, batch: TokenBatch, h0: tf.Tensor2D): Ce
     const saved: { S: tf.Tensor; Sh: tf.Tensor; hp: tf.Tensor }[] = [];
     for (let t = 0; t < T; t++) {
       As.push(A);
-      const z = tf.matMul(A, wzr);
-      const S = tf.sigmoid(z);
-      z.dispose(); // freed at once, so that the next step's outputs reuse memory still in cache
-      const [Ah] = cellKernel('DptrainGruReset', { S, hp: h }, H, V, idsAt(t));
+      call.matMul(A, wzr, zr);
+      const S = fresh(2 * H);
+      call.sigmoid(zr, S);
+      const Ah = fresh(V + H + 1);
+      cellRows('DptrainGruReset', [S, h], [Ah], H, V, idsAt(t));
       Ahs.push(Ah);
-      const Sh = tf.sigmoid(tf.matMul(Ah, p.wcat[2]));
-      const next = cellKernel('DptrainGruHidden', { S, Sh, hp: h }, H, V, idsAt(t + 1));
+      call.matMul(Ah, p.wcat[2], zh);
+      const Sh = fresh(H);
+      call.sigmoid(zh, Sh);
+      const next = [fresh(H), fresh(V + H + 1)];
+      cellRows('DptrainGruHidden', [S, Sh, h], next, H, V, idsAt(t + 1));
       saved.push({ S, Sh, hp: h });
-      h = next[0];
-      A = next[1];
+      [h, A] = next;
       hs.push(h);
     }
     const Hs = tf.concat(hs, 0);
@@ -145,15 +155,20 @@ function fusedGruStep(p: CellStepParams, batch: TokenBatch, h0: tf.Tensor2D): Ce
     const dOut = tf.matMul(dLogits, p.whqT);
     const cats: tf.Tensor[] = [];
     const das: tf.Tensor[] = [];
-    let dhRec: tf.Tensor = tf.zeros([B, H]);
+    const [dh, direct] = [fresh(H), fresh(H)];
     for (let t = T - 1; t >= 0; t--) {
       const { S, Sh, hp } = saved[t];
-      const [da, dh] = cellKernel('DptrainGruBackward1', { S, Sh, dhRec, dOut }, H, V, null, t);
+      const da = fresh(H);
+      cellRows('DptrainGruBackward1', [S, Sh, dhRec, dOut], [da, dh], H, V, null, t);
       das[t] = da;
-      const drh = tf.matMul(da, p.whhT!);
-      const [cat, direct] = cellKernel('DptrainGruBackward2', { dh, drh, S, Sh, hp }, H, V);
+      call.matMul(da, p.whhT!, drh);
+      const cat = fresh(2 * H);
+      cellRows('DptrainGruBackward2', [dh, drh, S, Sh, hp], [cat, direct], H, V);
       cats[t] = cat;
-      if (t > 0) dhRec = tf.add(direct, tf.matMul(cat, p.whT));
+      if (t > 0) {
+        call.matMul(cat, p.whT, rec);
+        cellRows('DptrainAdd', [direct, rec], [dhRec], H, V);
+      }
     }
     // The gates' weight gradients over all time steps. The z and r gates': [dZ_z, dZ_r]^T A
     // (2H, V+H+1), transposed so that the operand wasm packs afresh on every call is A, not

@@ -228,6 +228,14 @@ const KERNELS: Record<string, RowsDef> = {
       operands: (at, [dh, drh, S, Sh, hp], [cat, direct], B, H) => [at(dh), at(drh), at(S), at(S, H), at(Sh), at(hp), at(cat), at(cat, H), at(direct)],
     },
   ),
+  // a + b, for the GRU's dh_{t-1} = (dh ⊙ z + drh ⊙ r) + [dz_z, dz_r] x [W_hz^T; W_hr^T] (rnn-step.ts's loops call it without the engine).
+  DptrainAdd: heapKernel(
+    (H) => [H],
+    ([a, b], [sum], B, H) => {
+      for (let k = 0; k < B * H; k++) sum[k] = a[k] + b[k];
+    },
+    { program: { inputs: 2, lets: [], outputs: [add(input(0), input(1))] }, operands: (at, [a, b], [sum]) => [at(a), at(b), at(sum)] },
+  ),
 };
 
 let registered = false;
