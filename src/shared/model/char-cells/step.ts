@@ -35,7 +35,7 @@ import * as tf from '@tensorflow/tfjs';
 import type { TokenBatch } from '../descriptor.js';
 import { toTimeMajor } from '../char-lstm/step.js';
 import { blockOf, cellParamCount, CELL_GATES, viewOf, type CellDims } from './params.js';
-import { cellRows, fusedCellGatesActive, readInto, scatterTransposed } from '../kernels/cell-gates.js';
+import { cellRows, copyRowsInto, fusedCellGatesActive, readInto, scatterTransposed } from '../kernels/cell-gates.js';
 import { wasmCalls } from '../kernels/wasm-calls.js';
 import { fusedRnnStep } from './rnn-step.js';
 import { softmaxCrossEntropy } from '../kernels/softmax-xent.js';
@@ -121,50 +121,47 @@ function fusedGruStep(p: CellStepParams, batch: TokenBatch, h0: tf.Tensor2D): Ce
     let A = tf.concat([tf.tensor2d(oneHotAt(batch, 0, V), [B, V]), h0, tf.ones([B, 1])], 1);
     const wzr = tf.concat([p.wcat[0], p.wcat[1]], 1);
     // As for the RNN (rnn-step.ts): the backend's matMul and sigmoid called directly, the gate
-    // arithmetic without the engine; the matMuls' outputs into buffers reused at every step,
-    // what the backward pass or the weight gradients read into tensors of their own.
+    // arithmetic without the engine, into buffers reused at every step; what the backward pass
+    // reads (S, Sh, h) into tensors of their own; what the weight gradients read copied into
+    // its stack over time (row block t) while in cache, not concatenated after the loop.
     const call = wasmCalls();
+    const R = V + H + 1;
     const fresh = (cols: number) => filledTensors([[B, cols]], [() => {}])[0];
-    const [zr, zh, drh, rec, dhRec] = filledTensors([[B, 2 * H], [B, H], [B, H], [B, H], [B, H]], [() => {}, () => {}, () => {}, () => {}, (d) => d.fill(0)]);
+    const none = () => {};
+    const [zr, zh, drh, rec, dhRec, Ah, A0, A1, da, cat, dh, direct] = filledTensors(
+      [[B, 2 * H], [B, H], [B, H], [B, H], [B, H], [B, R], [B, R], [B, R], [B, H], [B, 2 * H], [B, H], [B, H]],
+      [none, none, none, none, (d) => d.fill(0), none, none, none, none, none, none, none],
+    );
+    const [As, Ahs, Hs, das, cats] = filledTensors([[T * B, R], [T * B, R], [T * B, H], [T * B, H], [T * B, 2 * H]], [none, none, none, none, none]);
     let h: tf.Tensor = h0;
-    const As: tf.Tensor[] = [];
-    const Ahs: tf.Tensor[] = [];
-    const hs: tf.Tensor[] = [];
     const saved: { S: tf.Tensor; Sh: tf.Tensor; hp: tf.Tensor }[] = [];
     for (let t = 0; t < T; t++) {
-      As.push(A);
+      copyRowsInto(A, As, t * B);
       call.matMul(A, wzr, zr);
       const S = fresh(2 * H);
       call.sigmoid(zr, S);
-      const Ah = fresh(V + H + 1);
       cellRows('DptrainGruReset', [S, h], [Ah], H, V, idsAt(t));
-      Ahs.push(Ah);
+      copyRowsInto(Ah, Ahs, t * B);
       call.matMul(Ah, p.wcat[2], zh);
       const Sh = fresh(H);
       call.sigmoid(zh, Sh);
-      const next = [fresh(H), fresh(V + H + 1)];
+      const next = [fresh(H), t % 2 === 0 ? A0 : A1];
       cellRows('DptrainGruHidden', [S, Sh, h], next, H, V, idsAt(t + 1));
       saved.push({ S, Sh, hp: h });
       [h, A] = next;
-      hs.push(h);
+      copyRowsInto(h, Hs, t * B);
     }
-    const Hs = tf.concat(hs, 0);
     const { lossSum, dLogits, dBias } = softmaxCrossEntropy(tf.matMul(Hs, p.whq) as tf.Tensor2D, p.bq, toTimeMajor(batch.y, B, T));
     const dWhq = tf.matMul(transposed(Hs), dLogits);
     // The output layer's share of every dh_t at once (T·B, H); the kernels read row block t.
     const dOut = tf.matMul(dLogits, p.whqT);
-    const cats: tf.Tensor[] = [];
-    const das: tf.Tensor[] = [];
-    const [dh, direct] = [fresh(H), fresh(H)];
     for (let t = T - 1; t >= 0; t--) {
       const { S, Sh, hp } = saved[t];
-      const da = fresh(H);
       cellRows('DptrainGruBackward1', [S, Sh, dhRec, dOut], [da, dh], H, V, null, t);
-      das[t] = da;
+      copyRowsInto(da, das, t * B);
       call.matMul(da, p.whhT!, drh);
-      const cat = fresh(2 * H);
       cellRows('DptrainGruBackward2', [dh, drh, S, Sh, hp], [cat, direct], H, V);
-      cats[t] = cat;
+      copyRowsInto(cat, cats, t * B);
       if (t > 0) {
         call.matMul(cat, p.whT, rec);
         cellRows('DptrainAdd', [direct, rec], [dhRec], H, V);
@@ -173,8 +170,8 @@ function fusedGruStep(p: CellStepParams, batch: TokenBatch, h0: tf.Tensor2D): Ce
     // The gates' weight gradients over all time steps. The z and r gates': [dZ_z, dZ_r]^T A
     // (2H, V+H+1), transposed so that the operand wasm packs afresh on every call is A, not
     // the wider dZ; the h gate's: A'^T dA_h (V+H+1, H).
-    const gates = tf.matMul(transposed(tf.concat(cats, 0)), tf.concat(As, 0));
-    const hGate = tf.matMul(transposed(tf.concat(Ahs, 0)), tf.concat(das, 0));
+    const gates = tf.matMul(transposed(cats), As);
+    const hGate = tf.matMul(transposed(Ahs), das);
     return { gates, hGate, dWhq, dBias, lossSum, h: h as tf.Tensor2D };
   });
   const grad = new Float32Array(cellParamCount(dims));

@@ -264,6 +264,14 @@ export function readInto(x: tf.Tensor, out: Float32Array, at: number): void {
   out.set(backend.wasm.HEAPF32.subarray(from, from + x.size), at);
 }
 
+/** x (rows, W) into rows [row0, row0 + rows) of dst (·, W), one copy within wasm memory: a step's block of a stack over time. */
+export function copyRowsInto(x: tf.Tensor, dst: tf.Tensor, row0: number): void {
+  const backend = tf.backend() as unknown as WasmBackendLike;
+  const from = backend.dataIdMap.get(x.dataId).memoryOffset >>> 2;
+  const to = (backend.dataIdMap.get(dst.dataId).memoryOffset >>> 2) + row0 * x.shape[1]!;
+  backend.wasm.HEAPF32.copyWithin(to, from, from + x.size);
+}
+
 /**
  * Rows [row0, row0 + rows) of a wasm tensor as a new tensor, one copy within the backend's
  * memory (the backend's Slice reads its whole input out of memory first).
