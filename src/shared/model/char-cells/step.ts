@@ -20,13 +20,13 @@
  * On the wasm backend the gate arithmetic is fused into a few kernels per
  * time step (kernels/cell-gates.ts; the GRU's z and r gates one matMul, the
  * gates' weight gradients from the recurrence matMul's inputs stacked over
- * time; the RNN's loops over time without the engine, rnn-step.ts);
- * elsewhere, or with setFusedCellGates(false), the step runs as ops.
- * There, the stacks over time are transposed by the SIMD transpose
- * (host-tensors.ts, transposed), and each time step's intermediates (the
- * gate matMul's output, the sigmoid's, the recurrence's dh) are freed as soon
- * as they are read, so the next step's outputs land in memory still in cache
- * (with the transposes 0.6–1.0 ms of the RNN's 23–24 ms step in interleaved runs).
+ * time); elsewhere, or with setFusedCellGates(false), the step runs as ops.
+ * There, the loops over time call the backend's matMul and sigmoid directly
+ * and the gate arithmetic without the engine (kernels/wasm-calls.ts,
+ * cellRows), into buffers reused at every step, so that each step's
+ * intermediates stay in cache; the stacks over time are filled as the loops
+ * go and transposed by the SIMD transpose (host-tensors.ts, transposed). The
+ * RNN's fused path is rnn-step.ts.
  *
  * Shapes: B = rows, T = numSteps, H = hidden, V = vocab; tensors over all
  * steps are time-major (row t*B + r is stream r at time t).
