@@ -8,7 +8,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as tf from '@tensorflow/tfjs';
 import { selectBackend } from '../src/shared/backend.js';
-import { besideInto, filledTensors, transposedBlock, transposedTensor } from '../src/shared/model/host-tensors.js';
+import { besideInto, filledTensors, transposedBlock, transposedRowsInto, transposedTensor } from '../src/shared/model/host-tensors.js';
 import { disposeStepParams, lstmStep, makeStepParams, zeroState, disposeState, type StepParams } from '../src/shared/model/char-lstm/step.js';
 import { GATES, initParams, paramLayout } from '../src/shared/model/char-lstm/params.js';
 import { Rng } from '../src/shared/data/rng.js';
@@ -28,7 +28,8 @@ function randomBlocks(k: number, n: number, seed: number): Float32Array[] {
 for (const backend of ['wasm', 'cpu'] as const) {
   test(`${backend}: transposedTensor equals tf.concat of tf.transposes, bit for bit (4x4 tiles and ragged sizes)`, async () => {
     await selectBackend({ backend, log: () => {} });
-    for (const [k, rows, cols] of [[4, 16, 12], [1, 8, 28], [2, 5, 7], [3, 12, 6]]) {
+    // 68x100 spans several 32x32 tiles of the SIMD transpose, with partial tiles on both edges.
+    for (const [k, rows, cols] of [[4, 16, 12], [1, 8, 28], [2, 5, 7], [3, 12, 6], [2, 68, 100]]) {
       const blocks = randomBlocks(k, rows * cols, rows + cols);
       const before = tf.memory().numTensors;
       const got = transposedTensor(blocks, rows, cols);
@@ -54,6 +55,24 @@ for (const backend of ['wasm', 'cpu'] as const) {
       tf.dispose([got!, want]);
     }
     assert.equal(transposedBlock(src, 0, 6, 0, 8), null, 'rows not a multiple of 4');
+    src.dispose();
+  });
+
+  test(`${backend}: transposedRowsInto writes a block of rows transposed where the flat layout keeps it, bit for bit`, async () => {
+    await selectBackend({ backend, log: () => {} });
+    // A GRU-like (2H, V+H+1) gate gradient: rows in tiles and partial tiles, a row width that is not a multiple of 4.
+    const [rows, R] = [72, 45];
+    const g = randomBlocks(1, rows * R, 5)[0];
+    const src = tf.tensor2d(g, [rows, R]);
+    const before = tf.memory().numTensors;
+    const out = new Float32Array(3 + rows * R).fill(7);
+    transposedRowsInto(src, 0, 36, out, 3);
+    transposedRowsInto(src, 36, 36, out, 3 + 36 * R);
+    assert.equal(tf.memory().numTensors, before, 'no tensor left behind');
+    assert.deepEqual([...out.subarray(0, 3)], [7, 7, 7], 'nothing written before base');
+    for (const [r0, base] of [[0, 3], [36, 3 + 36 * R]]) {
+      for (let a = 0; a < R; a++) for (let j = 0; j < 36; j++) assert.equal(out[base + a * 36 + j], Math.fround(g[(r0 + j) * R + a]));
+    }
     src.dispose();
   });
 

@@ -10,6 +10,8 @@ import { ParameterServer } from '../src/shared/train/param-server.js';
 import { createModel } from '../src/shared/model/registry.js';
 import { Rng } from '../src/shared/data/rng.js';
 import { testBackend } from './support/tf.js';
+import { simdSum } from '../src/shared/wire/simd-sum.js';
+import { GradAccumulator } from '../src/shared/wire/accumulate.js';
 
 test('SGD in JavaScript equals tfjs SGD bit for bit over steps with and without clipping; iterations counted', async () => {
   await testBackend();
@@ -83,4 +85,74 @@ test('the SGD step in WebAssembly SIMD and in JavaScript (no SIMD) give the same
   assert.deepEqual([...scales].sort(), [0, 1], 'some steps clipped, some not');
   simd.dispose();
   plain.dispose();
+});
+
+/** The mean and squared norm as the JavaScript loop computes them: fround(s / t), squares summed in order. */
+function meanSqRef(sum: Float64Array, tokens: number): { mean: Float32Array; sq: number } {
+  const mean = new Float32Array(sum.length);
+  let sq = 0;
+  for (let i = 0; i < sum.length; i++) {
+    mean[i] = Math.fround(sum[i] / tokens);
+    sq += mean[i] * mean[i];
+  }
+  return { mean, sq };
+}
+
+test('the SIMD mean equals Math.fround(sum / tokens) bit for bit, ties and float32 subnormals included; the norm to 1e-12; the step as sgdStep', (t) => {
+  const simd = simdSum();
+  if (!simd) return t.skip('no WebAssembly SIMD here');
+  const rng = new Rng(9);
+  const n = 4096;
+  simd.memory.grow(1);
+  const special = [0, 1 + 2 ** -24, 1 + 3 * 2 ** -24, -(1 + 2 ** -24), 2 ** -140, 3 * 2 ** -150, 2 ** -126 * (1 - 2 ** -25), 3.4028235677973366e38, 1e300, -5e-324];
+  const sum = new Float64Array(simd.memory.buffer, 0, n);
+  const [mean, p, next] = [1, 2, 3].map((k) => new Float32Array(simd.memory.buffer, n * 4 + k * n * 4, n));
+  for (let i = 0; i < n; i++) p[i] = rng.normal();
+  const c = Math.fround(-0.3);
+  for (const tokens of [1, 3, 7, 2240, 1_000_003, 0.1]) {
+    for (let i = 0; i < n; i++) sum[i] = i < special.length ? special[i] : rng.normal() * 10 ** Math.floor(rng.next() * 12 - 6);
+    const sq = simd.meanSqStep(mean.byteOffset, 0, n * 8, tokens, next.byteOffset, p.byteOffset, c);
+    const ref = meanSqRef(sum, tokens);
+    for (let i = 0; i < n; i++) {
+      assert.ok(Object.is(mean[i], ref.mean[i]), `tokens ${tokens}, value ${i}: ${sum[i]} -> ${mean[i]}, want ${ref.mean[i]}`);
+      assert.ok(Object.is(next[i], Math.fround(Math.fround(c * ref.mean[i]) + p[i])), `tokens ${tokens}, step ${i}`);
+    }
+    if (Number.isFinite(ref.sq)) assert.ok(Math.abs(sq - ref.sq) <= 1e-12 * ref.sq, `tokens ${tokens}: norm^2 ${sq} vs ${ref.sq}`);
+    else assert.equal(sq, ref.sq);
+  }
+});
+
+test('a server moved into the gradient accumulator\'s memory averages the sum there and steps as tfjs would with its norm, clipped or not, at any length', (t) => {
+  if (!simdSum()) return t.skip('no WebAssembly SIMD here');
+  const rng = new Rng(11);
+  const clipped = new Set<boolean>();
+  for (const hidden of [6, 7, 9]) {
+    const model = createModel('char-lstm', 11, { hidden });
+    const init = model.init(rng);
+    const cfg = { optimizer: 'sgd' as const, lr: 0.3, clip: 20 };
+    const moved = new ParameterServer(model, init, cfg);
+    const acc = new GradAccumulator(model.paramCount, [], 100, moved.simdBytes);
+    const host = acc.hostRegion();
+    assert.ok(host);
+    moved.moveInto(host.simd, host.at);
+    const want = init.slice();
+    const c = Math.fround(-cfg.lr);
+    for (const [tokens, size] of [[7, 0.1], [3, 10], [2240, 1], [5, 0.01]]) {
+      const sum = acc.newSum();
+      for (let i = 0; i < sum.length; i++) sum[i] = rng.normal() * tokens * size;
+      const ref = meanSqRef(sum, tokens);
+      const r = moved.apply(sum, tokens);
+      assert.ok(Math.abs(r.gradNorm - Math.sqrt(ref.sq)) <= 1e-12 * r.gradNorm, `norm ${r.gradNorm} vs ${Math.sqrt(ref.sq)}`);
+      assert.equal(r.scale, r.gradNorm > cfg.clip ? cfg.clip / r.gradNorm : 1);
+      clipped.add(r.scale !== 1);
+      // tfjs's SGD on the mean (clipped as `g *= scale` rounds it), with the norm the server found.
+      for (let i = 0; i < want.length; i++) {
+        const g = r.scale === 1 ? ref.mean[i] : Math.fround(ref.mean[i] * r.scale);
+        want[i] = Math.fround(Math.fround(c * g) + want[i]);
+      }
+      assert.deepEqual(moved.params(), want, `${model.paramCount} parameters, ${tokens} tokens, scale ${r.scale}`);
+    }
+    moved.dispose();
+  }
+  assert.deepEqual([...clipped].sort(), [false, true], 'some steps clipped, some not');
 });

@@ -43,7 +43,10 @@ export function measureWirePath(dims: ModelDims, rows: number, dtype: WireDtype 
   const state = Float32Array.from({ length: rows * 2 * H }, () => 0.1 * rng.normal());
   const limits = { paramCount: n, maxTokenCount: rows * 35, stateCount: rows * 2 * H, gradsFinitenessChecked: true };
   const server = new ParameterServer(createModel('char-lstm', dims.vocabSize, { hidden: dims.hidden }), params, { optimizer: 'sgd', lr: 1, clip: 1 });
-  const acc = new GradAccumulator(n);
+  // As the coordinator does: the parameter server moved into the accumulator's memory, where the sum lies.
+  const acc = new GradAccumulator(n, [], 0, server.simdBytes);
+  const host = acc.hostRegion();
+  if (host) server.moveInto(host.simd, host.at);
   const sum64 = acc.newSum();
   const mask = new Uint8Array([0x12, 0x34, 0x56, 0x78]);
   const gradWire = encodeTensor(grad, dtype);
@@ -70,7 +73,7 @@ export function measureWirePath(dims: ModelDims, rows: number, dtype: WireDtype 
     { key: 'sum', where: 'coordinator', what: 'one pass: decode the gradient from the frame, check it for Inf/NaN, add it into the float64 sum (WebAssembly SIMD)', f: () => {
       if (acc.addInto(sum64, gradWire) !== null) throw new Error('refused');
     } },
-    { key: 'apply', where: 'coordinator', what: 'mean and norm (JavaScript), clip and the SGD step (one WebAssembly SIMD pass)', f: () => void server.apply(sum64, 1e6) },
+    { key: 'apply', where: 'coordinator', what: 'mean, norm and the unclipped SGD step (one WebAssembly SIMD pass where the sum lies; a step the norm clips takes a second pass)', f: () => void server.apply(sum64, 1e6) },
   ];
   const samples = new Map<string, number[]>(steps.map((s) => [s.key, []]));
   for (let r = 0; r < reps + 2; r++) {

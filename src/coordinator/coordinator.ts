@@ -227,8 +227,11 @@ export class Coordinator {
 
     const gradBytes = this.count * 4;
     const maxPayload = maxPayloadFor(this.count + cfg.batchSize * this.model.stateWidth, 0, 'float32');
-    // Replies are received into the accumulator's memory, where a float32 gradient is summed without a copy.
-    const gradAcc = new GradAccumulator(this.count, rowSparseBlocks(this.model.blocks), maxPayload);
+    // Replies are received into the accumulator's memory, where a float32 gradient is summed without a copy;
+    // the parameter server moves there too, so that the round's sum is averaged where it lies.
+    const gradAcc = new GradAccumulator(this.count, rowSparseBlocks(this.model.blocks), maxPayload, this.server.simdBytes);
+    const host = gradAcc.hostRegion();
+    if (host) this.server.moveInto(host.simd, host.at);
     this.gradAcc = gradAcc;
     this.ws = (this.deps.transport ?? ((o, h) => new WsServer(o, h)))(
       {

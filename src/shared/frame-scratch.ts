@@ -21,6 +21,10 @@
  * does not look as expected (another ws version), nothing is changed.
  */
 import type { WebSocket } from 'ws';
+import { attachDirectReads } from './direct-reads.js';
+
+/** DPTRAIN_DIRECT_READS=0 turns the socket read takeover off (for comparisons). */
+const DIRECT_READS = process.env.DPTRAIN_DIRECT_READS !== '0';
 
 /** Frames below this take ws's own path (a slice of one socket read, or a small copy). */
 const MIN_SCRATCH_FRAME = 64 * 1024;
@@ -64,10 +68,16 @@ export class FrameScratch {
    */
   constructor(private readonly place?: (n: number) => Uint8Array | null) {}
 
-  /** Route `ws`'s large single-frame binary messages through the scratch; false where its receiver is not ws 8's. */
+  /**
+   * Route `ws`'s large single-frame binary messages through the scratch; false where its receiver is not ws 8's.
+   * Where the socket allows it, its reads are taken over first (direct-reads.ts: such a frame is read straight
+   * into a buffer of the connection's own, with no allocation per read); the scratch then serves only what
+   * that leaves to ws.
+   */
   attach(ws: WebSocket): boolean {
     const r = (ws as unknown as { _receiver?: unknown })._receiver;
     if (!looksLikeWs8(r)) return false;
+    if (DIRECT_READS) attachDirectReads(ws, () => this.uses++);
     const own = r.consume;
     // eslint-disable-next-line @typescript-eslint/no-this-alias
     const scratch = this;

@@ -12,9 +12,19 @@
  * operations as tfjs's SGD (p + fround(-lr) * g, each rounded to float32; a
  * float64 intermediate rounds to the same float32 for + and x), with no
  * tensors to create and no copy to read back: one pass for the mean and its
- * norm (JavaScript: the norm's sum must keep its order), then one pass that
- * clips (when it must) and steps, four values per instruction in WebAssembly
- * SIMD (simd-sum.ts; in JavaScript where that is missing). Adam goes through tfjs.
+ * norm, then one pass that clips (when it must) and steps, both in WebAssembly
+ * SIMD (simd-sum.ts; in JavaScript where that is missing). The coordinator
+ * puts this server's arrays into its gradient accumulator's memory
+ * (moveInto), so that the round's float64 sum is averaged where it lies; that
+ * pass also takes the unclipped step while its divisions run, and only a step
+ * the norm then clips needs the second pass.
+ *
+ * The mean is the same float32 values either way, bit for bit. The squared
+ * norm is summed in eight interleaved chains in SIMD and in one in JavaScript
+ * (a relative difference near 1e-16 over 300,000 values); it only sets the clip
+ * scale, so a clipped step may differ in the last bit of some parameters
+ * between a SIMD and a no-SIMD run, far inside the 1e-5 the runs promise;
+ * each run is deterministic, so resume stays exact. Adam goes through tfjs.
  */
 import * as tf from '@tensorflow/tfjs';
 import type { ModelDescriptor, ParamBlock } from '../model/descriptor.js';
@@ -39,7 +49,7 @@ export interface ApplyResult {
   gradNorm: number;
   /** Factor the gradient was multiplied by (1 when not clipped). */
   scale: number;
-  /** Time spent on mean + norm + clip, and in the tfjs optimizer. */
+  /** Time spent on mean + norm + clip, and in the optimizer (a step taken inside the mean's pass counts in clipMs). */
   clipMs: number;
   optimizerMs: number;
 }
@@ -57,7 +67,9 @@ export class ParameterServer {
   private readonly optimizer: tf.Optimizer;
   private readonly cfg: OptimizerConfig;
   private cache: Float32Array | null = null;
-  private readonly mean: Float32Array;
+  private mean: Float32Array;
+  /** The last mean's squared norm (meanSq). */
+  private sq = 0;
   /**
    * SGD without tfjs: the parameters, and the buffer the next step writes (swapped, so params() stays valid until then).
    * With SIMD, both and `mean` live in the module's memory.
@@ -76,14 +88,11 @@ export class ParameterServer {
     this.varNames = this.layout.map((p) => `dptrain${id}/${p.name}`);
     const simd = cfg.optimizer === 'sgd' && !cfg.create ? simdSum() : null;
     if (simd) {
-      // [mean][params][next params], float32 each, 16-byte aligned.
-      const stride = Math.ceil((this.count * 4) / 16) * 16;
-      const need = 3 * stride + 16;
+      const need = regionBytes(this.count);
       if (simd.memory.buffer.byteLength < need) simd.memory.grow(Math.ceil((need - simd.memory.buffer.byteLength) / 65536));
-      const at = (k: number) => new Float32Array(simd.memory.buffer, k * stride, this.count);
-      this.mean = at(0);
-      this.sgd = { flat: at(1), next: at(2), c: Math.fround(-cfg.lr), simd };
-      this.sgd.flat.set(init);
+      this.mean = new Float32Array(0);
+      this.sgd = { flat: init, next: init, c: Math.fround(-cfg.lr), simd };
+      this.place(simd, 0);
     } else {
       this.mean = new Float32Array(this.count);
       this.sgd = cfg.optimizer === 'sgd' && !cfg.create ? { flat: init.slice(), next: new Float32Array(this.count), c: Math.fround(-cfg.lr), simd: null } : null;
@@ -96,6 +105,36 @@ export class ParameterServer {
       return v;
     });
     this.optimizer = cfg.create ? cfg.create() : cfg.optimizer === 'adam' ? tf.train.adam(cfg.lr) : tf.train.sgd(cfg.lr);
+  }
+
+  /** Bytes of WebAssembly memory the SIMD step uses ([mean][params][next params], float32 each, 16-byte aligned); 0 without it. */
+  get simdBytes(): number {
+    return this.sgd?.simd ? regionBytes(this.count) : 0;
+  }
+
+  /**
+   * Moves the mean, the parameters and the next step's buffer to byte `at`
+   * (16-byte aligned, `simdBytes` long) of another instance's memory, and
+   * steps with that instance from then on. A Float64Array gradient sum in that
+   * memory is then averaged in SIMD where it lies; any other sum goes through
+   * the JavaScript loop. Arrays from params() before the move keep the old values.
+   */
+  moveInto(simd: SimdSum, at: number): void {
+    if (!this.sgd?.simd) return;
+    if (at % 16 !== 0 || at + this.simdBytes > simd.memory.buffer.byteLength) throw new RangeError(`no room for ${this.simdBytes} bytes at ${at}`);
+    this.place(simd, at);
+  }
+
+  private place(simd: SimdSum, base: number): void {
+    const sgd = this.sgd!;
+    const stride = Math.ceil((this.count * 4) / 16) * 16;
+    const view = (k: number) => new Float32Array(simd.memory.buffer, base + k * stride, this.count);
+    const params = sgd.flat;
+    this.mean = view(0);
+    sgd.flat = view(1);
+    sgd.next = view(2);
+    sgd.simd = simd;
+    sgd.flat.set(params);
   }
 
   /** Current parameters, flat. The returned array is shared until the next apply: do not mutate it. */
@@ -115,15 +154,17 @@ export class ParameterServer {
     if (!(tokens > 0)) throw new RangeError(`token count must be positive, got ${tokens}`);
     const t0 = performance.now();
     const mean = this.mean;
-    const gradNorm = Math.sqrt(gradSum instanceof Float64Array ? meanSq64(gradSum, tokens, mean) : meanSq32(gradSum, tokens, mean));
+    // How many values' unclipped step the mean's pass has already taken (into `next`).
+    const stepped = this.meanSq(gradSum, tokens);
+    const gradNorm = Math.sqrt(this.sq);
     if (!Number.isFinite(gradNorm)) throw new RangeError('gradient is not finite; refusing to apply it');
     const scale = gradNorm > this.cfg.clip ? this.cfg.clip / gradNorm : 1;
     if (this.sgd) {
       // The clip happens inside the step's pass; its time counts as the optimizer's.
       const t1 = performance.now();
       const { next, flat, c, simd } = this.sgd;
-      let done = 0;
-      if (simd) {
+      let done = scale === 1 ? stepped : 0;
+      if (simd && done === 0) {
         done = this.count & ~3;
         if (scale === 1) simd.sgd(next.byteOffset, flat.byteOffset, mean.byteOffset, mean.byteOffset + done * 4, c);
         else simd.sgdScaled(next.byteOffset, flat.byteOffset, mean.byteOffset, mean.byteOffset + done * 4, c, scale);
@@ -147,6 +188,28 @@ export class ParameterServer {
     this.version++;
     this.cache = null;
     return { gradNorm, scale, clipMs: t1 - t0, optimizerMs: performance.now() - t1 };
+  }
+
+  /**
+   * Writes the mean gradient into `this.mean` and its squared norm into `this.sq`. A sum in the SIMD
+   * module's memory goes through one pass that also takes the unclipped step into `next`, at the cost
+   * of a wasted step where the norm then calls for a clip; returns how many values that step covered.
+   */
+  private meanSq(gradSum: Float64Array | Float32Array, tokens: number): number {
+    const mean = this.mean;
+    if (gradSum instanceof Float32Array) {
+      this.sq = meanSq32(gradSum, tokens, mean);
+      return 0;
+    }
+    const sgd = this.sgd;
+    let done = 0;
+    let sq = 0;
+    if (sgd?.simd && gradSum.buffer === sgd.simd.memory.buffer) {
+      done = this.count & ~7;
+      sq = sgd.simd.meanSqStep(mean.byteOffset, gradSum.byteOffset, gradSum.byteOffset + done * 8, tokens, sgd.next.byteOffset, sgd.flat.byteOffset, sgd.c);
+    }
+    this.sq = sq + meanSq64(gradSum, tokens, mean, done);
+    return done;
   }
 
   /** Replace the parameters (resume). */
@@ -190,6 +253,11 @@ export class ParameterServer {
   }
 }
 
+/** [mean][params][next params], float32 each, each 16-byte aligned. */
+function regionBytes(count: number): number {
+  return 3 * Math.ceil((count * 4) / 16) * 16 + 16;
+}
+
 /** out = p + fround(c * g) from index `from` on, in float32 as tfjs computes add(mul(c, g), p). */
 function sgdStep(out: Float32Array, p: Float32Array, g: Float32Array, c: number, from: number): void {
   for (let i = from; i < out.length; i++) out[i] = Math.fround(c * g[i]) + p[i];
@@ -200,12 +268,12 @@ function sgdStepScaled(out: Float32Array, p: Float32Array, g: Float32Array, c: n
   for (let i = from; i < out.length; i++) out[i] = Math.fround(c * Math.fround(g[i] * s)) + p[i];
 }
 
-// The mean and its squared norm in one pass (the float32 mean, squared in float64, summed in order);
-// one function per input type, so that each loop stays monomorphic.
-function meanSq64(sum: Float64Array, tokens: number, mean: Float32Array): number {
+// The mean and its squared norm in one pass (the float32 mean, squared in float64, summed in order),
+// from index `from` on for the SIMD pass's tail; one function per input type, so that each loop stays monomorphic.
+function meanSq64(sum: Float64Array, tokens: number, mean: Float32Array, from: number): number {
   let sq = 0;
   const n = mean.length;
-  for (let i = 0; i < n; i++) {
+  for (let i = from; i < n; i++) {
     const m = Math.fround(sum[i] / tokens);
     mean[i] = m;
     sq += m * m;

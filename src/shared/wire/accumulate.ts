@@ -47,20 +47,31 @@ export class GradAccumulator {
   private readonly ids: Int32Array;
   /** Received frames can land here, in the module's memory, so that a float32 gradient is checked and added where it lies. */
   private frameRegion: Uint8Array | null = null;
+  /** Byte address of the region reserved for the parameter server (`hostRegion`), or -1. */
+  private hostAt = -1;
 
   /**
    * `frameBytes`: reserve that much of the module's memory for received frames
    * (`frameBuffer`); a float32 gradient in such a frame is then checked and
    * added in place, without the copy into the scratch.
+   * `hostBytes`: reserve that much more for the parameter server
+   * (`hostRegion`, ParameterServer.moveInto), so that the round's sum is
+   * averaged in this module, where it lies.
    */
   constructor(
     readonly paramCount: number,
     readonly sparseBlocks: readonly RowSparseBlock[] = [],
     frameBytes = 0,
+    hostBytes = 0,
   ) {
     this.simd = HOST_LITTLE_ENDIAN ? simdSum() : null;
     this.ids = new Int32Array(sparseBlocks.reduce((a, b) => a + b.rows, 0));
-    this.layout(paramCount, frameBytes);
+    this.layout(paramCount, frameBytes, hostBytes);
+  }
+
+  /** The module and the byte address of the region the constructor reserved for `hostBytes`, or null (none asked, or no SIMD). */
+  hostRegion(): { simd: SimdSum; at: number } | null {
+    return this.simd && this.hostAt >= 0 ? { simd: this.simd, at: this.hostAt } : null;
   }
 
   /** A receive buffer of `n` bytes in the module's memory (see the constructor), or null where there is none that large. */
@@ -73,13 +84,15 @@ export class GradAccumulator {
     return this.simd !== null;
   }
 
-  private layout(n: number, frameBytes: number): void {
+  private layout(n: number, frameBytes: number, hostBytes: number): void {
     if (this.simd) {
-      // [sum: n float64][scratch: n float32][raw: n 16-bit values][frames], 16-byte aligned; the memory never grows after this.
+      // [sum: n float64][scratch: n float32][raw: n 16-bit values][frames][host], 16-byte aligned; the memory never grows after this.
       this.scratchAt = Math.ceil((n * 8) / 16) * 16;
       this.rawAt = this.scratchAt + Math.ceil((n * 4 + 16) / 16) * 16;
       const frameAt = this.rawAt + Math.ceil((n * 2 + 16) / 16) * 16;
-      const need = frameAt + frameBytes + 16;
+      const hostAt = frameAt + Math.ceil((frameBytes + 16) / 16) * 16;
+      const need = hostAt + hostBytes + 16;
+      if (hostBytes > 0) this.hostAt = hostAt;
       const mem = this.simd.memory;
       if (mem.buffer.byteLength < need) mem.grow(Math.ceil((need - mem.buffer.byteLength) / 65536));
       this.sum = new Float64Array(mem.buffer, 0, n);

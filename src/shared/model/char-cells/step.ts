@@ -35,11 +35,11 @@ import * as tf from '@tensorflow/tfjs';
 import type { TokenBatch } from '../descriptor.js';
 import { toTimeMajor } from '../char-lstm/step.js';
 import { blockOf, cellParamCount, CELL_GATES, viewOf, type CellDims } from './params.js';
-import { cellRows, copyRowsInto, fusedCellGatesActive, readInto, scatterTransposed } from '../kernels/cell-gates.js';
+import { cellRows, copyRowsInto, fusedCellGatesActive, readInto } from '../kernels/cell-gates.js';
 import { wasmCalls } from '../kernels/wasm-calls.js';
 import { fusedRnnStep } from './rnn-step.js';
 import { softmaxCrossEntropy } from '../kernels/softmax-xent.js';
-import { copyInto, doubleColumnsInPlace, filledTensors, transposed, transposedTensor } from '../host-tensors.js';
+import { copyInto, doubleColumnsInPlace, filledTensors, transposed, transposedRowsInto, transposedTensor } from '../host-tensors.js';
 
 export interface CellStepParams {
   dims: CellDims;
@@ -175,8 +175,7 @@ function fusedGruStep(p: CellStepParams, batch: TokenBatch, h0: tf.Tensor2D): Ce
     return { gates, hGate, dWhq, dBias, lossSum, h: h as tf.Tensor2D };
   });
   const grad = new Float32Array(cellParamCount(dims));
-  const G = out.gates.dataSync() as Float32Array;
-  ['z', 'r'].forEach((g, k) => scatterTransposed(G, V + H + 1, k * H, H, grad, blockOf(dims, `W_x${g}`).offset));
+  ['z', 'r'].forEach((g, k) => transposedRowsInto(out.gates as tf.Tensor2D, k * H, H, grad, blockOf(dims, `W_x${g}`).offset));
   readInto(out.hGate, grad, blockOf(dims, 'W_xh').offset);
   readInto(out.dWhq, grad, blockOf(dims, 'W_hq').offset);
   readInto(out.dBias, grad, blockOf(dims, 'b_q').offset);

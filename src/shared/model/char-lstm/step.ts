@@ -43,7 +43,7 @@ import * as tf from '@tensorflow/tfjs';
 import { GATES, paramLayout, type ModelDims, type ParamName } from './params.js';
 import { fusedGatesActive, lstmGatesBackward, lstmGatesForward, type GatesForward } from '../kernels/lstm-gates.js';
 import { softmaxCrossEntropy } from '../kernels/softmax-xent.js';
-import { besideInto, copyInto, doubleColumnsInPlace, filledTensors, transposed, transposedBlock, transposedTensor } from '../host-tensors.js';
+import { besideInto, copyInto, doubleColumnsInPlace, filledTensors, transposed, transposedBlock, transposedRowsInto, transposedTensor } from '../host-tensors.js';
 
 export interface Batch {
   /** Inputs, row-major (rows x numSteps). */
@@ -215,19 +215,10 @@ function flatGrad(As: tf.Tensor[], dz: tf.Tensor[][], dWhq: tf.Tensor, dbq: tf.T
 
 /** The flat gradient from the fused path's transposed gate gradients (4H, V+H+1) and [dW_hq, db_q]. */
 function fusedFlatGrad(dims: ModelDims, gates: tf.Tensor, rest: tf.Tensor): Float32Array {
-  const { vocabSize: V, hidden: H } = dims;
   const layout = paramLayout(dims);
   const grad = new Float32Array(layout.at(-1)!.offset + layout.at(-1)!.size);
-  const G = gates.dataSync() as Float32Array;
-  const R = V + H + 1;
-  GATES.forEach((g, k) => {
-    // [W_xg; W_hg; b_g] is one (V+H+1, H) block starting at W_xg; G holds its transpose at rows kH..kH+H.
-    const base = layout.find((b) => b.name === `W_x${g}`)!.offset;
-    for (let j = 0; j < H; j++) {
-      const src = (k * H + j) * R;
-      for (let a = 0, d = base + j; a < R; a++, d += H) grad[d] = G[src + a];
-    }
-  });
+  // [W_xg; W_hg; b_g] is one (V+H+1, H) block starting at W_xg; gates holds its transpose at rows kH..kH+H.
+  GATES.forEach((g, k) => transposedRowsInto(gates as tf.Tensor2D, k * dims.hidden, dims.hidden, grad, layout.find((b) => b.name === `W_x${g}`)!.offset));
   grad.set(rest.dataSync() as Float32Array, layout.find((b) => b.name === 'W_hq')!.offset);
   return grad;
 }

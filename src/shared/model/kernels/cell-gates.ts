@@ -290,11 +290,3 @@ export function rowBlock(x: tf.Tensor2D, row0: number, rows: number): tf.Tensor2
 export function scatterColumns(G: Float32Array, rows: number, W: number, c0: number, width: number, out: Float32Array, base: number): void {
   for (let a = 0; a < rows; a++) out.set(G.subarray(a * W + c0, a * W + c0 + width), base + a * width);
 }
-
-/** Rows [r0, r0 + width) of a row-major (·, R) matrix, transposed, into a contiguous (R, width) block of `out` at `base`. */
-export function scatterTransposed(G: Float32Array, R: number, r0: number, width: number, out: Float32Array, base: number): void {
-  for (let j = 0; j < width; j++) {
-    const src = (r0 + j) * R;
-    for (let a = 0, d = base + j; a < R; a++, d += width) out[d] = G[src + a];
-  }
-}
