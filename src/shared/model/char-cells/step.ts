@@ -21,11 +21,12 @@
  * time step (kernels/cell-gates.ts; the GRU's z and r gates one matMul, the
  * gates' weight gradients from the recurrence matMul's inputs stacked over
  * time); elsewhere, or with setFusedCellGates(false), the step runs as ops.
- * There, the stacks over time are transposed by the SIMD transpose
- * (host-tensors.ts, transposed), and each time step's intermediates (the
- * gate matMul's output, the sigmoid's, the recurrence's dh) are freed as soon
- * as they are read, so the next step's outputs land in memory still in cache
- * (with the transposes 0.6–1.0 ms of the RNN's 23–24 ms step in interleaved runs).
+ * There, the loops over time call the backend's matMul and sigmoid directly
+ * and the gate arithmetic without the engine (kernels/wasm-calls.ts,
+ * cellRows), into buffers reused at every step, so that each step's
+ * intermediates stay in cache; the stacks over time are filled as the loops
+ * go and transposed by the SIMD transpose (host-tensors.ts, transposed). The
+ * RNN's fused path is rnn-step.ts.
  *
  * Shapes: B = rows, T = numSteps, H = hidden, V = vocab; tensors over all
  * steps are time-major (row t*B + r is stream r at time t).
@@ -34,9 +35,11 @@ import * as tf from '@tensorflow/tfjs';
 import type { TokenBatch } from '../descriptor.js';
 import { toTimeMajor } from '../char-lstm/step.js';
 import { blockOf, cellParamCount, CELL_GATES, viewOf, type CellDims } from './params.js';
-import { cellKernel, fusedCellGatesActive } from '../kernels/cell-gates.js';
+import { cellRows, copyRowsInto, fusedCellGatesActive, readInto } from '../kernels/cell-gates.js';
+import { wasmCalls } from '../kernels/wasm-calls.js';
+import { fusedRnnStep } from './rnn-step.js';
 import { softmaxCrossEntropy } from '../kernels/softmax-xent.js';
-import { copyInto, filledTensors, transposed, transposedRowsInto, transposedTensor } from '../host-tensors.js';
+import { copyInto, doubleColumnsInPlace, filledTensors, transposed, transposedRowsInto, transposedTensor } from '../host-tensors.js';
 
 export interface CellStepParams {
   dims: CellDims;
@@ -57,11 +60,14 @@ export function makeCellStepParams(flat: Float32Array, dims: CellDims): CellStep
   const gates = CELL_GATES[dims.cell];
   const R = V + H + 1;
   const view = (name: string, len?: number) => viewOf(flat, blockOf(dims, name), len);
+  const wasm = tf.getBackend() === 'wasm';
   const t = filledTensors([[H, V], [V], ...gates.map(() => [R, H])], [
     (o) => copyInto(o, view('W_hq')),
     (o) => copyInto(o, view('b_q')),
-    ...gates.map((g) => (o: Float32Array) => copyInto(o, view(`W_x${g}`, R * H), 0, g === 'h')),
+    ...gates.map((g) => (o: Float32Array) => copyInto(o, view(`W_x${g}`, R * H), 0, g === 'h' && !wasm)),
   ]);
+  // On wasm the tanh gate's block is doubled where it lies, four lanes at a time.
+  if (wasm) doubleColumnsInPlace(t[2 + gates.indexOf('h')] as tf.Tensor2D, 0, H);
   const whT = transposedTensor((dims.cell === 'rnn' ? ['h'] : ['z', 'r']).map((g) => view(`W_h${g}`)), H, H);
   const whhT = dims.cell === 'gru' ? transposedTensor([view('W_hh')], H, H) : null;
   const whqT = transposedTensor([view('W_hq')], H, V);
@@ -100,85 +106,81 @@ export interface CellStepResult {
 /** Forward + backward; h0 and the params are not disposed. */
 export function cellStep(p: CellStepParams, batch: TokenBatch, h0: tf.Tensor2D): CellStepResult {
   checkBatch(batch, h0, p.dims);
-  return fusedCellGatesActive() ? fusedCellStep(p, batch, h0) : opsCellStep(p, batch, h0);
+  if (!fusedCellGatesActive()) return opsCellStep(p, batch, h0);
+  return p.dims.cell === 'rnn' ? fusedRnnStep(p, batch, h0) : fusedGruStep(p, batch, h0);
 }
 
-/** The wasm path: fused gate kernels; the weight gradients assembled on the host. */
-function fusedCellStep(p: CellStepParams, batch: TokenBatch, h0: tf.Tensor2D): CellStepResult {
+/** The GRU on wasm: fused gate kernels; the weight gradients assembled on the host. */
+function fusedGruStep(p: CellStepParams, batch: TokenBatch, h0: tf.Tensor2D): CellStepResult {
   const dims = p.dims;
   const { rows: B, numSteps: T } = batch;
   const { vocabSize: V, hidden: H } = dims;
-  const gru = dims.cell === 'gru';
   const xTm = toTimeMajor(batch.x, B, T);
   const idsAt = (t: number) => (t < T ? xTm.subarray(t * B, t * B + B) : null);
   const out = tf.tidy(() => {
     let A = tf.concat([tf.tensor2d(oneHotAt(batch, 0, V), [B, V]), h0, tf.ones([B, 1])], 1);
-    const wzr = gru ? tf.concat([p.wcat[0], p.wcat[1]], 1) : p.wcat[0];
+    const wzr = tf.concat([p.wcat[0], p.wcat[1]], 1);
+    // As for the RNN (rnn-step.ts): the backend's matMul and sigmoid called directly, the gate
+    // arithmetic without the engine, into buffers reused at every step; what the backward pass
+    // reads (S, Sh, h) into tensors of their own; what the weight gradients read copied into
+    // its stack over time (row block t) while in cache, not concatenated after the loop.
+    const call = wasmCalls();
+    const R = V + H + 1;
+    const fresh = (cols: number) => filledTensors([[B, cols]], [() => {}])[0];
+    const none = () => {};
+    const [zr, zh, drh, rec, dhRec, Ah, A0, A1, da, cat, dh, direct] = filledTensors(
+      [[B, 2 * H], [B, H], [B, H], [B, H], [B, H], [B, R], [B, R], [B, R], [B, H], [B, 2 * H], [B, H], [B, H]],
+      [none, none, none, none, (d) => d.fill(0), none, none, none, none, none, none, none],
+    );
+    const [As, Ahs, Hs, das, cats] = filledTensors([[T * B, R], [T * B, R], [T * B, H], [T * B, H], [T * B, 2 * H]], [none, none, none, none, none]);
     let h: tf.Tensor = h0;
-    const As: tf.Tensor[] = [];
-    const Ahs: tf.Tensor[] = [];
-    const hs: tf.Tensor[] = [];
     const saved: { S: tf.Tensor; Sh: tf.Tensor; hp: tf.Tensor }[] = [];
     for (let t = 0; t < T; t++) {
-      As.push(A);
-      const z = tf.matMul(A, wzr);
-      const S = tf.sigmoid(z);
-      z.dispose(); // freed at once, so that the next step's outputs reuse memory still in cache
-      let next: tf.Tensor[];
-      if (!gru) {
-        next = cellKernel('DptrainRnnHidden', { S }, H, V, idsAt(t + 1));
-        S.dispose();
-      } else {
-        const [Ah] = cellKernel('DptrainGruReset', { S, hp: h }, H, V, idsAt(t));
-        Ahs.push(Ah);
-        const Sh = tf.sigmoid(tf.matMul(Ah, p.wcat[2]));
-        next = cellKernel('DptrainGruHidden', { S, Sh, hp: h }, H, V, idsAt(t + 1));
-        saved.push({ S, Sh, hp: h });
-      }
-      h = next[0];
-      A = next[1];
-      hs.push(h);
+      copyRowsInto(A, As, t * B);
+      call.matMul(A, wzr, zr);
+      const S = fresh(2 * H);
+      call.sigmoid(zr, S);
+      cellRows('DptrainGruReset', [S, h], [Ah], H, V, idsAt(t));
+      copyRowsInto(Ah, Ahs, t * B);
+      call.matMul(Ah, p.wcat[2], zh);
+      const Sh = fresh(H);
+      call.sigmoid(zh, Sh);
+      const next = [fresh(H), t % 2 === 0 ? A0 : A1];
+      cellRows('DptrainGruHidden', [S, Sh, h], next, H, V, idsAt(t + 1));
+      saved.push({ S, Sh, hp: h });
+      [h, A] = next;
+      copyRowsInto(h, Hs, t * B);
     }
-    const Hs = tf.concat(hs, 0);
     const { lossSum, dLogits, dBias } = softmaxCrossEntropy(tf.matMul(Hs, p.whq) as tf.Tensor2D, p.bq, toTimeMajor(batch.y, B, T));
     const dWhq = tf.matMul(transposed(Hs), dLogits);
     // The output layer's share of every dh_t at once (T·B, H); the kernels read row block t.
     const dOut = tf.matMul(dLogits, p.whqT);
-    const zeros = tf.zeros([B, H]);
-    const cats: tf.Tensor[] = [];
-    const das: tf.Tensor[] = [];
-    let dhRec: tf.Tensor = zeros;
     for (let t = T - 1; t >= 0; t--) {
-      if (!gru) {
-        [cats[t]] = cellKernel('DptrainRnnBackward', { h: hs[t], dhRec, dOut }, H, V, null, t);
-        if (dhRec !== zeros) dhRec.dispose();
-        if (t > 0) dhRec = tf.matMul(cats[t], p.whT);
-      } else {
-        const { S, Sh, hp } = saved[t];
-        const [da, dh] = cellKernel('DptrainGruBackward1', { S, Sh, dhRec, dOut }, H, V, null, t);
-        das[t] = da;
-        const drh = tf.matMul(da, p.whhT!);
-        const [cat, direct] = cellKernel('DptrainGruBackward2', { dh, drh, S, Sh, hp }, H, V);
-        cats[t] = cat;
-        if (t > 0) dhRec = tf.add(direct, tf.matMul(cat, p.whT));
+      const { S, Sh, hp } = saved[t];
+      cellRows('DptrainGruBackward1', [S, Sh, dhRec, dOut], [da, dh], H, V, null, t);
+      copyRowsInto(da, das, t * B);
+      call.matMul(da, p.whhT!, drh);
+      cellRows('DptrainGruBackward2', [dh, drh, S, Sh, hp], [cat, direct], H, V);
+      copyRowsInto(cat, cats, t * B);
+      if (t > 0) {
+        call.matMul(cat, p.whT, rec);
+        cellRows('DptrainAdd', [direct, rec], [dhRec], H, V);
       }
     }
-    // The gates' weight gradients over all time steps. The RNN's: A^T dZ (V+H+1, H). The GRU's
-    // z and r gates': [dZ_z, dZ_r]^T A (2H, V+H+1), transposed so that the operand wasm packs
-    // afresh on every call is A, not the wider dZ; its h gate's: A'^T dA_h (V+H+1, H).
-    const gates = gru ? tf.matMul(transposed(tf.concat(cats, 0)), tf.concat(As, 0)) : tf.matMul(transposed(tf.concat(As, 0)), tf.concat(cats, 0));
-    const hGate = gru ? [tf.matMul(transposed(tf.concat(Ahs, 0)), tf.concat(das, 0))] : [];
+    // The gates' weight gradients over all time steps. The z and r gates': [dZ_z, dZ_r]^T A
+    // (2H, V+H+1), transposed so that the operand wasm packs afresh on every call is A, not
+    // the wider dZ; the h gate's: A'^T dA_h (V+H+1, H).
+    const gates = tf.matMul(transposed(cats), As);
+    const hGate = tf.matMul(transposed(Ahs), das);
     return { gates, hGate, dWhq, dBias, lossSum, h: h as tf.Tensor2D };
   });
   const grad = new Float32Array(cellParamCount(dims));
-  if (gru) {
-    ['z', 'r'].forEach((g, k) => transposedRowsInto(out.gates as tf.Tensor2D, k * H, H, grad, blockOf(dims, `W_x${g}`).offset));
-    grad.set(out.hGate[0].dataSync() as Float32Array, blockOf(dims, 'W_xh').offset);
-  } else grad.set(out.gates.dataSync() as Float32Array, blockOf(dims, 'W_xh').offset);
-  grad.set(out.dWhq.dataSync() as Float32Array, blockOf(dims, 'W_hq').offset);
-  grad.set(out.dBias.dataSync() as Float32Array, blockOf(dims, 'b_q').offset);
+  ['z', 'r'].forEach((g, k) => transposedRowsInto(out.gates as tf.Tensor2D, k * H, H, grad, blockOf(dims, `W_x${g}`).offset));
+  readInto(out.hGate, grad, blockOf(dims, 'W_xh').offset);
+  readInto(out.dWhq, grad, blockOf(dims, 'W_hq').offset);
+  readInto(out.dBias, grad, blockOf(dims, 'b_q').offset);
   const lossSum = out.lossSum.dataSync()[0];
-  tf.dispose([out.gates, out.dWhq, out.dBias, out.lossSum, ...out.hGate]);
+  tf.dispose([out.gates, out.hGate, out.dWhq, out.dBias, out.lossSum]);
   return { grad, lossSum, tokenCount: B * T, h: out.h };
 }
 

@@ -14,11 +14,16 @@
  * layer's gradient, the GRU's z/r weight gradients as dZ^T A), the fused step
  * was the faster one for both cells in interleaved runs (BENCHMARKS.md, part
  * `models`, rows "fused gate kernels off"). setFusedCellGates(false) gives the
- * ops path, the one every other backend runs.
+ * ops path, the one every other backend runs. `cellRows` runs the same
+ * arithmetic without the engine, into outputs the caller reuses (rnn-step.ts).
  *
- *  - `DptrainRnnHidden` (S = σ(2 z)): h = 2S − 1 and A_{t+1} = [onehot, h, 1];
- *  - `DptrainRnnBackward`: dz = dh ⊙ (1 − h²), dh the recurrence's share plus
- *    the output layer's (one (T·B, H) matMul for all steps, its row block `step`);
+ *  - `DptrainRnnHidden` (S = σ(2 z)): h = 2S − 1 into row block `step` of
+ *    the stack Hs (T·B, H), A_{t+1} = [onehot, h, 1], and h into the h columns
+ *    of row block `step` + 1 of the stack As (T·B, V+H+1); the stacks are
+ *    inputs written in place;
+ *  - `DptrainRnnBackward`: dz = dh ⊙ (1 − h²) (h from Hs), dh the recurrence's
+ *    share plus the output layer's (one (T·B, H) matMul for all steps, its row
+ *    block `step`), into its output and row block `step` of the stack dZ;
  *  - `DptrainGruReset` (S_zr = [σ(z_z), σ(z_r)]): A'_t = [onehot(x_t), r ⊙ h_{t-1}, 1];
  *  - `DptrainGruHidden` (S_h = σ(2 z_h)): h~ = 2S_h − 1, h = h~ + z ⊙ (h_{t-1} − h~), A_{t+1};
  *  - `DptrainGruBackward1`: dh (the recurrence's share plus the output
@@ -59,32 +64,45 @@ interface Simd {
   aOut?: number;
 }
 
+interface RowsDef {
+  outWidths: (H: number, V: number) => number[];
+  body: Body;
+  simd?: Simd;
+}
+
+/** Runs a definition over given inputs and outputs (wasm tensors; the first input's rows give B). */
+function runRows(def: RowsDef, backend: WasmBackendLike, list: tf.TensorInfo[], outs: tf.TensorInfo[], H: number, V: number, ids: ArrayLike<number> | null, step: number): void {
+  const B = list[0].shape[0];
+  const heap = backend.wasm.HEAPF32; // after the allocations: the heap may have grown
+  const view = (t: tf.TensorInfo) => {
+    const off = backend.dataIdMap.get(t.dataId).memoryOffset >>> 2;
+    return heap.subarray(off, off + t.shape.reduce((a, b) => a * b, 1));
+  };
+  const simd = def.simd;
+  const kernel = simd && H % 4 === 0 ? simdRows(backend, simd.program) : null;
+  if (kernel && simd) {
+    if (simd.aOut !== undefined) {
+      const a = view(outs[simd.aOut]);
+      for (let r = 0; r < B; r++) writeA(a, r, H, V, ids);
+    }
+    const at: At = (t, column = 0, row = 0) => [backend.dataIdMap.get(t.dataId).memoryOffset + 4 * (row * t.shape[1] + column), 4 * t.shape[1]];
+    kernel(simd.operands(at, list, outs, B, H, V, step), B, H);
+    return;
+  }
+  def.body(list.map(view), outs.map(view), B, H, V, ids, step);
+}
+
 /** A kernel over float32 inputs whose first input's shape gives B, with outputs of the given widths. */
-function heapKernel(outWidths: (H: number, V: number) => number[], body: Body, simd?: Simd): tf.KernelFunc {
+function heapKernel(outWidths: (H: number, V: number) => number[], body: Body, simd?: Simd): RowsDef {
+  return { outWidths, body, simd };
+}
+
+function kernelFunc(def: RowsDef): tf.KernelFunc {
   return (({ inputs, backend, attrs }: { inputs: tf.NamedTensorInfoMap; backend: WasmBackendLike; attrs: tf.NamedAttrMap }) => {
     const list = Object.values(inputs) as tf.TensorInfo[];
-    const B = list[0].shape[0];
-    const H = attrs.hidden as number;
-    const V = attrs.vocab as number;
-    const ids = (attrs.ids as ArrayLike<number> | null) ?? null;
-    const step = (attrs.step as number | undefined) ?? 0;
-    const outs = outWidths(H, V).map((w) => backend.makeOutput([B, w], 'float32'));
-    const heap = backend.wasm.HEAPF32; // after the allocations: the heap may have grown
-    const view = (t: tf.TensorInfo) => {
-      const off = backend.dataIdMap.get(t.dataId).memoryOffset >>> 2;
-      return heap.subarray(off, off + t.shape.reduce((a, b) => a * b, 1));
-    };
-    const kernel = simd && H % 4 === 0 ? simdRows(backend, simd.program) : null;
-    if (kernel && simd) {
-      if (simd.aOut !== undefined) {
-        const a = view(outs[simd.aOut]);
-        for (let r = 0; r < B; r++) writeA(a, r, H, V, ids);
-      }
-      const at: At = (t, column = 0, row = 0) => [backend.dataIdMap.get(t.dataId).memoryOffset + 4 * (row * t.shape[1] + column), 4 * t.shape[1]];
-      kernel(simd.operands(at, list, outs, B, H, V, step), B, H);
-      return outs;
-    }
-    body(list.map(view), outs.map(view), B, H, V, ids, step);
+    const [H, V] = [attrs.hidden as number, attrs.vocab as number];
+    const outs = def.outWidths(H, V).map((w) => backend.makeOutput([list[0].shape[0], w], 'float32'));
+    runRows(def, backend, list, outs, H, V, (attrs.ids as ArrayLike<number> | null) ?? null, (attrs.step as number | undefined) ?? 0);
     return outs;
   }) as unknown as tf.KernelFunc;
 }
@@ -100,29 +118,43 @@ function writeA(a: Float32Array, r: number, H: number, V: number, ids: ArrayLike
   return row + V;
 }
 
-const KERNELS: Record<string, tf.KernelFunc> = {
+const KERNELS: Record<string, RowsDef> = {
   DptrainRnnHidden: heapKernel(
-    (H, V) => [H, V + H + 1],
-    ([S], [h, a], B, H, V, ids) => {
+    (H, V) => [V + H + 1],
+    ([S, Hs, As], [a], B, H, V, ids, step) => {
+      const R = V + H + 1;
+      const last = (step + 1) * B * R >= As.length;
       for (let r = 0; r < B; r++) {
         const at = writeA(a, r, H, V, ids);
-        for (let j = 0, k = r * H; j < H; j++, k++) a[at + j] = h[k] = 2 * S[k] - 1;
-      }
-    },
-    { program: { inputs: 1, lets: [twice(input(0))], outputs: [{ let: 0 }, { let: 0 }] }, operands: (at, [S], [h, a], B, H, V) => [at(S), at(h), at(a, V)], aOut: 1 },
-  ),
-  DptrainRnnBackward: heapKernel(
-    (H) => [H],
-    ([h, dhRec, dOut], [dz], B, H, V, ids, step) => {
-      const base = step * B * H;
-      for (let k = 0; k < B * H; k++) {
-        const d = dhRec[k] + dOut[base + k];
-        dz[k] = d - d * h[k] * h[k];
+        const hs = (step * B + r) * H;
+        const next = ((step + 1) * B + r) * R + V;
+        for (let j = 0, k = r * H; j < H; j++, k++) {
+          const h = 2 * S[k] - 1;
+          a[at + j] = Hs[hs + j] = h;
+          if (!last) As[next + j] = h;
+        }
       }
     },
     {
-      program: { inputs: 3, lets: [add(input(1), input(2))], outputs: [sub({ let: 0 }, mul({ let: 0 }, input(0), input(0)))] },
-      operands: (at, [h, dhRec, dOut], [dz], B, H, V, step) => [at(h), at(dhRec), at(dOut, 0, step * B), at(dz)],
+      program: { inputs: 1, lets: [twice(input(0))], outputs: [{ let: 0 }, { let: 0 }, { let: 0 }] },
+      // The last step has no next row block in As: its third operand repeats the second.
+      operands: (at, [S, Hs, As], [a], B, H, V, step) => [at(S), at(Hs, 0, step * B), at(a, V), (step + 1) * B < As.shape[0] ? at(As, V, (step + 1) * B) : at(a, V)],
+      aOut: 0,
+    },
+  ),
+  DptrainRnnBackward: heapKernel(
+    (H) => [H],
+    ([dhRec, Hs, dOut, dZ], [dz], B, H, V, ids, step) => {
+      const base = step * B * H;
+      for (let k = 0; k < B * H; k++) {
+        const d = dhRec[k] + dOut[base + k];
+        const h = Hs[base + k];
+        dz[k] = dZ[base + k] = d - d * h * h;
+      }
+    },
+    {
+      program: { inputs: 3, lets: [add(input(0), input(2)), sub({ let: 0 }, mul({ let: 0 }, input(1), input(1)))], outputs: [{ let: 1 }, { let: 1 }] },
+      operands: (at, [dhRec, Hs, dOut, dZ], [dz], B, H, V, step) => [at(dhRec), at(Hs, 0, step * B), at(dOut, 0, step * B), at(dz), at(dZ, 0, step * B)],
     },
   ),
   DptrainGruReset: heapKernel(
@@ -196,6 +228,14 @@ const KERNELS: Record<string, tf.KernelFunc> = {
       operands: (at, [dh, drh, S, Sh, hp], [cat, direct], B, H) => [at(dh), at(drh), at(S), at(S, H), at(Sh), at(hp), at(cat), at(cat, H), at(direct)],
     },
   ),
+  // a + b, for the GRU's dh_{t-1} = (dh ⊙ z + drh ⊙ r) + [dz_z, dz_r] x [W_hz^T; W_hr^T] (rnn-step.ts's loops call it without the engine).
+  DptrainAdd: heapKernel(
+    (H) => [H],
+    ([a, b], [sum], B, H) => {
+      for (let k = 0; k < B * H; k++) sum[k] = a[k] + b[k];
+    },
+    { program: { inputs: 2, lets: [], outputs: [add(input(0), input(1))] }, operands: (at, [a, b], [sum]) => [at(a), at(b), at(sum)] },
+  ),
 };
 
 let registered = false;
@@ -204,9 +244,46 @@ let registered = false;
 export function cellKernel(name: keyof typeof KERNELS, inputs: Record<string, tf.Tensor>, hidden: number, vocab: number, ids: ArrayLike<number> | null = null, step = 0): tf.Tensor2D[] {
   if (!registered) {
     registered = true;
-    for (const [kernelName, kernelFunc] of Object.entries(KERNELS)) if (!tf.getKernel(kernelName, 'wasm')) tf.registerKernel({ kernelName, backendName: 'wasm', kernelFunc });
+    for (const [kernelName, def] of Object.entries(KERNELS)) if (!tf.getKernel(kernelName, 'wasm')) tf.registerKernel({ kernelName, backendName: 'wasm', kernelFunc: kernelFunc(def) });
   }
   return tf.engine().runKernel(name, inputs, { hidden, vocab, ids, step } as unknown as tf.NamedAttrMap) as tf.Tensor2D[];
+}
+
+/**
+ * The same arithmetic without the engine, into outputs the caller made (and may reuse from
+ * step to step): for loops that call the backend directly (wasm-calls.ts).
+ */
+export function cellRows(name: keyof typeof KERNELS, inputs: tf.Tensor[], outputs: tf.Tensor[], hidden: number, vocab: number, ids: ArrayLike<number> | null = null, step = 0): void {
+  runRows(KERNELS[name], tf.backend() as unknown as WasmBackendLike, inputs, outputs, hidden, vocab, ids, step);
+}
+
+/** out[at..] = a wasm tensor's values, copied once (dataSync copies them out of wasm memory first). */
+export function readInto(x: tf.Tensor, out: Float32Array, at: number): void {
+  const backend = tf.backend() as unknown as WasmBackendLike;
+  const from = backend.dataIdMap.get(x.dataId).memoryOffset >>> 2;
+  out.set(backend.wasm.HEAPF32.subarray(from, from + x.size), at);
+}
+
+/** x (rows, W) into rows [row0, row0 + rows) of dst (·, W), one copy within wasm memory: a step's block of a stack over time. */
+export function copyRowsInto(x: tf.Tensor, dst: tf.Tensor, row0: number): void {
+  const backend = tf.backend() as unknown as WasmBackendLike;
+  const from = backend.dataIdMap.get(x.dataId).memoryOffset >>> 2;
+  const to = (backend.dataIdMap.get(dst.dataId).memoryOffset >>> 2) + row0 * x.shape[1]!;
+  backend.wasm.HEAPF32.copyWithin(to, from, from + x.size);
+}
+
+/**
+ * Rows [row0, row0 + rows) of a wasm tensor as a new tensor, one copy within the backend's
+ * memory (the backend's Slice reads its whole input out of memory first).
+ */
+export function rowBlock(x: tf.Tensor2D, row0: number, rows: number): tf.Tensor2D {
+  const backend = tf.backend() as unknown as WasmBackendLike;
+  const W = x.shape[1];
+  const out = backend.makeOutput([rows, W], 'float32');
+  const from = backend.dataIdMap.get(x.dataId).memoryOffset >>> 2;
+  const heap = backend.wasm.HEAPF32; // after the allocation: the heap may have grown
+  heap.copyWithin(backend.dataIdMap.get(out.dataId).memoryOffset >>> 2, from + row0 * W, from + (row0 + rows) * W);
+  return tf.engine().makeTensorFromTensorInfo(out) as tf.Tensor2D;
 }
 
 /** Copy columns [c0, c0 + width) of a row-major (rows, W) matrix into a contiguous (rows, width) block of `out` at `base`. */
