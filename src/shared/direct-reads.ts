@@ -233,8 +233,17 @@ function headerSize(h: Buffer): number {
   return 2 + (len7 === 126 ? 2 : len7 === 127 ? 8 : 0) + ((h[1] & 0x80) !== 0 ? 4 : 0);
 }
 
+/** XOR with the 4-byte mask (a browser's frames): four bytes at a time where the frame is 4-byte aligned. */
 function unmask(data: Buffer, mask: Buffer): void {
-  for (let i = 0; i < data.length; i++) data[i] ^= mask[i & 3];
+  let i = 0;
+  if ((data.byteOffset & 3) === 0) {
+    const words = new Uint32Array(data.buffer, data.byteOffset, data.length >>> 2);
+    // The mask's bytes read as one word in the host's byte order, as the frame's words are.
+    const m = new Uint32Array(Uint8Array.from(mask.subarray(0, 4)).buffer)[0];
+    for (let k = 0; k < words.length; k++) words[k] ^= m;
+    i = words.length * 4;
+  }
+  for (; i < data.length; i++) data[i] ^= mask[i & 3];
 }
 
 /**
