@@ -71,6 +71,8 @@ export interface RoundBreakdown {
   decodeMs: number;
   /** Checking, decoding and adding the gradients, one pass each (inside waitMs). */
   sumMs: number;
+  /** Decoding and adding the reply that completed the round: the part of decodeMs and sumMs on the round's critical path. */
+  lastReplyMs: number;
   clipMs: number;
   optimizerMs: number;
   /** The slowest worker's reported compute time. */
@@ -387,8 +389,11 @@ export class Coordinator {
     const t1 = performance.now();
     const bad = round.accept({ workerId: m.id, round: msg.round, tokenCount: msg.tokenCount, lossSum: msg.lossSum, computeMs: msg.computeMs, grad: msg.grads, rows: msg.rows, state });
     if (this.breakdown) {
+      const t2 = performance.now();
       this.breakdown.decodeMs += t1 - t0;
-      this.breakdown.sumMs += performance.now() - t1;
+      this.breakdown.sumMs += t2 - t1;
+      // Each accepted reply overwrites it: when the round ends it is the last one's.
+      if (!bad) this.breakdown.lastReplyMs = t2 - t0;
     }
     // A reply for this round that does not fit it (token count, tensor size, a NaN)
     // is a protocol error like any other: the round must not wait for it until the deadline.
@@ -503,7 +508,7 @@ export class Coordinator {
     const { plan } = batches[0];
     const roundId = ++this.roundId;
     const t0 = performance.now();
-    const b: RoundBreakdown = { round: roundId, workers: assignment.length, encodeMs: 0, sendMs: 0, waitMs: 0, decodeMs: 0, sumMs: 0, clipMs: 0, optimizerMs: 0, slowestComputeMs: 0, totalMs: 0 };
+    const b: RoundBreakdown = { round: roundId, workers: assignment.length, encodeMs: 0, sendMs: 0, waitMs: 0, decodeMs: 0, sumMs: 0, lastReplyMs: 0, clipMs: 0, optimizerMs: 0, slowestComputeMs: 0, totalMs: 0 };
     this.breakdown = b;
     // Encoded once per round, in place, into a frame no socket still holds; the same bytes go to every member.
     const paramsFrame = this.paramsFrames.build(this.server.version, this.server.params(), cfg.wireDtype);
