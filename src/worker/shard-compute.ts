@@ -83,17 +83,14 @@ export function encodeGradient(model: ModelDescriptor, grad: Float32Array, input
   return { grads: encodeTensor(dense, dtype), rows };
 }
 
-/** After the current turn of the event loop: setImmediate in Node, a zero timeout in a browser. */
-const later: (f: () => void) => void = typeof setImmediate === 'function' ? (f) => void setImmediate(f) : (f) => void setTimeout(f, 0);
-
 export class ShardComputer {
   private params: { version: number; stepper: TrainStepper; flat: Float32Array } | null = null;
   /** Bumped by new parameters and reset(): a local SGD round in flight sees it and is abandoned. */
   private generation = 0;
   /** stream index -> its state (stateWidth values) after the last step that computed it here. */
   private held = new Map<number, Float32Array>();
-  /** Steppers of earlier parameters, freed after this turn (retire). */
-  private retired: TrainStepper[] = [];
+  /** The stepper of the previous parameters, freed by releaseRetired() (see there). */
+  private retired: TrainStepper | null = null;
 
   constructor(
     readonly model: ModelDescriptor,
@@ -109,17 +106,19 @@ export class ShardComputer {
   }
 
   /**
-   * The previous parameters' step tensors are freed once the current turn of the event loop is over: freeing
-   * them (and the backend's packed weights cached for them) took 0.3 ms between the parameters' arrival and
-   * the step, while after the step's reply has gone out the worker only waits.
+   * The previous parameters' step tensors are kept until releaseRetired(): freeing them (and the backend's
+   * packed weights cached for them) took 0.3 ms between the parameters' arrival and the step, while once the
+   * step's reply has gone out the worker only waits. At most one stepper waits so.
    */
   private retire(stepper: TrainStepper): void {
-    this.retired.push(stepper);
-    if (this.retired.length === 1) later(() => this.disposeRetired());
+    this.retired?.dispose();
+    this.retired = stepper;
   }
 
-  private disposeRetired(): void {
-    for (const s of this.retired.splice(0)) s.dispose();
+  /** Frees the previous parameters' step tensors: the connection loop calls it once a step's reply is sent. */
+  releaseRetired(): void {
+    this.retired?.dispose();
+    this.retired = null;
   }
 
   get paramCount(): number {
@@ -233,7 +232,7 @@ export class ShardComputer {
   }
 
   dispose(): void {
-    this.disposeRetired();
+    this.releaseRetired();
     if (this.params) this.params.stepper.dispose();
     this.params = null;
     this.held.clear();

@@ -208,6 +208,7 @@ export class WorkerClient {
           state: encodeTensor(r.state, 'float32'),
         });
         ws.send(frame.bytes, frame.sent);
+        c.releaseRetired();
         this.rounds++;
         // The worker's step metrics count inner steps, each the round's mean.
         const n = 1 + local.resets.length;
@@ -269,6 +270,7 @@ export class WorkerClient {
           state: encodeTensor(r.state, 'float32'),
         });
         ws.send(frame.bytes, frame.sent);
+        c.releaseRetired();
         this.rounds++;
         this.opts.metrics?.observeStep(r.computeMs / 1000, r.tokenCount);
         return;
