@@ -183,8 +183,9 @@ class DirectReads {
       if ((opcode === 1 || opcode === 2) && !fin) this.fragmented = true;
       else if (opcode === 0 && fin) this.fragmented = false;
       this.pending.push(Buffer.from(h.subarray(0, size)));
-      this.mode = length > 0 ? PASS : HEADER;
-      this.remaining = Math.max(0, length);
+      // A length this parser does not follow (past 2^32): everything from here on is ws's.
+      this.mode = length !== 0 ? PASS : HEADER;
+      this.remaining = length < 0 ? Number.POSITIVE_INFINITY : length;
       return;
     }
     this.slot = this.slots?.acquire(length) ?? null;
