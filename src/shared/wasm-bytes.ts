@@ -1,9 +1,11 @@
 /**
- * What the hand-written WebAssembly modules (wire/simd-sum.ts,
- * model/kernels/simd-rows.ts, model/kernels/simd-transpose.ts) share: the
- * binary format's integer encodings, sections and names, and the opcodes of
- * the value types and the SIMD prefix. They are written out byte by byte, so
- * the project needs no WebAssembly toolchain.
+ * What the hand-written WebAssembly modules (wire/simd-sum.ts and the
+ * kernels in model/kernels/: simd-rows.ts, simd-transpose.ts,
+ * simd-softmax.ts) share: the binary format's integer encodings, sections
+ * and names, the opcodes of the value types and the SIMD prefix, and the
+ * kernels' common shape (one function `run` over an imported memory). They
+ * are written out byte by byte, so the project needs no WebAssembly
+ * toolchain.
  */
 
 /** The prefix of every SIMD instruction. */
@@ -39,3 +41,28 @@ export function sleb(n: number): number[] {
 export const section = (id: number, content: number[]): number[] => [id, ...leb(content.length), ...content];
 /** An ASCII name (imports, exports). */
 export const name = (s: string): number[] => [s.length, ...[...s].map((c) => c.charCodeAt(0))];
+
+/**
+ * A module of one exported function `run`, taking `params` i32 arguments and
+ * returning nothing, over a memory it imports as `m.mem`; `body` is the
+ * function's locals and code (with its final `end`).
+ */
+export function runModule(params: number, body: number[]): Uint8Array<ArrayBuffer> {
+  return new Uint8Array([
+    0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00,
+    ...section(1, [1, 0x60, ...leb(params), ...Array<number>(params).fill(I32), 0]),
+    ...section(2, [1, ...name('m'), ...name('mem'), 0x02, 0x00, 0x00]),
+    ...section(3, [1, 0]),
+    ...section(7, [1, ...name('run'), 0x00, 0]),
+    ...section(10, [1, ...leb(body.length), ...body]),
+  ]);
+}
+
+/** A runModule's `run`, instantiated over `memory`; null where the engine refuses the module (no WebAssembly SIMD). */
+export function instantiateRun<F>(bytes: Uint8Array<ArrayBuffer>, memory: WebAssembly.Memory): F | null {
+  try {
+    return new WebAssembly.Instance(new WebAssembly.Module(bytes), { m: { mem: memory } }).exports.run as F;
+  } catch {
+    return null;
+  }
+}

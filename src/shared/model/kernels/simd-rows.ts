@@ -21,7 +21,7 @@
  * Where WebAssembly SIMD or the backend's memory is not available (a threaded
  * build's shared memory, an older engine), `simdRows` returns null.
  */
-import { I32, leb, name, section, SIMD, sleb, V128 } from '../../wasm-bytes.js';
+import { I32, instantiateRun, leb, runModule, SIMD, sleb, V128 } from '../../wasm-bytes.js';
 
 /** An expression over four float32 lanes. */
 export type Expr = { in: number } | { let: number } | { c: number } | { op: 'add' | 'sub' | 'mul' | 'div'; a: Expr; b: Expr } | { op: 'exp'; a: Expr };
@@ -133,16 +133,7 @@ function moduleBytes(p: RowProgram, operands: number): Uint8Array<ArrayBuffer> {
     0x0c, 0x00, 0x0b, 0x0b,
   ];
   const locals = [2, 1, I32, p.inputs + p.lets.length + 2 + consts.size, V128];
-  const body = [...locals, ...code, 0x0b];
-  const params = Array(P + 2).fill(I32);
-  return new Uint8Array([
-    0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00,
-    ...section(1, [1, 0x60, ...leb(params.length), ...params, 0]),
-    ...section(2, [1, ...name('m'), ...name('mem'), 0x02, 0x00, 0x00]),
-    ...section(3, [1, 0]),
-    ...section(7, [1, ...name('run'), 0x00, 0]),
-    ...section(10, [1, ...leb(body.length), ...body]),
-  ]);
+  return runModule(P + 2, [...locals, ...code, 0x0b]);
 }
 
 interface MemoryOwner {
@@ -167,17 +158,13 @@ export function simdRows(backend: unknown, p: RowProgram): RowKernel | null {
   let kernel: RowKernel | null = null;
   const memory = memoryOf(backend);
   const operands = p.inputs + p.outputs.length;
-  if (memory) {
-    try {
-      const instance = new WebAssembly.Instance(new WebAssembly.Module(moduleBytes(p, operands)), { m: { mem: memory } });
-      const run = instance.exports.run as (...args: number[]) => void;
-      kernel = (ops, rows, width) => {
-        if (ops.length !== operands || width % 4 !== 0) throw new RangeError(`simdRows: ${ops.length} operands for ${operands}, width ${width}`);
-        run(...ops.flat(), rows, width * 4);
-      };
-    } catch {
-      kernel = null; // no WebAssembly SIMD here: the callers' JavaScript loops
-    }
+  // Null where there is no WebAssembly SIMD: the callers' JavaScript loops.
+  const run = memory && instantiateRun<(...args: number[]) => void>(moduleBytes(p, operands), memory);
+  if (run) {
+    kernel = (ops, rows, width) => {
+      if (ops.length !== operands || width % 4 !== 0) throw new RangeError(`simdRows: ${ops.length} operands for ${operands}, width ${width}`);
+      run(...ops.flat(), rows, width * 4);
+    };
   }
   perBackend.set(p, kernel);
   return kernel;

@@ -14,7 +14,7 @@
  * Written out like simd-rows.ts (no toolchain); null where SIMD or the
  * backend's memory is missing.
  */
-import { I32, leb, name, section, sleb, SIMD, V128 } from '../../wasm-bytes.js';
+import { I32, instantiateRun, leb, runModule, sleb, SIMD, V128 } from '../../wasm-bytes.js';
 import { f32x4Const, f32x4Exp, memoryOf } from './simd-rows.js';
 
 const F32 = 0x7d;
@@ -78,15 +78,7 @@ function moduleBytes(): Uint8Array<ArrayBuffer> {
     ...row,
     0x0c, 0x00, 0x0b, 0x0b,
   ];
-  const body = [3, 3, I32, 3, F32, 4, V128, ...code, 0x0b];
-  return new Uint8Array([
-    0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00,
-    ...section(1, [1, 0x60, 6, I32, I32, I32, I32, I32, I32, 0]),
-    ...section(2, [1, ...name('m'), ...name('mem'), 0x02, 0x00, 0x00]),
-    ...section(3, [1, 0]),
-    ...section(7, [1, ...name('run'), 0x00, 0]),
-    ...section(10, [1, ...leb(body.length), ...body]),
-  ]);
+  return runModule(6, [3, 3, I32, 3, F32, 4, V128, ...code, 0x0b]);
 }
 
 /** (z, b, out, stats, rows, V): byte addresses. */
@@ -99,13 +91,8 @@ export function simdSoftmax(backend: unknown): SoftmaxKernel | null {
   const memory = memoryOf(backend);
   if (!memory) return null;
   if (compiled.has(memory)) return compiled.get(memory)!;
-  let kernel: SoftmaxKernel | null = null;
-  try {
-    const instance = new WebAssembly.Instance(new WebAssembly.Module(moduleBytes()), { m: { mem: memory } });
-    kernel = instance.exports.run as SoftmaxKernel;
-  } catch {
-    kernel = null; // no WebAssembly SIMD here: the caller's JavaScript loop
-  }
+  // Null where there is no WebAssembly SIMD: the caller's JavaScript loop.
+  const kernel = instantiateRun<SoftmaxKernel>(moduleBytes(), memory);
   compiled.set(memory, kernel);
   return kernel;
 }

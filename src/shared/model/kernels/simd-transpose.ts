@@ -16,7 +16,7 @@
  * 4 kB apart, the stride that aliases in L1): 0.30 ms. In tiles whose input
  * and output both stay in L1 it takes 0.04 ms (same values, load 2).
  */
-import { I32, leb, name, section, SIMD, V128 } from '../../wasm-bytes.js';
+import { I32, instantiateRun, runModule, SIMD, V128 } from '../../wasm-bytes.js';
 
 /** i8x16.shuffle picking float32 lanes (0..3 of the first operand, 4..7 of the second). */
 const shuffle = (lanes: number[]) => [SIMD, 0x0d, ...lanes.flatMap((l) => [4 * l, 4 * l + 1, 4 * l + 2, 4 * l + 3])];
@@ -61,15 +61,7 @@ function moduleBytes(): Uint8Array<ArrayBuffer> {
     ...get(ROWS), 0x41, 4, 0x6b, ...set(ROWS),
     0x0c, 0x00, 0x0b, 0x0b,
   ];
-  const body = [2, 3, I32, 8, V128, ...code, 0x0b];
-  return new Uint8Array([
-    0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00,
-    ...section(1, [1, 0x60, 6, I32, I32, I32, I32, I32, I32, 0]),
-    ...section(2, [1, ...name('m'), ...name('mem'), 0x02, 0x00, 0x00]),
-    ...section(3, [1, 0]),
-    ...section(7, [1, ...name('run'), 0x00, 0]),
-    ...section(10, [1, ...leb(body.length), ...body]),
-  ]);
+  return runModule(6, [2, 3, I32, 8, V128, ...code, 0x0b]);
 }
 
 /** (src, srcStride, dst, dstStride, rows, cols), byte addresses and strides, rows and cols multiples of 4. */
@@ -80,13 +72,8 @@ const compiled = new WeakMap<WebAssembly.Memory, TransposeKernel | null>();
 /** The transpose compiled against `memory` (cached), or null where WebAssembly SIMD is missing. */
 export function simdTranspose(memory: WebAssembly.Memory): TransposeKernel | null {
   if (compiled.has(memory)) return compiled.get(memory)!;
-  let kernel: TransposeKernel | null = null;
-  try {
-    const instance = new WebAssembly.Instance(new WebAssembly.Module(moduleBytes()), { m: { mem: memory } });
-    kernel = tiled(instance.exports.run as TransposeKernel);
-  } catch {
-    kernel = null;
-  }
+  const run = instantiateRun<TransposeKernel>(moduleBytes(), memory);
+  const kernel = run && tiled(run);
   compiled.set(memory, kernel);
   return kernel;
 }
