@@ -24,7 +24,14 @@ test('a round sums replies in float64 and resolves when the last one arrives', a
   assert.equal(o.tokens, 20);
   assert.deepEqual(o.replied, ['a', 'b']);
   assert.equal(o.timedOut, false);
-  assert.equal(r.accept(reply('b', 4, [1, 1, 1])), 'ERR_STALE_ROUND');
+  // Once it ended, a second reply is still a duplicate; one from a non-member is late.
+  assert.equal(r.accept(reply('b', 4, [1, 1, 1])), 'ERR_DUPLICATE_REPLY');
+  assert.equal(r.accept(reply('c', 4, [1, 1, 1])), 'ERR_STALE_ROUND');
+  // After the next round began, the ended round still tells a duplicate from a late reply.
+  assert.equal(r.reclassify('a', 4, 'ERR_STALE_ROUND'), 'ERR_DUPLICATE_REPLY');
+  assert.equal(r.reclassify('c', 4, 'ERR_STALE_ROUND'), 'ERR_STALE_ROUND');
+  assert.equal(r.reclassify('a', 3, 'ERR_STALE_ROUND'), 'ERR_STALE_ROUND');
+  assert.equal(r.reclassify('a', 5, 'ERR_FUTURE_ROUND'), 'ERR_FUTURE_ROUND');
 });
 
 test('a round never waits past its deadline, nor for a worker that left', async () => {

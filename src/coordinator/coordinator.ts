@@ -139,6 +139,8 @@ export class Coordinator {
   private corpusSha1 = '';
   private roundId = 0;
   private round: Round | null = null;
+  /** The round before, kept to tell a duplicate reply from a late one after it ended. */
+  private lastRound: Round | null = null;
   private stopping = false;
   /** start() found the run already finished (a resumed checkpoint at or past --epochs): run() is not to be called. */
   finished = false;
@@ -372,7 +374,8 @@ export class Coordinator {
   private onGrads(m: Member, msg: GradsMsg, bytes: number): void {
     this.metrics.gradBytes.inc(bytes);
     const round = this.round;
-    const early = round ? round.check(m.id, msg.round) : msg.round < this.roundId ? ErrorCodes.ERR_STALE_ROUND : ErrorCodes.ERR_FUTURE_ROUND;
+    const checked = round ? round.check(m.id, msg.round) : msg.round < this.roundId ? ErrorCodes.ERR_STALE_ROUND : ErrorCodes.ERR_FUTURE_ROUND;
+    const early = checked && this.lastRound ? this.lastRound.reclassify(m.id, msg.round, checked) : checked;
     if (early || !round) {
       // The validator leaves the gradient's finiteness to the summing pass; a reply
       // that is not summed still gets that check, so a NaN is refused as ever.
@@ -547,6 +550,7 @@ export class Coordinator {
     this.round = new Round(roundId, expected, this.count, deadlineMs, this.deps.clock ?? realClock, this.gradAcc);
     for (const id of expected.keys()) if (!this.membership.get(id)) this.round.drop(id);
     const outcome = await this.round.done;
+    this.lastRound = this.round;
     this.round = null;
     b.waitMs = performance.now() - tw;
     return outcome;

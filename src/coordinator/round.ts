@@ -96,10 +96,18 @@ export class Round {
   check(workerId: string, round: number): ErrorCode | null {
     if (round < this.id) return ErrorCodes.ERR_STALE_ROUND;
     if (round > this.id) return ErrorCodes.ERR_FUTURE_ROUND;
-    if (this.settled) return ErrorCodes.ERR_STALE_ROUND;
     if (this.replied.includes(workerId)) return ErrorCodes.ERR_DUPLICATE_REPLY;
+    if (this.settled) return ErrorCodes.ERR_STALE_ROUND;
     if (!this.pending.has(workerId)) return ErrorCodes.ERR_STALE_ROUND;
     return null;
+  }
+
+  /**
+   * Classify a reply that the round in flight (or none) called stale: a second reply
+   * to this round, once it ended, is still a duplicate, not a late reply.
+   */
+  reclassify(workerId: string, round: number, code: ErrorCode): ErrorCode {
+    return code === ErrorCodes.ERR_STALE_ROUND && round === this.id && this.replied.includes(workerId) ? ErrorCodes.ERR_DUPLICATE_REPLY : code;
   }
 
   /** Sum a reply in. Returns an error code instead when it does not belong to this round. */

@@ -59,6 +59,8 @@ export class Relay {
   private paramsFrame: Uint8Array | null = null;
   private table: StreamTable | null = null;
   private round: Round | null = null;
+  /** The round before, kept to tell a duplicate reply from a late one after it ended. */
+  private lastRound: Round | null = null;
   /** Bumped whenever the parent connection ends: a round begun on an older one is not answered. */
   private link = 0;
   private localRound = 0;
@@ -186,7 +188,8 @@ export class Relay {
   private onGrads(m: Member, msg: GradsMsg, bytes: number): void {
     this.opts.metrics?.gradBytes.inc(bytes);
     const round = this.round;
-    const early = round ? round.check(m.id, msg.round) : ErrorCodes.ERR_STALE_ROUND;
+    const checked = round ? round.check(m.id, msg.round) : ErrorCodes.ERR_STALE_ROUND;
+    const early = checked && this.lastRound ? this.lastRound.reclassify(m.id, msg.round, checked) : checked;
     if (early || !round) {
       // A reply that is not summed still gets the finiteness check the summing pass would give it.
       if (!tensorAllFinite(msg.grads) || (msg.rows ?? []).some((r) => !tensorAllFinite(r.values))) return this.refuse(m, msg, ErrorCodes.ERR_NON_FINITE);
@@ -300,6 +303,7 @@ export class Relay {
     const o = await round.done;
     // A round the parent superseded (a newer step arrived) shares its reused sum with the newer round: no reply.
     const superseded = this.round !== round;
+    this.lastRound = round;
     if (!superseded) this.round = null;
     this.finish(o, msg, superseded ? -1 : link);
     this.tellCapacity();
