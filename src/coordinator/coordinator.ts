@@ -38,7 +38,7 @@ import type { BackendInfo } from '../shared/backend.js';
 import { checkModelFits } from './model-limits.js';
 import { urlHost } from '../shared/listen.js';
 import { openCheckpointDir, type CheckpointDirLock } from './checkpoint-dir.js';
-import { Membership, recordStepTime, type LeaveReason, type Member, type Peer } from './membership.js';
+import { Membership, recordStepTime, stateBufferOf, type LeaveReason, type Member, type Peer } from './membership.js';
 import { Round, type Expected, type RoundOutcome } from './round.js';
 import { StreamTable } from './streams.js';
 import { WsServer, type HelloResult } from './ws-server.js';
@@ -388,7 +388,7 @@ export class Coordinator {
       return;
     }
     const t0 = performance.now();
-    const state = msg.state ? decodeTensor(msg.state) : undefined;
+    const state = msg.state ? decodeTensor(msg.state, stateBufferOf(m, msg.state.length)) : undefined;
     const t1 = performance.now();
     const bad = round.accept({ workerId: m.id, round: msg.round, tokenCount: msg.tokenCount, lossSum: msg.lossSum, computeMs: msg.computeMs, grad: msg.grads, rows: msg.rows, state });
     if (this.breakdown) {

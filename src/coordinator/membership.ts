@@ -38,6 +38,19 @@ export interface Member {
   lastSeen: number;
   rounds: number;
   tokens: number;
+  /** The array its replies' stream states are decoded into, reused from round to round (see stateBufferOf). */
+  stateBuffer?: Float32Array;
+}
+
+/**
+ * The member's array for the stream states of its reply, reused from round to round. A fresh 64 kB
+ * array per reply cost 0.2 ms on the round's critical path (page faults of new memory, measured
+ * in place), against 0.01 ms for the copy into a warm one. It holds the states until the member's
+ * next reply is decoded; a round's end (or the relay's reply) reads them before the next round starts.
+ */
+export function stateBufferOf(m: Pick<Member, 'stateBuffer'>, length: number): Float32Array {
+  if (m.stateBuffer?.length !== length) m.stateBuffer = new Float32Array(length);
+  return m.stateBuffer;
 }
 
 /** How many recent step times a member keeps for its median. */

@@ -22,7 +22,7 @@ import { encode, type CapacityMsg, type GradsMsg, type HelloMsg, type ParamsMsg,
 import { decodeTensor, encodeTensor, tensorAllFinite } from '../shared/wire/tensor.js';
 import { GradAccumulator } from '../shared/wire/accumulate.js';
 import { urlHost } from '../shared/listen.js';
-import { Membership, recordStepTime, type LeaveReason, type Member, type Peer } from '../coordinator/membership.js';
+import { Membership, recordStepTime, stateBufferOf, type LeaveReason, type Member, type Peer } from '../coordinator/membership.js';
 import { Round, type Expected, type RoundOutcome } from '../coordinator/round.js';
 import { StreamTable } from '../coordinator/streams.js';
 import { WsServer, type HelloResult } from '../coordinator/ws-server.js';
@@ -195,7 +195,7 @@ export class Relay {
       if (!tensorAllFinite(msg.grads) || (msg.rows ?? []).some((r) => !tensorAllFinite(r.values))) return this.refuse(m, msg, ErrorCodes.ERR_NON_FINITE);
       return this.onReject(early ?? ErrorCodes.ERR_STALE_ROUND, m.slot);
     }
-    const state = msg.state ? decodeTensor(msg.state) : undefined;
+    const state = msg.state ? decodeTensor(msg.state, stateBufferOf(m, msg.state.length)) : undefined;
     const bad = round.accept({ workerId: m.id, round: msg.round, tokenCount: msg.tokenCount, lossSum: msg.lossSum, computeMs: msg.computeMs, grad: msg.grads, rows: msg.rows, state });
     if (bad) this.refuse(m, msg, bad);
   }
