@@ -7,7 +7,7 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { ReplyFrames } from '../src/relay/reply-frame.js';
+import { ReplyFrames } from '../src/shared/wire/reply-frame.js';
 import { decodeWorkerMessage, encode } from '../src/shared/wire/protocol.js';
 import { decodeTensor, encodeTensor, WIRE_DTYPES } from '../src/shared/wire/tensor.js';
 import { GradAccumulator } from '../src/shared/wire/accumulate.js';

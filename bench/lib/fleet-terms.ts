@@ -36,7 +36,7 @@ import { WebSocketServer, type WebSocket } from 'ws';
 import { decodeCoordinatorMessage, decodeWorkerMessage, encode } from '../../src/shared/wire/protocol.js';
 import { decodeTensor, encodeTensor } from '../../src/shared/wire/tensor.js';
 import { GradAccumulator } from '../../src/shared/wire/accumulate.js';
-import { ReplyFrames } from '../../src/relay/reply-frame.js';
+import { ReplyFrames } from '../../src/shared/wire/reply-frame.js';
 import { Round } from '../../src/coordinator/round.js';
 import { createModel } from '../../src/shared/model/registry.js';
 import { ParameterServer } from '../../src/shared/train/param-server.js';

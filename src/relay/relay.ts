@@ -27,7 +27,7 @@ import { Round, type Expected, type RoundOutcome } from '../coordinator/round.js
 import { StreamTable } from '../coordinator/streams.js';
 import { WsServer, type HelloResult } from '../coordinator/ws-server.js';
 import { Upstream, type UpstreamExit, type UpstreamOptions } from './upstream.js';
-import { ReplyFrames } from './reply-frame.js';
+import { ReplyFrames } from '../shared/wire/reply-frame.js';
 import { RoundTimes } from './round-times.js';
 import { relayServerOptions, STREAMS_UNKNOWN } from './server-options.js';
 import type { RelayMetrics } from './metrics.js';

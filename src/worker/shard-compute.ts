@@ -135,7 +135,8 @@ export class ShardComputer {
     this.generation++;
   }
 
-  compute(task: ShardTask): ShardResult {
+  /** `gradOut`: where the step may write the gradient (TrainStepper.step); the result's `grad` says where it is. */
+  compute(task: ShardTask, gradOut?: Float32Array): ShardResult {
     const t0 = performance.now();
     if (!this.params || this.params.version !== task.paramsVersion) {
       throw new Error(`step needs parameters v${task.paramsVersion}, have ${this.params ? `v${this.params.version}` : 'none'}`);
@@ -159,7 +160,7 @@ export class ShardComputer {
     const { x, y } = gatherRows(this.tokens, task.starts, this.numSteps);
     // Global stream ids and the step: what randomness inside a step (dropout) is a function of, as in one process.
     const streams = Int32Array.from({ length: rows }, (_, i) => task.lo + i);
-    const r = this.params.stepper.step({ x, y, rows, numSteps: this.numSteps, streams, step: task.paramsVersion }, init);
+    const r = this.params.stepper.step({ x, y, rows, numSteps: this.numSteps, streams, step: task.paramsVersion }, init, gradOut);
     this.held.clear();
     for (let i = 0; i < rows; i++) this.held.set(task.lo + i, r.state.slice(i * W, (i + 1) * W));
     return { grad: r.grad, lossSum: r.lossSum, tokenCount: r.tokenCount, state: r.state, computeMs: performance.now() - t0, inputs: x };

@@ -6,7 +6,8 @@
 import { CloseCodes, finalRefusalFor, type ErrorCode } from '../shared/errors.js';
 import { decodeCoordinatorMessage, encode, ReusedFrames, tokensFromWire, PROTOCOL_VERSION, type CoordinatorMessage, type LocalSteps, type StepMsg, type WorkerInfo } from '../shared/wire/protocol.js';
 import { decodeTensor, encodeTensor, type WireDtype } from '../shared/wire/tensor.js';
-import { encodeGradient, ShardComputer } from './shard-compute.js';
+import { encodeGradient, ShardComputer, type ShardResult } from './shard-compute.js';
+import { ReplyFrames } from '../shared/wire/reply-frame.js';
 import { createModel } from '../shared/model/registry.js';
 import type { WorkerMetrics } from './metrics.js';
 import { AddressRotation, reconnectPlan } from '../shared/addresses.js';
@@ -55,6 +56,8 @@ export class WorkerClient {
   private paramsBuffer: Float32Array | null = null;
   /** The gradient's frame, reused from round to round once the socket has written it out. */
   private readonly gradFrames = new ReusedFrames();
+  /** The same frame built in place: a dense float32 gradient is written there by the step itself. */
+  private replyFrames: ReplyFrames | null = null;
   /** Why the worker stopped trying, for the exit message, and its code when it was refused. */
   reason = '';
   refusal: ErrorCode | null = null;
@@ -235,6 +238,7 @@ export class WorkerClient {
           throw new Error(`this worker builds ${msg.model.name} with ${model.paramCount} parameters and state width ${model.stateWidth}, the coordinator says ${msg.model.paramCount} and ${msg.model.stateWidth}: the two run different versions of the model`);
         }
         this.computer = new ShardComputer(model, msg.model.numSteps, tokens);
+        this.replyFrames = new ReplyFrames(msg.wireDtype, model.paramCount, 0);
         this.opts.metrics?.setReady(true);
         this.opts.log(`joined as ${msg.workerId.slice(0, 8)}: model ${model.summary}, ${tokens.length} tokens`);
         return;
@@ -252,23 +256,43 @@ export class WorkerClient {
           this.localRound(ws, c, msg, msg.local);
           return;
         }
-        const r = c.compute({
-          paramsVersion: msg.paramsVersion,
-          lo: msg.lo,
-          hi: msg.hi,
-          starts: msg.starts,
-          fresh: msg.fresh,
-          state: msg.state ? decodeTensor(msg.state) : undefined,
-        });
-        const frame = this.gradFrames.encode({
-          type: 'grads',
-          round: msg.round,
-          tokenCount: r.tokenCount,
-          lossSum: r.lossSum,
-          computeMs: r.computeMs,
-          ...encodeGradient(c.model, r.grad, r.inputs ?? new Int32Array(0), this.wireDtype, this.sparseRows && r.inputs !== undefined),
-          state: encodeTensor(r.state, 'float32'),
-        });
+        // The step writes its gradient into the reply's frame where it can (float32 on the wire).
+        const slot = this.replyFrames?.claim((msg.hi - msg.lo) * c.model.stateWidth) ?? null;
+        let r: ShardResult;
+        try {
+          r = c.compute(
+            {
+              paramsVersion: msg.paramsVersion,
+              lo: msg.lo,
+              hi: msg.hi,
+              starts: msg.starts,
+              fresh: msg.fresh,
+              state: msg.state ? decodeTensor(msg.state) : undefined,
+            },
+            slot?.grad,
+          );
+        } catch (e) {
+          slot?.release();
+          throw e;
+        }
+        const gradient = encodeGradient(c.model, r.grad, r.inputs ?? new Int32Array(0), this.wireDtype, this.sparseRows && r.inputs !== undefined);
+        let frame: { bytes: Uint8Array; sent: () => void };
+        if (slot && !gradient.rows) {
+          const built = slot.seal({ round: msg.round, tokenCount: r.tokenCount, lossSum: r.lossSum, computeMs: r.computeMs, grad: r.grad, state: r.state });
+          frame = { bytes: built.bytes, sent: built.release };
+        } else {
+          frame = this.gradFrames.encode({
+            type: 'grads',
+            round: msg.round,
+            tokenCount: r.tokenCount,
+            lossSum: r.lossSum,
+            computeMs: r.computeMs,
+            ...gradient,
+            state: encodeTensor(r.state, 'float32'),
+          });
+          // Sparse rows were copied out of the claimed frame, which is free again.
+          slot?.release();
+        }
         ws.send(frame.bytes, frame.sent);
         c.releaseRetired();
         this.rounds++;

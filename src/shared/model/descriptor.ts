@@ -73,8 +73,12 @@ export interface TrainStepResult {
 
 /** The training step for one parameter version: (batch, carried state) -> sums and new state. */
 export interface TrainStepper {
-  /** `state` is rows x stateWidth (zeros for a fresh stream). */
-  step(batch: TokenBatch, state: Float32Array): TrainStepResult;
+  /**
+   * `state` is rows x stateWidth (zeros for a fresh stream). `gradOut` (paramCount values), where given, is
+   * an array the step may write the gradient into, every value, and return as `grad` instead of a fresh
+   * one (the worker passes the gradient's place in its reply frame); callers read `grad` either way.
+   */
+  step(batch: TokenBatch, state: Float32Array, gradOut?: Float32Array): TrainStepResult;
   dispose(): void;
 }
 

@@ -27,12 +27,12 @@ function descriptor(dims: CellDims): ModelDescriptor {
     stepper(params: Float32Array): TrainStepper {
       const sp = makeCellStepParams(params, dims);
       return {
-        step(batch: TokenBatch, state: Float32Array) {
+        step(batch: TokenBatch, state: Float32Array, gradOut?: Float32Array) {
           const rows = batch.rows;
           if (state.length !== rows * H) throw new RangeError(`state holds ${state.length} values, expected ${rows * H}`);
           const h0 = tf.tensor2d(state, [rows, H]);
           try {
-            const r = cellStep(sp, batch, h0);
+            const r = cellStep(sp, batch, h0, gradOut);
             const out = r.h.dataSync().slice() as Float32Array;
             r.h.dispose();
             return { grad: r.grad, lossSum: r.lossSum, tokenCount: r.tokenCount, state: out };

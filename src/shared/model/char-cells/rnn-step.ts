@@ -37,7 +37,7 @@ function oneHotRows(a: Float32Array, ids: ArrayLike<number>, V: number, H: numbe
 }
 
 /** Forward + backward of the RNN on wasm; h0 and the params are not disposed. */
-export function fusedRnnStep(p: CellStepParams, batch: TokenBatch, h0: tf.Tensor2D): CellStepResult {
+export function fusedRnnStep(p: CellStepParams, batch: TokenBatch, h0: tf.Tensor2D, gradOut?: Float32Array): CellStepResult {
   const { rows: B, numSteps: T } = batch;
   const { vocabSize: V, hidden: H } = p.dims;
   const R = V + H + 1;
@@ -75,7 +75,8 @@ export function fusedRnnStep(p: CellStepParams, batch: TokenBatch, h0: tf.Tensor
     const gates = tf.matMul(transposed(As), dZ);
     return { gates, dWhq, dBias, lossSum, h: rowBlock(Hs as tf.Tensor2D, (T - 1) * B, B) };
   });
-  const grad = new Float32Array(cellParamCount(p.dims));
+  // Every value is written below: the gate block, W_hq and b_q.
+  const grad = gradOut?.length === cellParamCount(p.dims) ? gradOut : new Float32Array(cellParamCount(p.dims));
   readInto(out.gates, grad, blockOf(p.dims, 'W_xh').offset);
   readInto(out.dWhq, grad, blockOf(p.dims, 'W_hq').offset);
   readInto(out.dBias, grad, blockOf(p.dims, 'b_q').offset);

@@ -104,14 +104,14 @@ export interface CellStepResult {
 }
 
 /** Forward + backward; h0 and the params are not disposed. */
-export function cellStep(p: CellStepParams, batch: TokenBatch, h0: tf.Tensor2D): CellStepResult {
+export function cellStep(p: CellStepParams, batch: TokenBatch, h0: tf.Tensor2D, gradOut?: Float32Array): CellStepResult {
   checkBatch(batch, h0, p.dims);
   if (!fusedCellGatesActive()) return opsCellStep(p, batch, h0);
-  return p.dims.cell === 'rnn' ? fusedRnnStep(p, batch, h0) : fusedGruStep(p, batch, h0);
+  return p.dims.cell === 'rnn' ? fusedRnnStep(p, batch, h0, gradOut) : fusedGruStep(p, batch, h0, gradOut);
 }
 
 /** The GRU on wasm: fused gate kernels; the weight gradients assembled on the host. */
-function fusedGruStep(p: CellStepParams, batch: TokenBatch, h0: tf.Tensor2D): CellStepResult {
+function fusedGruStep(p: CellStepParams, batch: TokenBatch, h0: tf.Tensor2D, gradOut?: Float32Array): CellStepResult {
   const dims = p.dims;
   const { rows: B, numSteps: T } = batch;
   const { vocabSize: V, hidden: H } = dims;
@@ -174,7 +174,8 @@ function fusedGruStep(p: CellStepParams, batch: TokenBatch, h0: tf.Tensor2D): Ce
     const hGate = tf.matMul(transposed(Ahs), das);
     return { gates, hGate, dWhq, dBias, lossSum, h: h as tf.Tensor2D };
   });
-  const grad = new Float32Array(cellParamCount(dims));
+  // Every value is written below: the z and r gate blocks, the h gate's, W_hq and b_q.
+  const grad = gradOut?.length === cellParamCount(dims) ? gradOut : new Float32Array(cellParamCount(dims));
   ['z', 'r'].forEach((g, k) => transposedRowsInto(out.gates as tf.Tensor2D, k * H, H, grad, blockOf(dims, `W_x${g}`).offset));
   readInto(out.hGate, grad, blockOf(dims, 'W_xh').offset);
   readInto(out.dWhq, grad, blockOf(dims, 'W_hq').offset);

@@ -48,11 +48,11 @@ function descriptor(dims: ModelDims): ModelDescriptor {
     stepper(params: Float32Array): TrainStepper {
       const sp = makeStepParams(params, dims);
       return {
-        step(batch: TokenBatch, state: Float32Array) {
+        step(batch: TokenBatch, state: Float32Array, gradOut?: Float32Array) {
           const rows = batch.rows;
           if (state.length !== rows * 2 * H) throw new RangeError(`state holds ${state.length} values, expected ${rows * 2 * H}`);
           const s0 = stateToTensors(state, rows, H);
-          const r = lstmStep(sp, batch, s0);
+          const r = lstmStep(sp, batch, s0, gradOut);
           disposeState(s0);
           const out = tensorsToState(r.state, rows, H);
           disposeState(r.state);

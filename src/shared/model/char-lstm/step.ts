@@ -165,7 +165,7 @@ function checkBatch(batch: Batch, state: LstmState, dims: ModelDims): void {
  * Forward + backward. The caller owns the returned state tensors; the input
  * state and the params are not disposed.
  */
-export function lstmStep(p: StepParams, batch: Batch, state: LstmState): StepResult {
+export function lstmStep(p: StepParams, batch: Batch, state: LstmState, gradOut?: Float32Array): StepResult {
   checkBatch(batch, state, p.dims);
   const fused = fusedGatesActive();
   // The lazily built gate tensors belong to the params, not to the step's tidy.
@@ -173,7 +173,7 @@ export function lstmStep(p: StepParams, batch: Batch, state: LstmState): StepRes
   const out = fused ? fusedTidy(p, batch, state) : opsTidy(p, batch, state);
   // dataSync hands back an array the tensor no longer needs once disposed (a
   // copy on wasm and tensorflow, the cpu backend's own buffer, which it drops).
-  const grad = out.gates ? fusedFlatGrad(p.dims, out.gates, out.grad) : (out.grad.dataSync() as Float32Array);
+  const grad = out.gates ? fusedFlatGrad(p.dims, out.gates, out.grad, gradOut) : (out.grad.dataSync() as Float32Array);
   const lossSum = out.lossSum.dataSync()[0];
   tf.dispose([out.grad, out.lossSum, ...(out.gates ? [out.gates] : [])]);
   return { grad, lossSum, tokenCount: batch.rows * batch.numSteps, state: { h: out.h, c: out.c } };
@@ -214,9 +214,11 @@ function flatGrad(As: tf.Tensor[], dz: tf.Tensor[][], dWhq: tf.Tensor, dbq: tf.T
 }
 
 /** The flat gradient from the fused path's transposed gate gradients (4H, V+H+1) and [dW_hq, db_q]. */
-function fusedFlatGrad(dims: ModelDims, gates: tf.Tensor, rest: tf.Tensor): Float32Array {
+function fusedFlatGrad(dims: ModelDims, gates: tf.Tensor, rest: tf.Tensor, out?: Float32Array): Float32Array {
   const layout = paramLayout(dims);
-  const grad = new Float32Array(layout.at(-1)!.offset + layout.at(-1)!.size);
+  const n = layout.at(-1)!.offset + layout.at(-1)!.size;
+  // Every value is written below: the four gate blocks, then W_hq and b_q.
+  const grad = out?.length === n ? out : new Float32Array(n);
   // [W_xg; W_hg; b_g] is one (V+H+1, H) block starting at W_xg; gates holds its transpose at rows kH..kH+H.
   GATES.forEach((g, k) => transposedRowsInto(gates as tf.Tensor2D, k * dims.hidden, dims.hidden, grad, layout.find((b) => b.name === `W_x${g}`)!.offset));
   grad.set(rest.dataSync() as Float32Array, layout.find((b) => b.name === 'W_hq')!.offset);
