@@ -56,6 +56,40 @@ test('the reply built in place decodes as encode() would, in every wire dtype, a
   }
 });
 
+test("a worker's reply built in place: the step writes into the claimed frame, which decodes as encode()'s; a frame given back is reused; a larger state gets a larger frame", () => {
+  const frames = new ReplyFrames('float32', P, 0);
+  for (const [round, streams] of [[3, 2], [4, 2], [5, 5]]) {
+    const slot = frames.claim(streams * W)!;
+    const grad = Float32Array.from(sumOf(round));
+    slot.grad.set(grad); // what the step does through gradOut
+    const state = Float32Array.from({ length: streams * W }, (_, i) => i - round);
+    const built = slot.seal({ round, tokenCount: streams * 35, lossSum: 9.5, computeMs: 70.25, grad: slot.grad, state });
+    const want = encode({ type: 'grads', round, tokenCount: streams * 35, lossSum: 9.5, computeMs: 70.25, grads: encodeTensor(grad, 'float32'), state: encodeTensor(state, 'float32') });
+    const x = decodeWorkerMessage(built.bytes, { ...limits, stateCount: 5 * W });
+    const y = decodeWorkerMessage(want, { ...limits, stateCount: 5 * W });
+    assert.ok(x.ok && y.ok && x.msg.type === 'grads' && y.msg.type === 'grads');
+    if (!x.ok || !y.ok || x.msg.type !== 'grads' || y.msg.type !== 'grads') return;
+    assert.deepEqual([x.msg.round, x.msg.tokenCount, x.msg.lossSum, x.msg.computeMs], [y.msg.round, y.msg.tokenCount, y.msg.lossSum, y.msg.computeMs]);
+    assert.deepEqual(Buffer.from(x.msg.grads.data), Buffer.from(y.msg.grads.data), "the gradient's bytes");
+    assert.deepEqual(decodeTensor(x.msg.state!), state);
+    built.release();
+  }
+  assert.equal(frames.allocated, 2, 'reused while the state fits; one larger frame for 5 streams');
+  // A step that returned its own array: copied in.
+  const slot = frames.claim(W)!;
+  const own = Float32Array.from(sumOf(9));
+  const built = slot.seal({ round: 9, tokenCount: 35, lossSum: 1, computeMs: 1, grad: own, state: new Float32Array(W) });
+  const v = decodeWorkerMessage(built.bytes, { ...limits, stateCount: 5 * W });
+  assert.ok(v.ok && v.msg.type === 'grads');
+  if (v.ok && v.msg.type === 'grads') assert.deepEqual(decodeTensor(v.msg.grads), own);
+  // Held by the socket: the next claim takes another buffer; a released claim is reused.
+  const next = frames.claim(W)!;
+  assert.notEqual(next.grad.buffer, slot.grad.buffer);
+  next.release();
+  assert.equal(frames.claim(W)!.grad.buffer, next.grad.buffer);
+  assert.equal(new ReplyFrames('float16', P, 0).claim(W), null, 'float16 is encoded as before');
+});
+
 test("a relay's round adds replies straight from their frames: the sum of the decoded gradients; a NaN or a short tensor leaves it as it was", () => {
   const acc = new GradAccumulator(P);
   const expected = new Map(['a', 'b', 'c'].map((id) => [id, { lo: 0, hi: 1, tokenCount: 35, stateLength: W }]));
