@@ -7,6 +7,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { decodeCoordinatorMessage, decodeWorkerMessage, encode, ReusedFrames, type GradsMsg } from '../../src/shared/wire/protocol.js';
 import { decodeTensor, encodeTensor, type WireDtype } from '../../src/shared/wire/tensor.js';
+import { ReplyFrames } from '../../src/shared/wire/reply-frame.js';
 import { GradAccumulator } from '../../src/shared/wire/accumulate.js';
 import { ParamsFrames } from '../../src/shared/wire/params-frame.js';
 import { disposeStepParams, makeStepParams } from '../../src/shared/model/char-lstm/step.js';
@@ -56,6 +57,10 @@ export function measureWirePath(dims: ModelDims, rows: number, dtype: WireDtype 
   const gradsFrame = encode(gradsMsg());
   const paramsFrames = new ParamsFrames();
   const gradFrames = new ReusedFrames();
+  const replyFrames = new ReplyFrames(dtype, n, 0);
+  // Null where the worker encodes instead (another dtype than float32).
+  const inPlace = replyFrames.claim(state.length);
+  inPlace?.release();
   const steps: { key: string; where: WirePathStep['where']; what: string; f: () => void; skipped?: boolean }[] = [
     // As the coordinator does: into a reused frame, released as the sockets release it.
     { key: 'encodeParams', where: 'coordinator', what: 'read the parameters and encode the params message (in place, into a reused frame)', f: () => paramsFrames.build(1, server.params(), dtype).hold()() },
@@ -64,8 +69,14 @@ export function measureWirePath(dims: ModelDims, rows: number, dtype: WireDtype 
       if (v.ok && v.msg.type === 'params') decodeTensor(v.msg.params);
     } },
     { key: 'workerUpload', where: 'worker', what: 'upload the parameters into the step tensors (makeStepParams)', f: () => disposeStepParams(makeStepParams(params, dims)) },
-    // As the worker does: into the buffer its previous, sent frame used.
-    { key: 'workerEncodeGrads', where: 'worker', what: 'encode the grads message (gradient and stream state; into a reused buffer)', f: () => gradFrames.encode(gradsMsg()).sent() },
+    // As the worker does: float32 in the frame its step wrote the gradient into (reply-frame.ts claim and seal:
+    // the header fields and the state); another dtype encoded into the buffer its previous, sent frame used.
+    inPlace
+      ? { key: 'workerEncodeGrads', where: 'worker', what: 'finish the grads message around the gradient the step wrote into it (header fields and stream state)', f: () => {
+          const slot = replyFrames.claim(state.length)!;
+          slot.seal({ round: 1, tokenCount: rows * 35, lossSum: 1, computeMs: 1, grad: slot.grad, state }).release();
+        } }
+      : { key: 'workerEncodeGrads', where: 'worker', what: 'encode the grads message (gradient and stream state; into a reused buffer)', f: () => gradFrames.encode(gradsMsg()).sent() },
     { key: 'mask', where: 'worker', what: 'mask the grads frame with a random key, byte by byte (skipped: workers send a zero masking key)', f: () => jsMask(gradsFrame, mask), skipped: true },
     { key: 'unmask', where: 'coordinator', what: 'unmask it again (skipped likewise)', f: () => jsMask(gradsFrame, mask), skipped: true },
     { key: 'decodeGrads', where: 'coordinator', what: 'decode and validate the grads message (structure, sizes; finiteness is left to the sum)', f: () => void decodeWorkerMessage(gradsFrame, limits) },
