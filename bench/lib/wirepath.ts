@@ -56,6 +56,8 @@ export function measureWirePath(dims: ModelDims, rows: number, dtype: WireDtype 
   const paramsFrame = encode({ type: 'params', version: 1, params: encodeTensor(params, dtype) });
   const gradsFrame = encode(gradsMsg());
   const paramsFrames = new ParamsFrames();
+  const paramsOut = new Float32Array(n);
+  const stateOut = new Float32Array(state.length);
   const gradFrames = new ReusedFrames();
   const replyFrames = new ReplyFrames(dtype, n, 0);
   // Null where the worker encodes instead (another dtype than float32).
@@ -64,9 +66,10 @@ export function measureWirePath(dims: ModelDims, rows: number, dtype: WireDtype 
   const steps: { key: string; where: WirePathStep['where']; what: string; f: () => void; skipped?: boolean }[] = [
     // As the coordinator does: into a reused frame, released as the sockets release it.
     { key: 'encodeParams', where: 'coordinator', what: 'read the parameters and encode the params message (in place, into a reused frame)', f: () => paramsFrames.build(1, server.params(), dtype).hold()() },
-    { key: 'workerDecodeParams', where: 'worker', what: 'decode and validate the params message, decode the tensor', f: () => {
+    // As the worker does: into the array it decodes every round's parameters into.
+    { key: 'workerDecodeParams', where: 'worker', what: 'decode and validate the params message, decode the tensor (into a reused array)', f: () => {
       const v = decodeCoordinatorMessage(paramsFrame, { paramCount: n });
-      if (v.ok && v.msg.type === 'params') decodeTensor(v.msg.params);
+      if (v.ok && v.msg.type === 'params') decodeTensor(v.msg.params, paramsOut);
     } },
     { key: 'workerUpload', where: 'worker', what: 'upload the parameters into the step tensors (makeStepParams)', f: () => disposeStepParams(makeStepParams(params, dims)) },
     // As the worker does: float32 in the frame its step wrote the gradient into (reply-frame.ts claim and seal:
@@ -80,7 +83,7 @@ export function measureWirePath(dims: ModelDims, rows: number, dtype: WireDtype 
     { key: 'mask', where: 'worker', what: 'mask the grads frame with a random key, byte by byte (skipped: workers send a zero masking key)', f: () => jsMask(gradsFrame, mask), skipped: true },
     { key: 'unmask', where: 'coordinator', what: 'unmask it again (skipped likewise)', f: () => jsMask(gradsFrame, mask), skipped: true },
     { key: 'decodeGrads', where: 'coordinator', what: 'decode and validate the grads message (structure, sizes; finiteness is left to the sum)', f: () => void decodeWorkerMessage(gradsFrame, limits) },
-    { key: 'decodeTensor', where: 'coordinator', what: 'decode the returned stream state', f: () => void decodeTensor(stateWire) },
+    { key: 'decodeTensor', where: 'coordinator', what: "decode the returned stream state (into the member's reused array)", f: () => void decodeTensor(stateWire, stateOut) },
     { key: 'sum', where: 'coordinator', what: 'one pass: decode the gradient from the frame, check it for Inf/NaN, add it into the float64 sum (WebAssembly SIMD)', f: () => {
       if (acc.addInto(sum64, gradWire) !== null) throw new Error('refused');
     } },
