@@ -23,7 +23,12 @@ export function browserSockets(): SocketFactory {
         get isOpen() {
           return ws.readyState === WebSocket.OPEN;
         },
-        send: (data) => ws.send(data),
+        // The browser copies the bytes as send() is called (the WebSocket standard), so the caller's
+        // buffer is free again at once: the worker's reply frame is reused from round to round.
+        send: (data, sent) => {
+          ws.send(data);
+          sent?.();
+        },
         close: (code, reason) => ws.close(code, reason),
         terminate: () => ws.close(),
       };
